@@ -1,0 +1,3 @@
+from osprey_core.cli import main
+
+main()

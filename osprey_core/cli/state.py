@@ -1,0 +1,32 @@
+"""What every command can reach through ``ctx.obj``: the plugin host and the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import typer
+
+    from osprey_core.config import OspreyConfig
+    from osprey_core.plugin_host import PluginHost
+
+
+@dataclass
+class CliState:
+    host: PluginHost
+    config_path: Path | None = None
+    _config: OspreyConfig | None = field(default=None, repr=False)
+
+    def config(self) -> OspreyConfig:
+        """Load and validate the config on first use (most commands never need it)."""
+        if self._config is None:
+            from osprey_core.config import load_config
+
+            self._config = load_config(self.host, self.config_path)
+        return self._config
+
+
+def cli_state(ctx: typer.Context) -> CliState:
+    return ctx.find_root().obj
