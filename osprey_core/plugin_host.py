@@ -191,7 +191,15 @@ def _discover_entry_points() -> list[EntryPoint]:
         if key not in seen:
             seen.add(key)
             unique.append(entry_point)
+    # Built-ins first: entry points come in sys.path order, and a distribution earlier on
+    # the path that reuses a built-in's name must fail itself, not the essential built-in.
+    unique.sort(key=lambda entry_point: not _is_core(entry_point))
     return unique
+
+
+def _is_core(entry_point: EntryPoint) -> bool:
+    dist = entry_point.dist
+    return dist is not None and _canonical(dist.metadata["Name"] or "") == CORE_DISTRIBUTION
 
 
 class PluginHost:
@@ -201,6 +209,8 @@ class PluginHost:
         self._pm = pm
         self.strict = strict
         self._plugins: dict[str, PluginInfo] = {}
+        #: Entry points refused because their name was taken; kept so they are shown.
+        self._shadowed: list[PluginInfo] = []
         self._registries: dict[str, Registry[Any]] = {}
         self._config_sections: dict[str, tuple[type[BaseModel], str]] | None = None
 
@@ -219,6 +229,7 @@ class PluginHost:
             essential=builtin and entry_point.name in ESSENTIAL_PLUGINS,
         )
         if (taken := self._plugins.get(info.name)) is not None:
+            self._shadowed.append(info)
             return self._fail(info, f"the plugin name is already used by {taken.describe()}")
         self._plugins[info.name] = info
         if not info.essential and settings.blocks(info.name):
@@ -254,14 +265,18 @@ class PluginHost:
         self._invalidate()
 
     def _register(self, plugin: object, info: PluginInfo) -> PluginInfo:
+        if (owner := self._pm.get_name(plugin)) is not None:
+            # Two entry points naming one module; unregistering it here would silently
+            # strip the hooks of the plugin that registered it first.
+            return self._fail(info, f"the same object is already registered as plugin '{owner}'")
         try:
             self._pm.register(plugin, name=info.name)
         except Exception as exc:
-            self._forget(plugin)
+            self._forget(plugin, info.name)
             return self._fail(info, _oneline(exc))
         unknown = self._unknown_hooks(plugin)
         if unknown:
-            self._forget(plugin)
+            self._forget(plugin, info.name)
             return self._fail(info, "; ".join(unknown))
         info.hooks = sorted(caller.name for caller in self._pm.get_hookcallers(plugin) or ())
         info.status = Status.LOADED
@@ -281,8 +296,8 @@ class PluginHost:
             )
         return problems
 
-    def _forget(self, plugin: object) -> None:
-        if self._pm.is_registered(plugin):
+    def _forget(self, plugin: object, name: str) -> None:
+        if self._pm.get_name(plugin) == name:
             self._pm.unregister(plugin)
 
     def _fail(self, info: PluginInfo, message: str) -> PluginInfo:
@@ -299,7 +314,8 @@ class PluginHost:
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin '{exc.plugin_name}': {exc}") from exc
+            name = self._pm.get_name(exc.plugin) or repr(exc.plugin)
+            raise PluginError(f"plugin '{name}': {exc}") from exc
 
     def _invalidate(self) -> None:
         self._registries.clear()
@@ -309,7 +325,7 @@ class PluginHost:
 
     @property
     def plugins(self) -> list[PluginInfo]:
-        return sorted(self._plugins.values(), key=lambda info: info.name)
+        return sorted([*self._plugins.values(), *self._shadowed], key=lambda info: info.name)
 
     def plugin(self, name: str) -> PluginInfo:
         try:
@@ -348,10 +364,12 @@ class PluginHost:
                 yield impl.plugin_name, impl.function(**args)
             except DuplicateNameError:
                 raise
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit() in a hook must not end us
                 self._hook_failed(impl.plugin_name, hook, exc, swallow=swallow)
 
-    def _hook_failed(self, plugin: str, hook: str, exc: Exception, *, swallow: bool) -> None:
+    def _hook_failed(
+        self, plugin: str, hook: str, exc: BaseException, *, swallow: bool
+    ) -> None:
         info = self._plugins.get(plugin)
         message = f"{hook}: {_oneline(exc)}"
         if info is not None:

@@ -28,6 +28,8 @@ def build_app(host: PluginHost) -> typer.Typer:
         name="osprey",
         help="Run AI agents safely in accelerators, beamlines and other high-stakes facilities.",
         no_args_is_help=True,
+        # Plain help like git or pip: rich help formatting costs ~100 ms on every --help.
+        rich_markup_mode=None,
         pretty_exceptions_enable=False,
         add_completion=False,
         context_settings={"help_option_names": ["-h", "--help"]},

@@ -1,0 +1,50 @@
+"""Developer sessions: ``nox -s tests``, ``lint``, ``bench``, ``demo``.
+
+Sessions install the project as a user would (a real, non-editable install plus the
+example third-party plugin), so the tests exercise what actually ships.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.12"
+EXAMPLE_PLUGIN = "examples/osprey-plugin-example"
+
+
+def install_project(session: nox.Session, *extras: str) -> None:
+    target = f".[{','.join(extras)}]" if extras else "."
+    session.install("--quiet", "--upgrade", "pip")
+    session.install("--quiet", target, f"./{EXAMPLE_PLUGIN}")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite; a broken plugin is fatal here (OSPREY_STRICT_PLUGINS=1)."""
+    install_project(session, "dev")
+    session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff over everything, including the banned bare imports of the mapped folders."""
+    session.install("--quiet", "ruff>=0.17,<0.18")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: figures and ratios against the baselines named in the issues."""
+    install_project(session)
+    session.run("python", "benchmarks/bench_cli.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job on embedded defaults: no API key, no network."""
+    install_project(session)
+    session.run("osprey", "plugins", env={"OSPREY_HOME": f"{session.virtualenv.location}/home"})
