@@ -6,15 +6,14 @@ import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 from osprey_core.errors import DuplicateNameError, RegistryError, UnknownNameError
 
-T = TypeVar("T")
-
 # Lower-case words joined by '_', '-' or '.', so names are stable in config files and on
-# the command line; dots allow hierarchical names such as ``osprey.logbook``.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
+# the command line; dots allow hierarchical names such as ``osprey.logbook``. ``\Z``, not
+# ``$``: ``$`` also matches before a trailing newline, which would let "epics\n" through.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*\Z")
 
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
@@ -24,13 +23,13 @@ def did_you_mean(name: str, candidates: list[str]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Entry(Generic[T]):
+class Entry[T]:
     name: str
     item: T
     plugin: str
 
 
-class Registry(Generic[T]):
+class Registry[T]:
     """Items of one hook family keyed by name.
 
     ``expects`` says whether plugins hand over instances or classes; either way the item
