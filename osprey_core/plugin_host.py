@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = PROJECT_NAME
 CORE_DISTRIBUTION = "osprey-core"
 #: Built-ins that cannot be blocked: the core's own commands and its safety defaults.
-ESSENTIAL_PLUGINS = frozenset({"core_commands"})
+ESSENTIAL_PLUGINS = frozenset({"core_commands", "core_capabilities", "approval_modes"})
 
 
 class Source(enum.StrEnum):
@@ -429,8 +429,20 @@ class PluginHost:
         return self._config_sections
 
     def add_commands(self, app: typer.Typer) -> None:
-        for _ in self._call_each("register_commands", app=app):
-            pass
+        """Let plugins add commands; a name added twice is refused naming both plugins.
+
+        Typer would silently let the later command shadow the earlier one, so a plugin
+        could replace, say, ``osprey approvals`` without anyone noticing.
+        """
+        owners: dict[str, str] = {}
+        for plugin, _ in self._call_each("register_commands", app=app):
+            names = _command_names(app)
+            for name in names:
+                if names.count(name) > 1:
+                    raise DuplicateNameError(
+                        f"command 'osprey {name}' is registered twice: by plugin "
+                        f"'{owners.get(name, plugin)}' and by plugin '{plugin}'")
+                owners.setdefault(name, plugin)
 
     def notify_run_event(self, event: RunEvent) -> None:
         for _ in self._call_each("on_run_event", swallow=True, event=event):
@@ -477,6 +489,15 @@ def _add_config_section(
             f"and by plugin '{plugin}'"
         )
     sections[name] = (model, plugin)
+
+
+def _command_names(app: typer.Typer) -> list[str]:
+    """Names of the commands and sub-apps on ``app``, as typed on the command line."""
+    names = [info.name or (info.callback.__name__.lower().replace("_", "-")
+                           if info.callback else "") for info in app.registered_commands]
+    names += [info.name or (info.typer_instance.info.name if info.typer_instance else "") or ""
+              for info in app.registered_groups]
+    return [name for name in names if name]
 
 
 def _canonical(name: str) -> str:

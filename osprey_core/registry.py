@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ class Registry[T]:
             raise RegistryError(
                 f"plugin '{plugin}' registered {item!r} as a {self.label}, "
                 f"but it must be {article} {self.kind.__module__}.{self.kind.__qualname__}"
+            )
+        if self.expects == "class" and inspect.isabstract(item):
+            missing = ", ".join(sorted(getattr(item, "__abstractmethods__", ())))
+            raise RegistryError(
+                f"plugin '{plugin}' registered {self.label} {item.__qualname__} "  # type: ignore[union-attr]
+                f"with unimplemented abstract methods: {missing}"
             )
         name = getattr(item, "name", None)
         if not isinstance(name, str) or not NAME_PATTERN.match(name):

@@ -50,7 +50,8 @@ def imported_after(code: str) -> list[str]:
     probe = (
         "import sys, json\n"
         f"{code}\n"
-        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY_MODULES!r}))))"
+        "loaded = {name.split('.')[0] for name in sys.modules}\n"
+        f"print(json.dumps(sorted(loaded & set({HEAVY_MODULES!r}))))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True, cwd=REPO / "tests")

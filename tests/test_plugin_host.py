@@ -29,13 +29,9 @@ from osprey_core.errors import (
     UnknownNameError,
 )
 from osprey_core.hookspecs.approval_policies import ApprovalPolicy, Verdict, Vote
-from osprey_core.hookspecs.archivers import ArchiverConnector
 from osprey_core.hookspecs.capabilities import Capability
-from osprey_core.hookspecs.code_generators import CodeGenerator
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 from osprey_core.hookspecs.data_providers import DataProvider
-from osprey_core.hookspecs.embedding_models import EmbeddingModel
-from osprey_core.hookspecs.logbook_adapters import LogbookAdapter
 from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.hookspecs.services import ServiceSpec
 from osprey_core.plugin_host import (
@@ -47,6 +43,13 @@ from osprey_core.plugin_host import (
     Status,
     get_plugin_manager,
     load_plugins,
+)
+from osprey_core.testing.fakes import (
+    FakeArchiver,
+    FakeCodeGenerator,
+    FakeConnector,
+    FakeEmbeddingModel,
+    FakeLogbookAdapter,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,8 +76,8 @@ class OtherCapability(Capability):
 
 
 def connector_class(name: str) -> type[ControlSystemConnector]:
-    """A connector class; the registry checks the type and name, not the behaviour."""
-    return type(f"Connector_{name}", (ControlSystemConnector,), {"name": name})
+    """A concrete connector class (the testing kit's in-memory fake) under ``name``."""
+    return FakeConnector.named(name)
 
 
 def plugin(**hooks: Callable[..., Any]) -> SimpleNamespace:
@@ -361,17 +364,17 @@ class Policy(ApprovalPolicy):
                      marks=pytest.mark.exercises_hook("register_capabilities")),
         pytest.param("data_providers", Provider(), "user_memory",
                      marks=pytest.mark.exercises_hook("register_data_providers")),
-        pytest.param("code_generators", type("G", (CodeGenerator,), {"name": "mock"}), "mock",
+        pytest.param("code_generators", FakeCodeGenerator.named("mock"), "mock",
                      marks=pytest.mark.exercises_hook("register_code_generators")),
         pytest.param("connectors", connector_class("tango"), "tango",
                      marks=pytest.mark.exercises_hook("register_connectors")),
-        pytest.param("archivers", type("A", (ArchiverConnector,), {"name": "mock_archiver"}),
+        pytest.param("archivers", FakeArchiver.named("mock_archiver"),
                      "mock_archiver", marks=pytest.mark.exercises_hook("register_archivers")),
         pytest.param("approval_policies", Policy(), "deny_writes",
                      marks=pytest.mark.exercises_hook("register_approval_policies")),
-        pytest.param("logbook_adapters", type("L", (LogbookAdapter,), {"name": "json"}),
+        pytest.param("logbook_adapters", FakeLogbookAdapter.named("json"),
                      "json", marks=pytest.mark.exercises_hook("register_logbook_adapters")),
-        pytest.param("embedding_models", type("E", (EmbeddingModel,), {"name": "minilm"}),
+        pytest.param("embedding_models", FakeEmbeddingModel.named("minilm"),
                      "minilm", marks=pytest.mark.exercises_hook("register_embedding_models")),
         pytest.param("services", ServiceSpec("osprey.logbook", "ARIEL", "tmpl"),
                      "osprey.logbook", marks=pytest.mark.exercises_hook("register_services")),
@@ -679,3 +682,27 @@ def test_only_the_plugin_host_calls_pm_hook() -> None:
             for line in hook_accesses(path.read_text(encoding="utf-8")):
                 offenders.append(f"{path.relative_to(REPO)}:{line}")
     assert not offenders, f"only {HOOK_OWNER.name} may use a plugin manager's .hook: {offenders}"
+
+
+@pytest.mark.exercises_hook("register_commands")
+def test_same_command_name_from_two_plugins_is_refused_naming_both() -> None:
+    import typer
+
+    from osprey_core.errors import DuplicateNameError
+    from osprey_core.plugin_host import load_plugins
+
+    def command_plugin(label: str) -> object:
+        class Plugin:
+            @hookimpl
+            def register_commands(self, app: typer.Typer) -> None:
+                @app.command("status")
+                def status() -> None:
+                    print(label)
+
+        return Plugin()
+
+    host = load_plugins(discover=False, environ={})
+    host.register(command_plugin("first"), name="first")
+    host.register(command_plugin("second"), name="second")
+    with pytest.raises(DuplicateNameError, match=r"'osprey status'.*'first'.*'second'"):
+        host.add_commands(typer.Typer())

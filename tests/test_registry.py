@@ -203,3 +203,14 @@ def test_class_attribute_name_is_read_from_classes(
 
     with pytest.raises(RegistryError, match="invalid name None"):
         generators.add(Nameless, plugin="p")
+
+
+def test_abstract_class_is_refused_naming_missing_methods(
+    generators: Registry[type[CodeGenerator]],
+) -> None:
+    class HalfDone(CodeGenerator):
+        name = "half_done"
+
+    with pytest.raises(RegistryError, match=r"plugin 'p'.*HalfDone.*generate"):
+        generators.add(HalfDone, plugin="p")
+    assert "half_done" not in generators

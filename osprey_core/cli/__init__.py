@@ -22,6 +22,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def build_app(host: PluginHost) -> typer.Typer:
+    """The root app with every plugin's commands; the config loads lazily per command."""
     from osprey_core.cli.state import CliState
 
     app = typer.Typer(
@@ -38,9 +39,10 @@ def build_app(host: PluginHost) -> typer.Typer:
     @app.callback()
     def root(
         ctx: typer.Context,
+        # OSPREY_CONFIG is read by load_config, not by Typer, so errors name the real source.
         config: Path | None = typer.Option(
-            None, "--config", "-c", envvar="OSPREY_CONFIG", show_envvar=True,
-            help="Config file (default: ./osprey.yml if present).", dir_okay=False,
+            None, "--config", "-c", dir_okay=False,
+            help="Config file (default: $OSPREY_CONFIG, else ./osprey.yml if present).",
         ),
     ) -> None:
         ctx.obj = CliState(host=host, config_path=config)
@@ -59,3 +61,6 @@ def main(argv: list[str] | None = None) -> None:
     except OspreyError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)

@@ -35,7 +35,7 @@ def list_plugins(
             info.distribution or "-",
             info.version or "-",
             info.source,
-            ", ".join(info.hooks),
+            "\n".join(info.hooks),
             _status_text(info.status, info.error, info.hook_errors),
         )
         for info in plugins

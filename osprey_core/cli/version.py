@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
@@ -14,7 +14,11 @@ def show_version(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Print the osprey-core and Python versions."""
-    info = {"osprey-core": version("osprey-core"), "python": platform.python_version()}
+    try:
+        core = version("osprey-core")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        core = "unknown"
+    info = {"osprey-core": core, "python": platform.python_version()}
     if as_json:
         print_json(info)
     else:

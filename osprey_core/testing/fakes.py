@@ -61,7 +61,7 @@ class _Tracked:
     hold of those instances without the fakes sharing state between tests.
     """
 
-    instances: ClassVar[list[Any]] = []
+    instances: ClassVar[list[Any]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -88,6 +88,7 @@ class FakeCapability(Capability):
 
     ``handler`` (a function of the step) takes precedence over the constant ``result``;
     ``error`` makes every execution raise, to exercise the core's failure handling.
+    ``matcher`` stands in for :meth:`match`, so offline planning can pick the fake.
     """
 
     def __init__(
@@ -98,7 +99,11 @@ class FakeCapability(Capability):
         provides: Sequence[str] = (),
         requires: Sequence[str] = (),
         side_effects: bool = False,
+        runs_code: bool = False,
+        terminal: bool = False,
+        approval_kind: str = "step",
         parameters: type[BaseModel] | None = None,
+        matcher: Callable[[str], dict[str, Any] | None] | None = None,
         result: Any = None,
         handler: Callable[[Any], Any] | None = None,
         error: BaseException | None = None,
@@ -108,11 +113,18 @@ class FakeCapability(Capability):
         self.provides = tuple(provides)
         self.requires = tuple(requires)
         self.side_effects = side_effects
+        self.runs_code = runs_code
+        self.terminal = terminal
+        self.approval_kind = approval_kind
         self.parameters = parameters
+        self.matcher = matcher
         self.result = result
         self.handler = handler
         self.error = error
         self.calls: list[Any] = []
+
+    def match(self, query: str) -> dict[str, Any] | None:
+        return self.matcher(query) if self.matcher is not None else None
 
     async def execute(self, step: Any) -> Any:
         self.calls.append(step)
@@ -431,24 +443,24 @@ class FakeObserver:
         self.approvals_requested: list[ApprovalEvent] = []
         self.approvals_decided: list[ApprovalEvent] = []
 
-    def _done(self) -> None:
+    def _maybe_fail(self) -> None:
         if self.error is not None:
             raise self.error
 
     @hookimpl
     def on_run_event(self, event: RunEvent) -> None:
         self.run_events.append(event)
-        self._done()
+        self._maybe_fail()
 
     @hookimpl
     def on_approval_requested(self, event: ApprovalEvent) -> None:
         self.approvals_requested.append(event)
-        self._done()
+        self._maybe_fail()
 
     @hookimpl
     def on_approval_decided(self, event: ApprovalEvent) -> None:
         self.approvals_decided.append(event)
-        self._done()
+        self._maybe_fail()
 
 
 class FakePlugin:

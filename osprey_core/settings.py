@@ -1,0 +1,62 @@
+"""Core configuration sections for orchestration: LLM endpoint, planning, approval."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+ApprovalMode = Literal["disabled", "control_writes", "all_code"]
+
+
+class LLMSettings(BaseModel):
+    """Any OpenAI-compatible endpoint. Without ``base_url`` the offline planner is used."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. "
+        "Unset: plan offline (no network, no key).")
+    model: str = Field("gpt-4o-mini", description="Model name sent to the endpoint.")
+    api_key: SecretStr | None = Field(
+        None, description="API key; prefer api_key_env so the key stays out of files.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable with the key.")
+    timeout_seconds: float = Field(60.0, gt=0, description="Per-request timeout.")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Attempts at getting a valid plan before the run fails.")
+    backoff_seconds: float = Field(
+        0.5, ge=0, description="Wait before the first retry; doubles on each retry.")
+
+    def resolved_key(self, environ: dict[str, str]) -> str:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        # Local OpenAI-compatible servers usually accept any key.
+        return environ.get(self.api_key_env, "not-needed")
+
+
+class PlanningSettings(BaseModel):
+    """How requests become plans."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False, description="Planning mode by default: every plan waits for approval.")
+    max_candidates: int = Field(
+        8, ge=1, description="Capabilities shortlisted for the planner per request.")
+
+
+class ApprovalSettings(BaseModel):
+    """When a human must approve. Garbled settings are refused, never loosened."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: ApprovalMode = Field(
+        "control_writes", description="disabled | control_writes (side-effecting steps) | "
+        "all_code (side effects and generated code).")
+    capabilities: dict[str, ApprovalMode] = Field(
+        default_factory=dict, description="Per-capability mode, e.g. {python: all_code}.")
+    expiry_seconds: float = Field(
+        3600.0, gt=0, description="Unanswered requests expire (count as rejected) after this.")
+
+    def mode_for(self, capability: str | None) -> ApprovalMode:
+        return self.capabilities.get(capability or "", self.mode)
