@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from osprey_core.hookspecs import hookspec
@@ -12,12 +13,43 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedAction:
+    """The exact operation a step will perform, as shown to (and approved by) a human.
+
+    ``artifact`` must be JSON data; its sha256 binds the approval, and ``execute`` receives
+    the approved artifact back unchanged, so what runs is what was approved.
+    """
+
+    artifact: dict[str, Any]
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """Everything a capability sees when it prepares or runs one plan step."""
+
+    run_id: str
+    index: int
+    query: str
+    user: str
+    session: str
+    #: The step parameters, validated by the capability's ``parameters`` model if it has one.
+    parameters: Any
+    #: Values of the step's declared inputs (request context or earlier step outputs).
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    #: The approved (or, without approval, the prepared) artifact; ``None`` before prepare.
+    artifact: Mapping[str, Any] | None = None
+    #: Services the core offers capabilities (config, plugin host, ...), by name.
+    services: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Capability(ABC):
     """One thing the agent can do as a plan step.
 
     The planner sees ``name``, ``description`` and the parameter model; the orchestrator
-    uses ``provides``/``requires`` to check the data flow between steps and routes every
-    capability with ``side_effects`` through the approval engine before it runs.
+    uses ``provides``/``requires`` to check the data flow between steps and asks the
+    approval policies about every step before it runs.
     """
 
     name: ClassVar[str]
@@ -30,10 +62,36 @@ class Capability(ABC):
     parameters: ClassVar[type[BaseModel] | None] = None
     #: True if running it can change the machine or stored state: it then needs approval.
     side_effects: ClassVar[bool] = False
+    #: True if it runs generated code (``approval.mode: all_code`` asks for these too).
+    runs_code: ClassVar[bool] = False
+    #: True for steps that answer the user (respond, clarify): only allowed last in a plan.
+    terminal: ClassVar[bool] = False
+    #: Approval kind shown to operators (``channel_write``, ``memory_save``, ...).
+    approval_kind: ClassVar[str] = "step"
+
+    def match(self, query: str) -> dict[str, Any] | None:
+        """Parameters if this capability handles ``query`` on its own, else ``None``.
+
+        The offline planner (no LLM configured) builds plans from these matches, so simple
+        phrasings work without a language model.
+        """
+        return None
+
+    async def prepare(self, step: StepContext) -> PreparedAction:
+        """Describe exactly what ``execute`` will do; side-effecting capabilities override
+        this to show the operator current values, limits and the like."""
+        return PreparedAction(
+            artifact={"capability": self.name, "parameters": _plain(step.parameters)},
+            summary=f"{self.name} with {_plain(step.parameters)}",
+        )
 
     @abstractmethod
-    async def execute(self, step: Any) -> Any:
-        """Run one step; ``step`` carries the validated parameters and the run context."""
+    async def execute(self, step: StepContext) -> Any:
+        """Run one step and return its JSON-serialisable result."""
+
+
+def _plain(parameters: Any) -> Any:
+    return parameters.model_dump(mode="json") if hasattr(parameters, "model_dump") else parameters
 
 
 @hookspec

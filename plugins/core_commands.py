@@ -1,4 +1,8 @@
-"""Built-in plugin: the core commands (``plugins``, ``config``, ``version``). Essential."""
+"""Built-in plugin: the core commands. Essential: it cannot be blocked.
+
+Each command lives in its own module under ``osprey_core.cli`` and is imported only when
+this hook runs, which keeps plugin discovery cheap.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,20 @@ from osprey_core.hookspecs import hookimpl
 
 @hookimpl
 def register_commands(app: typer.Typer) -> None:
+    from osprey_core.cli.approvals import approvals_app
+    from osprey_core.cli.chat import chat
     from osprey_core.cli.config import config_app
+    from osprey_core.cli.demo import demo
     from osprey_core.cli.plugins import list_plugins
+    from osprey_core.cli.run import run_request
+    from osprey_core.cli.runs import runs_app
     from osprey_core.cli.version import show_version
 
+    app.command("run")(run_request)
+    app.add_typer(approvals_app, name="approvals")
+    app.add_typer(runs_app, name="runs")
+    app.command("chat")(chat)
+    app.command("demo")(demo)
     app.command("plugins")(list_plugins)
     app.add_typer(config_app, name="config")
     app.command("version")(show_version)

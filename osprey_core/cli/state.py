@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import typer
 
+    from osprey_core.api import Osprey
     from osprey_core.config import OspreyConfig
     from osprey_core.plugin_host import PluginHost
 
@@ -18,6 +19,7 @@ class CliState:
     host: PluginHost
     config_path: Path | None = None
     _config: OspreyConfig | None = field(default=None, repr=False)
+    _osprey: Osprey | None = field(default=None, repr=False)
 
     def config(self) -> OspreyConfig:
         """Load and validate the config on first use (most commands never need it)."""
@@ -30,3 +32,14 @@ class CliState:
 
 def cli_state(ctx: typer.Context) -> CliState:
     return ctx.find_root().obj
+
+
+def _open(state: CliState) -> Osprey:
+    from osprey_core.api import Osprey
+
+    if state._osprey is None:
+        state._osprey = Osprey(host=state.host, config=state.config())
+    return state._osprey
+
+
+CliState.osprey = _open  # type: ignore[attr-defined]

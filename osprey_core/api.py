@@ -1,0 +1,233 @@
+"""The embedding API: a facility tool runs, pauses, approves and resumes requests.
+
+Every method exists twice: ``arun``/``aapprove``/... for asyncio code and ``run``/
+``approve``/... for plain scripts. Before acting, each call marks runs whose process died
+as interrupted and expires overdue approvals, so state read after a restart is current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import itertools
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from osprey_core.hookspecs import hookimpl
+from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
+from osprey_core.models import (
+    ApprovalRecord,
+    ApprovalStatus,
+    AuditRecord,
+    EventRecord,
+    RunRecord,
+    StepRecord,
+)
+from osprey_core.orchestrator import Orchestrator, Runtime
+from osprey_core.run_machine import RunState
+
+if TYPE_CHECKING:
+    from osprey_core.config import OspreyConfig
+    from osprey_core.planning import Planner
+    from osprey_core.plugin_host import PluginHost
+
+Observer = Callable[[RunEvent | ApprovalEvent], None]
+_observer_ids = itertools.count(1)
+
+
+def default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+class _Forwarder:
+    """An in-process plugin that hands observer hook calls to a callback."""
+
+    def __init__(self, callback: Observer) -> None:
+        self.callback = callback
+
+    @hookimpl
+    def on_run_event(self, event: RunEvent) -> None:
+        self.callback(event)
+
+    @hookimpl
+    def on_approval_requested(self, event: ApprovalEvent) -> None:
+        self.callback(event)
+
+    @hookimpl
+    def on_approval_decided(self, event: ApprovalEvent) -> None:
+        self.callback(event)
+
+
+class Osprey:
+    """One osprey instance: plugins, configuration and the durable run store."""
+
+    def __init__(
+        self,
+        config_path: Path | None = None,
+        *,
+        host: PluginHost | None = None,
+        config: OspreyConfig | None = None,
+        clock: Callable[[], datetime] | None = None,
+        planner_factory: Callable[[Runtime], Planner] | None = None,
+    ) -> None:
+        from osprey_core.config import load_config
+        from osprey_core.plugin_host import load_plugins
+        from osprey_core.store import RunStore
+
+        self.host = host or load_plugins()
+        self.config = config or load_config(self.host, config_path)
+        store = RunStore(self.config.home / "osprey.db")
+        runtime = Runtime(self.host, self.config, store, planner_factory=planner_factory)
+        if clock is not None:
+            runtime.clock = clock
+        self.runtime = runtime
+        self._orchestrator = Orchestrator(runtime)
+
+    def close(self) -> None:
+        self.runtime.store.close()
+
+    def __enter__(self) -> Osprey:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- observing -----------------------------------------------------------------------
+
+    def observe(self, callback: Observer) -> Callable[[], None]:
+        """Call ``callback`` with every run and approval event; returns an unsubscribe."""
+        name = f"osprey-api-observer-{next(_observer_ids)}"
+        self.host.register(_Forwarder(callback), name=name)
+        return lambda: self.host.unregister(name)
+
+    # -- async API -----------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        await self._orchestrator.recover()
+        await self._orchestrator.expire_overdue()
+
+    async def arun(self, query: str, *, session: str = "default", user: str | None = None,
+                   planning: bool | None = None, interface: str = "api") -> RunRecord:
+        """Run a request until it is done, fails, or pauses for an approval."""
+        await self._prepare()
+        return await self._orchestrator.submit(query, session=session,
+                                               user=user or default_user(),
+                                               planning=planning, interface=interface)
+
+    async def apending(self, *, session: str | None = None) -> list[ApprovalRecord]:
+        await self._prepare()
+        return self.runtime.store.list_approvals(status=ApprovalStatus.PENDING, session=session)
+
+    async def aapprove(self, approval_id: str, *, user: str | None = None,
+                       interface: str = "api", reason: str | None = None,
+                       session: str | None = None) -> RunRecord:
+        """Approve exactly the stored artifact, then run on until the next pause or the end."""
+        await self._prepare()
+        return await self._orchestrator.decide(approval_id, approve=True,
+                                               actor=user or default_user(),
+                                               interface=interface, reason=reason,
+                                               session=session)
+
+    async def areject(self, approval_id: str, *, user: str | None = None,
+                      interface: str = "api", reason: str | None = None,
+                      session: str | None = None) -> RunRecord:
+        """Reject: the run ends as rejected; nothing is replanned."""
+        await self._prepare()
+        return await self._orchestrator.decide(approval_id, approve=False,
+                                               actor=user or default_user(),
+                                               interface=interface, reason=reason,
+                                               session=session)
+
+    async def aedit(self, approval_id: str, plan: Any, *, user: str | None = None,
+                    interface: str = "api", session: str | None = None) -> ApprovalRecord:
+        """Replace a pending plan; returns the new approval request it needs."""
+        await self._prepare()
+        return await self._orchestrator.edit_plan(approval_id, plan,
+                                                  actor=user or default_user(),
+                                                  interface=interface, session=session)
+
+    async def aresume(self, run_id: str, *, user: str | None = None, interface: str = "api",
+                      indeterminate: Literal["applied", "not_applied"] | None = None
+                      ) -> RunRecord:
+        return await self._orchestrator.resume(run_id, actor=user or default_user(),
+                                               interface=interface, indeterminate=indeterminate)
+
+    async def acancel(self, run_id: str, *, user: str | None = None, interface: str = "api",
+                      reason: str | None = None) -> RunRecord:
+        return await self._orchestrator.cancel(run_id, actor=user or default_user(),
+                                               interface=interface, reason=reason)
+
+    # -- sync API ------------------------------------------------------------------------
+
+    def run(self, query: str, **kwargs: Any) -> RunRecord:
+        return _sync(self.arun(query, **kwargs))
+
+    def pending(self, **kwargs: Any) -> list[ApprovalRecord]:
+        return _sync(self.apending(**kwargs))
+
+    def approve(self, approval_id: str, **kwargs: Any) -> RunRecord:
+        return _sync(self.aapprove(approval_id, **kwargs))
+
+    def reject(self, approval_id: str, **kwargs: Any) -> RunRecord:
+        return _sync(self.areject(approval_id, **kwargs))
+
+    def edit(self, approval_id: str, plan: Any, **kwargs: Any) -> ApprovalRecord:
+        return _sync(self.aedit(approval_id, plan, **kwargs))
+
+    def resume(self, run_id: str, **kwargs: Any) -> RunRecord:
+        return _sync(self.aresume(run_id, **kwargs))
+
+    def cancel(self, run_id: str, **kwargs: Any) -> RunRecord:
+        return _sync(self.acancel(run_id, **kwargs))
+
+    def refresh(self) -> None:
+        """Recover interrupted runs and expire overdue approvals now."""
+        _sync(self._prepare())
+
+    # -- reading the store ---------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self.runtime.store.get_run(run_id)
+
+    def runs(self, *, session: str | None = None, states: set[RunState] | None = None,
+             limit: int = 100) -> list[RunRecord]:
+        return self.runtime.store.list_runs(session=session, states=states, limit=limit)
+
+    def approval(self, approval_id: str) -> ApprovalRecord:
+        from osprey_core.orchestrator import ApprovalError
+        from osprey_core.store import StoreError
+
+        try:
+            return self.runtime.store.get_approval(approval_id)
+        except StoreError:
+            raise ApprovalError(f"unknown approval '{approval_id}'") from None
+
+    def approvals(self, *, status: ApprovalStatus | None = None, session: str | None = None,
+                  run_id: str | None = None) -> list[ApprovalRecord]:
+        return self.runtime.store.list_approvals(status=status, session=session, run_id=run_id)
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        return self.runtime.store.steps(run_id)
+
+    def events(self, run_id: str) -> list[EventRecord]:
+        return self.runtime.store.events(run_id)
+
+    def audit(self, *, run_id: str | None = None) -> list[AuditRecord]:
+        return self.runtime.store.audit(run_id=run_id)
+
+    def plan_file(self, run_id: str) -> Path:
+        return self.runtime.plan_file(run_id)
+
+
+def _sync[T](coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    coroutine.close()
+    raise RuntimeError("an event loop is running: use the async method (arun, aapprove, ...)")

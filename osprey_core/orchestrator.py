@@ -1,0 +1,676 @@
+"""The orchestrator: drives runs through the state machine, durably.
+
+:class:`RunController` is the machine's model for one run: guards, persistence and the
+``on_enter_*`` side effects. :class:`Orchestrator` is what interfaces call: submit a
+request, decide or edit an approval, resume or cancel a run, recover after a crash.
+
+Durability rules kept here:
+
+* every state change is committed before the state's own callback runs; a pause commits
+  its approval request in the same transaction, before anything announces it;
+* a decision is a compare-and-set on the approval and on the run state in one
+  transaction, so exactly one of two concurrent deciders wins;
+* what runs is the stored, approved artifact (hash checked), never something regenerated;
+* a finished step never runs again; a side-effecting step caught mid-way by a crash is
+  ``indeterminate`` until an operator says whether it took effect.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from osprey_core.approvals import Action, Outcome, Ruling, rule
+from osprey_core.errors import OspreyError
+from osprey_core.fileio import atomic_write_text
+from osprey_core.hookspecs.capabilities import Capability, StepContext
+from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
+from osprey_core.models import (
+    ApprovalKind,
+    ApprovalRecord,
+    ApprovalStatus,
+    AuditRecord,
+    EventRecord,
+    Plan,
+    RunRecord,
+    StepRecord,
+    StepStatus,
+    canonical_json,
+    sha256_of,
+)
+from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState, build_machine
+from osprey_core.settings import ApprovalSettings, LLMSettings, PlanningSettings
+from osprey_core.store import ConflictError, RunStore
+
+if TYPE_CHECKING:
+    from osprey_core.config import OspreyConfig
+    from osprey_core.planning import Planner
+    from osprey_core.plugin_host import PluginHost
+
+PLANNING_PREFIX = "/planning"
+Write = Callable[[RunStore], None]
+
+
+class ApprovalError(OspreyError):
+    """A decision was refused: unknown, already decided, expired, foreign or tampered."""
+
+
+class RunError(OspreyError):
+    """The run cannot do what was asked in its current state."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def split_planning_prefix(query: str) -> tuple[str, bool]:
+    """``"/planning raise the corrector"`` -> ``("raise the corrector", True)``."""
+    stripped = query.strip()
+    head, _, rest = stripped.partition(" ")
+    if head.lower() == PLANNING_PREFIX:
+        return rest.strip(), True
+    return stripped, False
+
+
+@dataclass
+class Runtime:
+    """Services shared by every run in this process."""
+
+    host: PluginHost
+    config: OspreyConfig
+    store: RunStore
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    planner_factory: Callable[[Runtime], Planner] | None = None
+
+    @property
+    def plans_dir(self) -> Path:
+        return self.config.home / "plans"
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def approval_settings(self) -> ApprovalSettings:
+        """Read fresh each time, so a policy tightened while a run waits applies on resume."""
+        return self.config.section("approval")
+
+    def planning_settings(self) -> PlanningSettings:
+        return self.config.section("planning")
+
+    def llm_settings(self) -> LLMSettings:
+        return self.config.section("llm")
+
+    def planner(self) -> Planner:
+        if self.planner_factory is not None:
+            return self.planner_factory(self)
+        from osprey_core.planning import make_planner
+
+        return make_planner(self.llm_settings(), self.host.capabilities())
+
+    def capability(self, name: str) -> Capability:
+        return self.host.capabilities().get(name)
+
+    def rule(self, action: Action) -> Ruling:
+        return rule(self.host.approval_policies(), action)
+
+    def plan_file(self, run_id: str) -> Path:
+        return self.plans_dir / f"{run_id}.json"
+
+
+class RunController:
+    """The state machine's model for one run."""
+
+    state: RunState
+
+    def __init__(self, runtime: Runtime, run: RunRecord) -> None:
+        self.rt = runtime
+        self.run = run
+        self._staged: list[Write] = []
+        self._after_commit: list[Callable[[], None]] = []
+        build_machine(self, initial=run.state)
+
+    # -- guards --------------------------------------------------------------------------
+
+    def is_planning_mode(self) -> bool:
+        return self.run.planning
+
+    def has_plan(self) -> bool:
+        return self.run.plan is not None
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def stage(self, write: Write, after_commit: Callable[[], None] | None = None) -> None:
+        """Queue a write for the next commit (and a notification for after it)."""
+        self._staged.append(write)
+        if after_commit is not None:
+            self._after_commit.append(after_commit)
+
+    async def persist(self) -> None:
+        """First entry callback of every state: commit the state with staged writes."""
+        previous = self.run.state
+        self._commit(expect_state=previous, new_state=RunState(self.state),
+                     event=("state", {"from": str(previous), "to": str(self.state)}))
+
+    def save(self, kind: str, data: dict[str, Any]) -> None:
+        """Commit staged writes and the run record without a state change."""
+        self._commit(expect_state=self.run.state, new_state=self.run.state, event=(kind, data))
+
+    def _commit(self, *, expect_state: RunState, new_state: RunState,
+                event: tuple[str, dict[str, Any]]) -> None:
+        now = self.rt.now()
+        self.run.state = new_state
+        self.run.updated_at = now
+        self.run.owner_pid, self.run.owner_boot = os.getpid(), boot_id()
+        staged, self._staged = self._staged, []
+        notify, self._after_commit = self._after_commit, []
+        record = EventRecord(run_id=self.run.id, at=now, kind=event[0], data=event[1])
+        with self.rt.store.transaction() as store:
+            store.update_run(self.run, expect_state=expect_state)
+            for write in staged:
+                write(store)
+            store.append_event(record)
+        self.rt.host.notify_run_event(RunEvent(self.run.id, event[0], now, event[1]))
+        for callback in notify:
+            callback()
+
+    def audit(self, what: str, actor: str, interface: str, *, approval_id: str | None = None,
+              sha256: str | None = None, **details: Any) -> None:
+        entry = AuditRecord(at=self.rt.now(), actor=actor, interface=interface, action=what,
+                            run_id=self.run.id, approval_id=approval_id, sha256=sha256,
+                            details=details)
+        self.stage(lambda store: store.append_audit(entry))
+
+    # -- side effects, one per state -----------------------------------------------------
+
+    async def on_enter_received(self) -> None:
+        await self.classify()
+
+    async def on_enter_classifying(self) -> None:
+        from osprey_core.planning import rank_capabilities
+
+        capabilities = list(self.rt.host.capabilities())
+        limit = self.rt.planning_settings().max_candidates
+        shortlist = rank_capabilities(self.run.query, capabilities, limit)
+        self.run.candidates = [capability.name for capability in shortlist]
+        await self.plan()
+
+    async def on_enter_planning(self) -> None:
+        from osprey_core.planning import PlanRequest
+
+        shortlist = [self.rt.capability(name) for name in self.run.candidates]
+        request = PlanRequest(query=self.run.query, capabilities=shortlist,
+                              context_keys=sorted(self.run.context), user=self.run.user,
+                              session=self.run.session)
+        try:
+            plan = await self.rt.planner().plan(request)
+        except OspreyError as exc:
+            await self._fail(f"planning failed: {exc}")
+            return
+        self.run.plan, self.run.plan_sha256 = plan, plan.sha256()
+        write_plan_file(self.rt.plan_file(self.run.id), plan)
+        if self.run.planning:
+            ruling = self.rt.rule(self._plan_action(plan))
+            if ruling.outcome is Outcome.DENY:
+                await self._fail("plan refused by policy: " + "; ".join(ruling.reasons))
+                return
+            self._stage_approval(ApprovalKind.PLAN, None, "plan", plan.model_dump(mode="json"),
+                                 plan_summary(self.rt, self.run, plan), ruling.reasons)
+        await self.submit_plan()
+
+    async def on_enter_awaiting_plan_approval(self) -> None:
+        """Nothing to do: the request was committed by ``persist`` and is announced."""
+
+    async def on_enter_awaiting_step_approval(self) -> None:
+        """Nothing to do: the request was committed by ``persist`` and is announced."""
+
+    async def on_enter_executing(self) -> None:
+        try:
+            trigger = await self._advance()
+        except OspreyError as exc:
+            await self._fail(str(exc))
+            return
+        await getattr(self, trigger)()
+
+    async def on_enter_responding(self) -> None:
+        assert self.run.plan is not None
+        index = self.run.next_step
+        step = self.run.plan.steps[index]
+        capability = self.rt.capability(step.capability)
+        try:
+            result = await self._run_step(index, capability, self._context(index, capability))
+        except OspreyError as exc:
+            await self._fail(str(exc))
+            return
+        self.run.response = result if isinstance(result, str) else canonical_json(result)
+        await self.finish()
+
+    async def _fail(self, message: str) -> None:
+        self.run.error = message
+        self._withdraw_pending("system", "orchestrator", message)
+        self.audit("run_failed", "system", "orchestrator", error=message)
+        await self.fail()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def _advance(self) -> str:
+        """Run steps until the plan needs a human, responds, or a step fails."""
+        assert self.run.plan is not None
+        done = {record.index: record for record in self.rt.store.steps(self.run.id)}
+        while self.run.next_step < len(self.run.plan.steps):
+            index = self.run.next_step
+            step = self.run.plan.steps[index]
+            capability = self.rt.capability(step.capability)
+            if capability.terminal:
+                return "respond"
+            record = done.get(index)
+            if record is not None and record.status is StepStatus.SUCCEEDED:
+                self.run.next_step += 1  # finished steps never run again
+                continue
+            if record is not None and record.status is StepStatus.INDETERMINATE:
+                raise RunError(f"step {index + 1} ({capability.name}) is indeterminate; "
+                               "an operator must resolve it")
+            context = self._context(index, capability)
+            approved = self._approved_artifact(index)
+            if approved is None:
+                prepared = await capability.prepare(context)
+                artifact, summary = prepared.artifact, prepared.summary
+            else:
+                artifact, summary = approved.artifact, approved.summary
+            ruling = self.rt.rule(self._step_action(capability, artifact))
+            if ruling.outcome is Outcome.DENY:
+                raise RunError(f"step {index + 1} ({capability.name}) refused by policy: "
+                               + "; ".join(ruling.reasons))
+            if ruling.outcome is Outcome.ASK and approved is None:
+                self._stage_approval(ApprovalKind.STEP, index, capability.approval_kind,
+                                     artifact, summary, ruling.reasons)
+                return "pause_for_step"
+            await self._run_step(index, capability, _with_artifact(context, artifact))
+        return "respond"
+
+    def _approved_artifact(self, index: int) -> ApprovalRecord | None:
+        if self.run.approval_id is None:
+            return None
+        approval = self.rt.store.get_approval(self.run.approval_id)
+        if (approval.kind is not ApprovalKind.STEP or approval.step_index != index
+                or approval.status is not ApprovalStatus.APPROVED):
+            return None
+        if not approval.artifact_intact():
+            raise RunError(f"approved artifact of {approval.id} no longer matches its hash; "
+                           "nothing was run")
+        return approval
+
+    async def _run_step(self, index: int, capability: Capability, context: StepContext) -> Any:
+        assert self.run.plan is not None
+        step = self.run.plan.steps[index]
+        artifact_hash = sha256_of(dict(context.artifact)) if context.artifact else None
+        record = StepRecord(
+            run_id=self.run.id, index=index, capability=capability.name,
+            status=StepStatus.RUNNING, side_effects=capability.side_effects,
+            idempotency_key=f"{self.run.id}:{index}", artifact_sha256=artifact_hash,
+            started_at=self.rt.now(),
+        )
+        self.stage(lambda store: store.save_step(record))
+        if capability.side_effects:
+            self.audit("step_started", self.run.user, self.run.interface, sha256=artifact_hash,
+                       step=index + 1, capability=capability.name)
+        self.save("step_started", {"step": index + 1, "capability": capability.name})
+        try:
+            result = await capability.execute(context)
+            canonical_json(result)  # results are stored as JSON: refuse anything else now
+        except Exception as exc:
+            failed = record.model_copy(update={"status": StepStatus.FAILED,
+                                               "error": f"{type(exc).__name__}: {exc}",
+                                               "finished_at": self.rt.now()})
+            self.stage(lambda store: store.save_step(failed))
+            self.save("step_failed", {"step": index + 1, "error": failed.error})
+            raise RunError(f"step {index + 1} ({capability.name}) failed: {failed.error}") from exc
+        finished = record.model_copy(update={"status": StepStatus.SUCCEEDED, "result": result,
+                                             "finished_at": self.rt.now()})
+        self.run.context[step.output] = result
+        self.run.next_step = index + 1
+        self.stage(lambda store: store.save_step(finished))
+        if capability.side_effects:
+            self.audit("step_succeeded", self.run.user, self.run.interface, sha256=artifact_hash,
+                       step=index + 1, capability=capability.name)
+        self.save("step_succeeded", {"step": index + 1, "capability": capability.name})
+        return result
+
+    def _context(self, index: int, capability: Capability) -> StepContext:
+        assert self.run.plan is not None
+        step = self.run.plan.steps[index]
+        parameters: Any = step.parameters
+        if capability.parameters is not None:
+            parameters = capability.parameters.model_validate(step.parameters)
+        return StepContext(
+            run_id=self.run.id, index=index, query=self.run.query, user=self.run.user,
+            session=self.run.session, parameters=parameters,
+            inputs={key: self.run.context.get(key) for key in step.inputs},
+            services={"config": self.rt.config, "host": self.rt.host,
+                      "capabilities": self.rt.host.capabilities().names()},
+        )
+
+    # -- approvals -----------------------------------------------------------------------
+
+    def _plan_action(self, plan: Plan) -> Action:
+        return Action(kind="plan", run_id=self.run.id, session=self.run.session,
+                      user=self.run.user, planning_mode=self.run.planning,
+                      settings=self.rt.approval_settings(), artifact=plan.model_dump(mode="json"))
+
+    def _step_action(self, capability: Capability, artifact: dict[str, Any]) -> Action:
+        return Action(kind="step", run_id=self.run.id, session=self.run.session,
+                      user=self.run.user, planning_mode=self.run.planning,
+                      settings=self.rt.approval_settings(), artifact=dict(artifact),
+                      capability=capability.name, side_effects=capability.side_effects,
+                      runs_code=capability.runs_code, approval_kind=capability.approval_kind)
+
+    def _stage_approval(self, kind: ApprovalKind, index: int | None, action: str,
+                        artifact: dict[str, Any], summary: str, reasons: list[str]) -> None:
+        now = self.rt.now()
+        approval = ApprovalRecord(
+            id=new_id("apv"), run_id=self.run.id, session=self.run.session, kind=kind,
+            step_index=index, action=action, artifact=artifact,
+            artifact_sha256=sha256_of(artifact), summary=summary, reasons=reasons,
+            requested_by=self.run.user, created_at=now,
+            expires_at=now + timedelta(seconds=self.rt.approval_settings().expiry_seconds),
+        )
+        self.run.approval_id = approval.id
+        self.stage(lambda store: store.insert_approval(approval),
+                   after_commit=lambda: self.rt.host.notify_approval_requested(
+                       approval_event(approval, approval.requested_by, self.run.interface)))
+        self.audit("approval_requested", self.run.user, self.run.interface,
+                   approval_id=approval.id, sha256=approval.artifact_sha256, kind=str(kind),
+                   approval_kind=action, step=None if index is None else index + 1)
+
+    def stage_decision(self, approval: ApprovalRecord, status: ApprovalStatus, actor: str,
+                       interface: str, reason: str | None) -> ApprovalRecord:
+        decided = approval.model_copy(update={
+            "status": status, "decided_by": actor, "decided_via": interface,
+            "decided_at": self.rt.now(), "decision_reason": reason})
+        self.stage(lambda store: store.close_approval(decided),
+                   after_commit=lambda: self.rt.host.notify_approval_decided(
+                       approval_event(decided, actor, interface)))
+        self.audit(f"approval_{status}", actor, interface, approval_id=approval.id,
+                   sha256=approval.artifact_sha256, reason=reason)
+        return decided
+
+    def _withdraw_pending(self, actor: str, interface: str, reason: str) -> None:
+        if self.run.state in PAUSED and self.run.approval_id is not None:
+            approval = self.rt.store.get_approval(self.run.approval_id)
+            if approval.status is ApprovalStatus.PENDING:
+                self.stage_decision(approval, ApprovalStatus.WITHDRAWN, actor, interface, reason)
+
+
+def _with_artifact(context: StepContext, artifact: dict[str, Any]) -> StepContext:
+    from dataclasses import replace
+
+    return replace(context, artifact=artifact)
+
+
+def approval_event(approval: ApprovalRecord, actor: str | None, interface: str) -> ApprovalEvent:
+    return ApprovalEvent(
+        approval_id=approval.id, run_id=approval.run_id, kind=approval.action,
+        status=str(approval.status), artifact_sha256=approval.artifact_sha256,
+        summary=approval.summary, at=approval.decided_at or approval.created_at,
+        actor=actor, interface=interface, reason=approval.decision_reason,
+    )
+
+
+def write_plan_file(path: Path, plan: Plan) -> None:
+    atomic_write_text(path, plan.model_dump_json(indent=2) + "\n")
+
+
+def plan_summary(rt: Runtime, run: RunRecord, plan: Plan) -> str:
+    """Every step with its parameters, and which steps will ask again before running."""
+    lines = [f"Plan for: {run.query}"]
+    for number, step in enumerate(plan.steps, start=1):
+        capability = rt.capability(step.capability)
+        preview = Action(kind="step", run_id=run.id, session=run.session, user=run.user,
+                         planning_mode=True, settings=rt.approval_settings(),
+                         artifact={"capability": step.capability, "parameters": step.parameters},
+                         capability=step.capability, side_effects=capability.side_effects,
+                         runs_code=capability.runs_code)
+        asks = rt.rule(preview).outcome is not Outcome.ALLOW
+        params = canonical_json(step.parameters)
+        inputs = f" reads {', '.join(step.inputs)}" if step.inputs else ""
+        note = "  [asks again before running]" if asks else ""
+        lines.append(f"  {number}. {step.capability} {params}{inputs} -> {step.output}{note}")
+    return "\n".join(lines)
+
+
+class Orchestrator:
+    """Submit, decide, edit, resume, cancel and recover runs."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    # -- submitting ----------------------------------------------------------------------
+
+    async def submit(self, query: str, *, session: str = "default", user: str = "operator",
+                     planning: bool | None = None, interface: str = "api") -> RunRecord:
+        text, prefixed = split_planning_prefix(query)
+        if not text:
+            raise RunError("the request is empty")
+        now = self.rt.now()
+        run = RunRecord(
+            id=new_id("run"), session=session, user=user, query=text,
+            planning=bool(planning or prefixed or self.rt.planning_settings().enabled),
+            interface=interface, context={"query": text}, owner_pid=os.getpid(),
+            owner_boot=boot_id(), created_at=now, updated_at=now,
+        )
+        submitted = AuditRecord(at=now, actor=user, interface=interface, action="run_submitted",
+                                run_id=run.id, details={"query": text, "planning": run.planning})
+        with self.rt.store.transaction() as store:
+            store.insert_run(run)
+            store.append_audit(submitted)
+            store.append_event(EventRecord(run_id=run.id, at=now, kind="submitted",
+                                           data={"query": text}))
+        controller = RunController(self.rt, run)
+        await controller.classify()
+        return controller.run
+
+    # -- deciding ------------------------------------------------------------------------
+
+    async def pending(self, *, session: str | None = None) -> list[ApprovalRecord]:
+        await self.expire_overdue()
+        return self.rt.store.list_approvals(status=ApprovalStatus.PENDING, session=session)
+
+    async def decide(self, approval_id: str, *, approve: bool, actor: str, interface: str,
+                     reason: str | None = None, session: str | None = None) -> RunRecord:
+        approval, controller = self._open_approval(approval_id, session)
+        if self.rt.now() >= approval.expires_at:
+            await self._expire(approval, controller)
+            raise ApprovalError(f"approval {approval.id} expired at "
+                                f"{approval.expires_at.isoformat()}; it counts as rejected")
+        if approve:
+            if problem := self._tamper_problem(approval):
+                self._refuse(controller, approval, actor, interface, problem)
+                raise ApprovalError(problem)
+            controller.stage_decision(approval, ApprovalStatus.APPROVED, actor, interface, reason)
+            trigger = controller.approve
+        else:
+            controller.stage_decision(approval, ApprovalStatus.REJECTED, actor, interface, reason)
+            controller.run.error = f"rejected by {actor}" + (f": {reason}" if reason else "")
+            trigger = controller.reject
+        try:
+            await trigger()
+        except ConflictError as exc:
+            raise ApprovalError(
+                f"approval {approval.id} was decided elsewhere first: {exc}") from None
+        return controller.run
+
+    async def edit_plan(self, approval_id: str, plan_data: Any, *, actor: str, interface: str,
+                        session: str | None = None) -> ApprovalRecord:
+        """Replace a pending plan with an edited one, which needs its own approval."""
+        from osprey_core.planning import parse_plan, validate_plan
+
+        approval, controller = self._open_approval(approval_id, session)
+        if approval.kind is not ApprovalKind.PLAN:
+            raise ApprovalError(f"approval {approval.id} is a {approval.action} approval; "
+                                "only plans can be edited")
+        run = controller.run
+        plan = validate_plan(parse_plan(plan_data), self.rt.host.capabilities(),
+                             sorted(run.context))
+        controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
+                                  "replaced by an edited plan")
+        run.plan, run.plan_sha256 = plan, plan.sha256()
+        reasons = self.rt.rule(controller._plan_action(plan)).reasons
+        controller._stage_approval(ApprovalKind.PLAN, None, "plan", plan.model_dump(mode="json"),
+                                   plan_summary(self.rt, run, plan), reasons)
+        controller.audit("plan_edited", actor, interface, approval_id=run.approval_id,
+                         sha256=run.plan_sha256, replaces=approval.id,
+                         previous_sha256=approval.artifact_sha256)
+        controller.save("plan_edited", {"approval": run.approval_id})
+        write_plan_file(self.rt.plan_file(run.id), plan)
+        return self.rt.store.get_approval(run.approval_id or "")
+
+    def _open_approval(self, approval_id: str,
+                       session: str | None) -> tuple[ApprovalRecord, RunController]:
+        from osprey_core.store import StoreError
+
+        try:
+            approval = self.rt.store.get_approval(approval_id)
+        except StoreError:
+            raise ApprovalError(f"unknown approval '{approval_id}'") from None
+        if session is not None and approval.session != session:
+            raise ApprovalError(f"approval {approval.id} belongs to another session, "
+                                f"not '{session}'")
+        if approval.status is not ApprovalStatus.PENDING:
+            by = f" by {approval.decided_by}" if approval.decided_by else ""
+            raise ApprovalError(f"approval {approval.id} is already {approval.status}{by}")
+        run = self.rt.store.get_run(approval.run_id)
+        if run.state not in PAUSED or run.approval_id != approval.id:
+            raise ApprovalError(f"run {run.id} is {run.state}, not waiting for {approval.id}")
+        return approval, RunController(self.rt, run)
+
+    def _tamper_problem(self, approval: ApprovalRecord) -> str | None:
+        if not approval.artifact_intact():
+            return (f"approval {approval.id}: the stored artifact no longer matches its sha256 "
+                    f"{approval.artifact_sha256}; nothing was run")
+        if approval.kind is ApprovalKind.PLAN:
+            path = self.rt.plan_file(approval.run_id)
+            try:
+                on_disk = sha256_of(Plan.model_validate_json(path.read_text()).model_dump(
+                    mode="json"))
+            except (OSError, ValueError):
+                on_disk = "unreadable"
+            if on_disk != approval.artifact_sha256:
+                return (f"approval {approval.id}: plan file {path} was changed after the request "
+                        f"(sha256 {on_disk}, approved artifact {approval.artifact_sha256}); "
+                        "nothing was run. Use 'osprey approvals edit' to change a plan.")
+        return None
+
+    def _refuse(self, controller: RunController, approval: ApprovalRecord, actor: str,
+                interface: str, problem: str) -> None:
+        controller.audit("approval_refused", actor, interface, approval_id=approval.id,
+                         sha256=approval.artifact_sha256, reason=problem)
+        controller.save("approval_refused", {"approval": approval.id})
+
+    async def expire_overdue(self) -> list[str]:
+        """Expire every pending approval past its deadline; returns their ids."""
+        expired = []
+        for approval in self.rt.store.list_approvals(status=ApprovalStatus.PENDING):
+            if self.rt.now() < approval.expires_at:
+                continue
+            run = self.rt.store.get_run(approval.run_id)
+            if run.state in PAUSED and run.approval_id == approval.id:
+                await self._expire(approval, RunController(self.rt, run))
+                expired.append(approval.id)
+        return expired
+
+    async def _expire(self, approval: ApprovalRecord, controller: RunController) -> None:
+        controller.stage_decision(approval, ApprovalStatus.EXPIRED, "system", "clock",
+                                  "no decision before the deadline")
+        controller.run.error = f"approval {approval.id} expired unanswered"
+        await controller.expire()
+
+    # -- resuming, cancelling, recovering ------------------------------------------------
+
+    async def resume(self, run_id: str, *, actor: str, interface: str,
+                     indeterminate: Literal["applied", "not_applied"] | None = None) -> RunRecord:
+        await self.recover()
+        run = self.rt.store.get_run(run_id)
+        if run.state in PAUSED:
+            raise RunError(f"run {run.id} is waiting for approval {run.approval_id}; "
+                           "approve or reject it instead")
+        if run.state is not RunState.INTERRUPTED:
+            raise RunError(f"run {run.id} is {run.state}; only interrupted runs resume")
+        controller = RunController(self.rt, run)
+        for step in self.rt.store.steps(run.id):
+            if step.status is not StepStatus.INDETERMINATE:
+                continue
+            if indeterminate is None:
+                raise RunError(
+                    f"step {step.index + 1} ({step.capability}) of run {run.id} started but "
+                    "did not finish, so it may have taken effect. Check the machine, then "
+                    "resume with --indeterminate applied (treat it as done) or not_applied "
+                    "(run it again, with a fresh approval if the policy asks)")
+            outcome = StepStatus.SUCCEEDED if indeterminate == "applied" else StepStatus.PENDING
+            resolved = step.model_copy(update={"status": outcome})
+            controller.stage(lambda store, resolved=resolved: store.save_step(resolved))
+            controller.audit("step_resolved", actor, interface, step=step.index + 1,
+                             capability=step.capability, outcome=indeterminate)
+            if outcome is StepStatus.PENDING and run.approval_id is not None:
+                run.approval_id = None  # a re-run needs a fresh approval
+        controller.audit("run_resumed", actor, interface)
+        await controller.resume()
+        return controller.run
+
+    async def cancel(self, run_id: str, *, actor: str, interface: str,
+                     reason: str | None = None) -> RunRecord:
+        await self.recover()
+        run = self.rt.store.get_run(run_id)
+        if run.state in TERMINAL:
+            raise RunError(f"run {run.id} has already ended ({run.state})")
+        if run.state in ACTIVE:
+            raise RunError(f"run {run.id} is {run.state} in process {run.owner_pid}; "
+                           "it cannot be cancelled from here")
+        controller = RunController(self.rt, run)
+        text = reason or f"cancelled by {actor}"
+        controller._withdraw_pending(actor, interface, text)
+        controller.audit("run_cancelled", actor, interface, reason=reason)
+        controller.run.error = text
+        await controller.cancel()
+        return controller.run
+
+    async def recover(self) -> list[str]:
+        """Mark runs whose process died mid-work as interrupted; returns their ids."""
+        interrupted = []
+        for run in self.rt.store.list_runs(states=set(ACTIVE), limit=10_000):
+            if _owner_alive(run):
+                continue
+            controller = RunController(self.rt, run)
+            for step in self.rt.store.steps(run.id):
+                if step.status is StepStatus.RUNNING:
+                    status = StepStatus.INDETERMINATE if step.side_effects else StepStatus.PENDING
+                    marked = step.model_copy(update={"status": status})
+                    controller.stage(lambda store, marked=marked: store.save_step(marked))
+            controller.audit("run_interrupted", "system", "recovery",
+                             previous_state=str(run.state), owner_pid=run.owner_pid)
+            await controller.interrupt()
+            interrupted.append(run.id)
+        return interrupted
+
+
+def _owner_alive(run: RunRecord) -> bool:
+    if run.owner_pid is None or run.owner_boot != boot_id():
+        return False
+    if run.owner_pid == os.getpid():
+        return True
+    try:
+        os.kill(run.owner_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

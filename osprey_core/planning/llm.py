@@ -1,0 +1,106 @@
+"""The LLM planner: any OpenAI-compatible endpoint, bounded retries with feedback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from osprey_core.errors import ConfigError
+from osprey_core.hookspecs.capabilities import Capability
+from osprey_core.models import Plan
+from osprey_core.planning.base import PlanningError, PlanRequest, PlanValidationError
+from osprey_core.planning.prompt import MalformedReply, feedback, parse_reply, system_prompt
+from osprey_core.planning.validation import validate_plan
+from osprey_core.registry import Registry
+from osprey_core.settings import LLMSettings
+
+if TYPE_CHECKING:
+    import openai
+
+#: Status codes worth another attempt; any other 4xx (bad key, bad model) will not improve.
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class LLMPlanner:
+    """Asks the model for a plan and validates it; every failure costs one attempt.
+
+    Malformed JSON and invalid plans are fed back to the model (its reply, then the
+    problems) so the next attempt can fix them; connection errors, timeouts, 5xx and
+    429 are retried unchanged. Attempts are bounded by ``settings.max_attempts``, with
+    ``backoff_seconds`` doubling between them, then :class:`PlanningError` is raised.
+    """
+
+    def __init__(
+        self,
+        settings: LLMSettings,
+        capabilities: Registry[Capability],
+        *,
+        environ: Mapping[str, str] | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        if not settings.base_url:
+            raise ConfigError("llm.base_url is not set: use the offline planner instead")
+        self.settings = settings
+        self.capabilities = capabilities
+        self._environ = os.environ if environ is None else environ
+        self._sleep = sleep
+
+    async def plan(self, request: PlanRequest) -> Plan:
+        import openai
+
+        settings = self.settings
+        messages: list[dict[str, str]] = [
+            {"role": "system", "content": system_prompt(request)},
+            {"role": "user", "content": request.query},
+        ]
+        last_error = ""
+        client = openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.resolved_key(dict(self._environ)),
+            timeout=settings.timeout_seconds,
+            max_retries=0,
+        )
+        async with client:
+            for attempt in range(1, settings.max_attempts + 1):
+                if attempt > 1:
+                    await self._sleep(settings.backoff_seconds * 2 ** (attempt - 2))
+                try:
+                    content = await self._complete(client, messages)
+                except openai.APIStatusError as exc:
+                    last_error = f"{type(exc).__name__}: {exc.message}"
+                    if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
+                        raise self._failed(attempt, last_error) from exc
+                    continue
+                except openai.APIError as exc:
+                    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+                    last_error = f"{type(exc).__name__}: {exc}{cause}"
+                    continue
+                try:
+                    return validate_plan(
+                        parse_reply(content), self.capabilities, request.context_keys)
+                except (MalformedReply, PlanValidationError) as exc:
+                    last_error = str(exc)
+                    messages.append({"role": "assistant", "content": content or ""})
+                    messages.append({"role": "user", "content": feedback(exc)})
+        raise self._failed(settings.max_attempts, last_error)
+
+    async def _complete(
+        self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]
+    ) -> str | None:
+        response = await client.chat.completions.create(
+            model=self.settings.model,
+            messages=messages,  # type: ignore[arg-type]
+            response_format={"type": "json_object"},
+        )
+        return response.choices[0].message.content if response.choices else None
+
+    def _failed(self, attempts: int, last_error: str) -> PlanningError:
+        plural = "s" * (attempts != 1)
+        return PlanningError(
+            f"no valid plan from model '{self.settings.model}' at {self.settings.base_url} "
+            f"after {attempts} attempt{plural}; last error: {last_error}",
+            attempts=attempts,
+            last_error=last_error,
+        )

@@ -1,0 +1,110 @@
+"""Built-in plugin: ``respond`` and ``clarify``, which end a plan, and ``list_capabilities``.
+
+Both are deterministic and call no model, so a run resumed after an approval finishes
+without any LLM call. Their parameter models live in :mod:`osprey_core.planning.terminal`
+(the planners rely on them too) and are imported when the capabilities are built, not
+when the plugin is loaded, so ``osprey --help`` stays free of pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from osprey_core.hookspecs import hookimpl
+from osprey_core.hookspecs.capabilities import Capability, StepContext
+
+
+class Respond(Capability):
+    """Renders the values of its inputs as the answer; the text is the step result."""
+
+    name = "respond"
+    description = ("Answer the user with the results of earlier steps, read as inputs. "
+                   "Always the last step.")
+    terminal = True
+
+    def __init__(self) -> None:
+        from osprey_core.planning.terminal import RespondParameters
+
+        self.parameters = RespondParameters
+
+    async def execute(self, step: StepContext) -> str:
+        parameters = self.parameters.model_validate(step.parameters)
+        return render_answer(parameters.message, step.inputs)
+
+
+class Clarify(Capability):
+    """Asks the user to rephrase, naming what was unclear and what the agent can do."""
+
+    name = "clarify"
+    description = ("Ask the user to rephrase when the request is unclear or no capability "
+                   "fits, naming what was not understood. Always the last step.")
+    terminal = True
+
+    def __init__(self) -> None:
+        from osprey_core.planning.terminal import ClarifyParameters
+
+        self.parameters = ClarifyParameters
+
+    async def execute(self, step: StepContext) -> str:
+        parameters = self.parameters.model_validate(step.parameters)
+        lines = [f"I did not understand: {parameters.unclear}.",
+                 "Could you rephrase the request?"]
+        if parameters.options:
+            lines += ["", "I can:", *(f"- {option}" for option in parameters.options)]
+        return "\n".join(lines)
+
+
+class ListCapabilities(Capability):
+    """Answers "what can you do?" from the registry, so the answer is never out of date."""
+
+    name = "list_capabilities"
+    description = ("List what this agent can do: every registered capability, what it is for "
+                   "and whether it needs approval because it has side effects.")
+    provides = ("capability_list",)
+    _phrases = ("what can you do", "capabilities", "help me", "what do you do")
+
+    def match(self, query: str) -> dict[str, Any] | None:
+        text = " ".join(query.lower().split())
+        return {} if any(phrase in text for phrase in self._phrases) else None
+
+    async def execute(self, step: StepContext) -> dict[str, str]:
+        host = step.services["host"]
+        return {capability.name: capability.description + (
+                    " (asks for approval)" if capability.side_effects else "")
+                for capability in host.capabilities() if not capability.terminal}
+
+
+def render_answer(message: str, inputs: Mapping[str, Any]) -> str:
+    """A plain-text answer: the message, then each input under its key."""
+    parts = [message] if message else []
+    parts += [_render(key, value) for key, value in inputs.items()]
+    return "\n\n".join(parts) or "Done. There are no results to report."
+
+
+def _render(key: str, value: Any) -> str:
+    if isinstance(value, Mapping) and value:
+        lines = [f"  {name}: {_scalar(item)}" for name, item in value.items()]
+    elif isinstance(value, list | tuple) and value:
+        lines = [f"  - {_scalar(item)}" for item in value]
+    elif isinstance(value, str) and "\n" in value:
+        lines = [f"  {line}" for line in value.splitlines()]
+    else:
+        return f"{key}: {_scalar(value)}"
+    return "\n".join([f"{key}:", *lines])
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "(none)"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@hookimpl
+def register_capabilities(register: Callable[[Capability], None]) -> None:
+    register(Respond())
+    register(Clarify())
+    register(ListCapabilities())
