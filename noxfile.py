@@ -41,10 +41,13 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against the baselines named in the issues."""
     install_project(session)
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
+    session.install("--quiet", "langgraph", "langgraph-checkpoint-sqlite")
+    session.run("python", "benchmarks/bench_orchestrator.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job on embedded defaults: no API key, no network."""
     install_project(session)
-    session.run("osprey", "plugins", env={"OSPREY_HOME": f"{session.virtualenv.location}/home"})
+    session.run("osprey", "plugins")
+    session.run("osprey", "demo")
