@@ -99,6 +99,6 @@ def test_loading_the_plugin_stays_light() -> None:
         "import osprey_core.plugins.core_capabilities\n"
         "print(json.dumps(sorted({'pydantic', 'numpy', 'openai'} & set(sys.modules))))"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True,
                             check=True, timeout=60)
     assert json.loads(result.stdout) == []

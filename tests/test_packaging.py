@@ -104,3 +104,18 @@ def test_ruff_bans_bare_imports_of_mapped_folders() -> None:
     )
     assert result.returncode == 1
     assert result.stdout.count("TID251") == 3, result.stdout
+
+
+def test_osprey_help_loads_neither_pydantic_nor_the_orchestrator() -> None:
+    """Every command module is imported for --help; their heavy imports must wait."""
+    probe = (
+        "import contextlib, io, json, sys\n"
+        "from osprey_core.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "heavy = ('pydantic', 'osprey_core.orchestrator', 'osprey_core.store', 'sqlite_utils')\n"
+        "print(json.dumps([name for name in heavy if name in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True,
+                            check=True, cwd=REPO / "tests")
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -132,7 +132,7 @@ def test_register_plugin_fixture_tears_down_through_pytest(tmp_path: Path) -> No
 def test_importing_the_kit_does_not_load_the_plugin_host() -> None:
     heavy = ("osprey_core.plugin_host", "osprey_core.testing.fakes", "pydantic", "typer")
     code = f"import sys, osprey_core.testing; print([m for m in {heavy!r} if m in sys.modules])"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "[]"
 

@@ -11,7 +11,6 @@ from osprey_core.cli.output import print_json, print_table
 from osprey_core.cli.render import show_approval, show_run
 from osprey_core.cli.state import cli_state
 from osprey_core.errors import OspreyError
-from osprey_core.models import ApprovalStatus
 
 approvals_app = typer.Typer(help="List, inspect and decide approval requests.",
                             no_args_is_help=True)
@@ -30,6 +29,8 @@ def list_approvals(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List approval requests, newest last."""
+    from osprey_core.models import ApprovalStatus
+
     osprey = cli_state(ctx).osprey()
     osprey.refresh()
     records = osprey.approvals(status=ApprovalStatus.PENDING if pending else None,

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from osprey_core.api import Osprey
 from osprey_core.cli.render import show_approval
 from osprey_core.cli.state import cli_state
 from osprey_core.errors import OspreyError
-from osprey_core.models import ApprovalKind, RunRecord
 from osprey_core.run_machine import PAUSED, RunState
+
+if TYPE_CHECKING:  # runtime imports wait for use: every `osprey` call loads this module
+    from osprey_core.api import Osprey
+    from osprey_core.models import RunRecord
 
 PROMPT = "approve? [yes/no/show/edit] "
 YES, NO = {"y", "yes", "approve"}, {"n", "no", "reject"}
@@ -63,7 +66,7 @@ def settle(osprey: Osprey, run: RunRecord, *, user: str | None,
                                 session=run.session)
         elif choice == "show":
             typer.echo(json.dumps(approval.artifact, indent=2))
-        elif choice == "edit" and approval.kind is ApprovalKind.PLAN:
+        elif choice == "edit" and approval.kind == "plan":
             _edit(osprey, approval.id, run.session, user, ask)
             run = osprey.get_run(run.id)
         else:
