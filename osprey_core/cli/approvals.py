@@ -4,64 +4,71 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from osprey_core.cli.output import print_json, print_table
-from osprey_core.cli.render import show_approval, show_run
+from osprey_core.cli.render import EXIT_AWAITING_APPROVAL, show_approval, show_artifact, show_run
 from osprey_core.cli.state import cli_state
 from osprey_core.errors import OspreyError
 
 approvals_app = typer.Typer(help="List, inspect and decide approval requests.",
                             no_args_is_help=True)
 
+APPROVAL_ID = typer.Argument(..., metavar="APPROVAL_ID", help="e.g. apv-0123456789ab")
 REASON = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log).")
-USER = typer.Option(None, "--user", "-u", help="Who decides (default: login name).")
+USER = typer.Option(None, "--user", "-u", help="Who decides (default: your login name).")
 SESSION = typer.Option(None, "--session", "-s", help="Refuse unless the request belongs to "
                        "this session.")
+JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 @approvals_app.command("list")
 def list_approvals(
     ctx: typer.Context,
     pending: bool = typer.Option(False, "--pending", help="Only requests awaiting a decision."),
-    session: str | None = typer.Option(None, "--session", "-s"),
-    as_json: bool = typer.Option(False, "--json"),
+    session: str | None = typer.Option(None, "--session", "-s", help="Only this session."),
+    run_id: str | None = typer.Option(None, "--run", help="Only this run's requests."),
+    as_json: bool = JSON,
 ) -> None:
-    """List approval requests, newest last."""
+    """List approval requests, oldest first."""
     from osprey_core.models import ApprovalStatus
 
     osprey = cli_state(ctx).osprey()
-    osprey.refresh()
+    osprey.refresh()  # overdue requests show as expired, not as pending
     records = osprey.approvals(status=ApprovalStatus.PENDING if pending else None,
-                               session=session)
+                               session=session, run_id=run_id)
     if as_json:
         print_json([record.model_dump(mode="json") for record in records])
         return
     rows = [(r.id, r.status, r.action, r.run_id, r.session, r.requested_by,
              f"{r.expires_at:%Y-%m-%d %H:%M}", r.decided_by or "") for r in records]
-    print_table("approvals", ("id", "status", "kind", "run", "session", "asked by", "expires",
-                              "decided by"), rows)
+    print_table("approvals", ("id", "status", "kind", "run", "session", "asked by",
+                              "expires (UTC)", "decided by"), rows)
 
 
 @approvals_app.command("show")
-def show(ctx: typer.Context, approval_id: str,
-         as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show one request: summary, reasons, the exact artifact and its hash."""
-    approval = cli_state(ctx).osprey().approval(approval_id)
+def show(ctx: typer.Context, approval_id: str = APPROVAL_ID, as_json: bool = JSON) -> None:
+    """Show one request: summary, reasons, the exact artifact and its sha256."""
+    osprey = cli_state(ctx).osprey()
+    osprey.refresh()
+    approval = osprey.approval(approval_id)
     if as_json:
         print_json(approval.model_dump(mode="json"))
         return
     show_approval(approval)
-    typer.echo("artifact:")
-    typer.echo(json.dumps(approval.artifact, indent=2))
+    show_artifact(approval)
 
 
 @approvals_app.command("approve")
-def approve(ctx: typer.Context, approval_id: str, reason: str | None = REASON,
+def approve(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | None = REASON,
             user: str | None = USER, session: str | None = SESSION,
-            as_json: bool = typer.Option(False, "--json")) -> None:
-    """Approve exactly the stored artifact and continue the run."""
+            as_json: bool = JSON) -> None:
+    """Approve exactly the stored artifact and continue the run.
+
+    Exit 0 when the run is done, 3 when it waits for another approval, 1 otherwise.
+    """
     osprey = cli_state(ctx).osprey()
     run = osprey.approve(approval_id, user=user, interface="cli", reason=reason,
                          session=session)
@@ -69,28 +76,61 @@ def approve(ctx: typer.Context, approval_id: str, reason: str | None = REASON,
 
 
 @approvals_app.command("reject")
-def reject(ctx: typer.Context, approval_id: str, reason: str | None = REASON,
-           user: str | None = USER, session: str | None = SESSION) -> None:
+def reject(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | None = REASON,
+           user: str | None = USER, session: str | None = SESSION,
+           as_json: bool = JSON) -> None:
     """Reject: the run ends as rejected and is never replanned."""
+    from osprey_core.cli.render import run_payload
+
     osprey = cli_state(ctx).osprey()
     run = osprey.reject(approval_id, user=user, interface="cli", reason=reason,
                         session=session)
-    typer.echo(f"rejected {approval_id}; run {run.id} is {run.state}")
+    if as_json:
+        print_json(run_payload(osprey, run))
+    else:
+        typer.echo(f"rejected {approval_id}; run {run.id} is {run.state}")
 
 
 @approvals_app.command("edit")
-def edit(ctx: typer.Context, approval_id: str,
-         plan_file: Path = typer.Argument(..., exists=True, dir_okay=False,
-                                          help="Edited plan (JSON)."),
-         user: str | None = USER, session: str | None = SESSION) -> None:
-    """Replace a pending plan with an edited one; it is validated and needs a new approval."""
-    try:
-        data = json.loads(plan_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OspreyError(f"{plan_file}: not a readable JSON plan: {exc}") from None
+def edit(ctx: typer.Context, approval_id: str = APPROVAL_ID,
+         plan_file: Path = typer.Argument(..., metavar="PLAN_FILE", exists=True,
+                                          dir_okay=False, help="The edited plan (JSON)."),
+         user: str | None = USER, session: str | None = SESSION,
+         as_json: bool = JSON) -> None:
+    """Replace a pending plan with an edited one; it is validated and needs a new approval.
+
+    Exits 3: the edited plan waits for its own approval. Edit a copy of the stored plan
+    file: the pending request is bound to that file's contents.
+    """
+    from osprey_core.planning import PlanValidationError
+
+    data = read_plan_file(plan_file)
     osprey = cli_state(ctx).osprey()
-    approval = osprey.edit(approval_id, data, user=user, interface="cli", session=session)
-    show_approval(approval)
-    typer.echo(f"\n{approval_id} is superseded; approve the edited plan with:")
-    typer.echo(f"  osprey approvals approve {approval.id}")
-    raise typer.Exit(3)
+    try:
+        approval = osprey.edit(approval_id, data, user=user, interface="cli", session=session)
+    except PlanValidationError as exc:
+        raise OspreyError(f"{plan_file}: {exc}\nNothing changed: {approval_id} is still "
+                          "pending.") from None
+    if as_json:
+        print_json(approval.model_dump(mode="json"))
+    else:
+        show_approval(approval)
+        typer.echo(f"\n{approval_id} is superseded; decide on the edited plan with:")
+        typer.echo(f"  osprey approvals approve {approval.id} [--reason TEXT]")
+        typer.echo(f"  osprey approvals reject {approval.id} [--reason TEXT]")
+    raise typer.Exit(EXIT_AWAITING_APPROVAL)
+
+
+def read_plan_file(path: Path) -> Any:
+    """The JSON in ``path``, or an error naming the file and where it went wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise OspreyError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "a plan is a JSON file") from None
+    except OSError as exc:
+        raise OspreyError(f"{path}: cannot read the plan: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OspreyError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None

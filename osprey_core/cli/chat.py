@@ -1,44 +1,56 @@
-"""``osprey chat``: an interactive session with approvals answered inline."""
+"""``osprey chat``: an interactive session with approvals answered inline.
+
+Each approval request is shown once, then answered with ``yes``, ``no`` (with an optional
+reason), ``show`` (the exact artifact) or ``edit`` (a plan, from a file). Anything else
+decides nothing and asks again; end of input leaves the request pending in the store.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from osprey_core.cli.render import show_approval
+from osprey_core.cli.render import show_approval, show_artifact
 from osprey_core.cli.state import cli_state
 from osprey_core.errors import OspreyError
 from osprey_core.run_machine import PAUSED, RunState
 
 if TYPE_CHECKING:  # runtime imports wait for use: every `osprey` call loads this module
     from osprey_core.api import Osprey
-    from osprey_core.models import RunRecord
+    from osprey_core.models import ApprovalRecord, RunRecord
+
+Ask = Callable[[str], str | None]
 
 PROMPT = "approve? [yes/no/show/edit] "
-YES, NO = {"y", "yes", "approve"}, {"n", "no", "reject"}
+YES, NO, QUIT = {"y", "yes", "approve"}, {"n", "no", "reject"}, {"exit", "quit"}
 
 
 def chat(
     ctx: typer.Context,
     session: str = typer.Option("chat", "--session", "-s", help="Conversation/thread id."),
-    user: str | None = typer.Option(None, "--user", "-u", help="Who is asking (audit)."),
+    user: str | None = typer.Option(None, "--user", "-u", help="Who is asking and deciding, "
+                                    "for the audit log (default: your login name)."),
     planning: bool = typer.Option(False, "--planning", help="Review every plan first."),
 ) -> None:
     """Talk to the agent; approval requests are answered inline (yes / no / show / edit)."""
     osprey = cli_state(ctx).osprey()
     typer.echo("osprey chat: type a request ('/planning ...' to review the plan first), "
                "'exit' to leave. Unanswered approvals stay pending.")
-    while (line := _ask("you> ")) is not None:
-        if line.strip().lower() in {"exit", "quit"}:
+    while True:
+        line = _ask("you> ")
+        if line is None:
+            typer.echo()
             break
-        if not line.strip():
+        text = line.strip()
+        if text.lower() in QUIT:
+            break
+        if not text:
             continue
         try:
-            run = osprey.run(line, session=session, user=user, planning=planning or None,
+            run = osprey.run(text, session=session, user=user, planning=planning or None,
                              interface="chat")
             run = settle(osprey, run, user=user, ask=_ask)
         except OspreyError as exc:
@@ -47,51 +59,73 @@ def chat(
         _report(run)
 
 
-def settle(osprey: Osprey, run: RunRecord, *, user: str | None,
-           ask: Callable[[str], str | None]) -> RunRecord:
+def settle(osprey: Osprey, run: RunRecord, *, user: str | None, ask: Ask) -> RunRecord:
     """Answer approval requests until the run ends or the operator walks away."""
+    shown: str | None = None
     while run.state in PAUSED and run.approval_id:
         approval = osprey.approval(run.approval_id)
-        show_approval(approval)
+        if approval.id != shown:
+            show_approval(approval)
+            shown = approval.id
         answer = ask(PROMPT)
         if answer is None:
-            typer.echo(f"left pending; decide later with: osprey approvals approve {approval.id}")
+            typer.echo(f"\nleft pending; decide later with: osprey approvals approve "
+                       f"{approval.id} (or reject)")
             return run
-        choice = answer.strip().lower()
-        if choice in YES:
-            run = osprey.approve(approval.id, user=user, interface="chat", session=run.session)
-        elif choice in NO:
-            reason = ask("reason (optional)> ") or None
-            run = osprey.reject(approval.id, user=user, interface="chat", reason=reason,
-                                session=run.session)
-        elif choice == "show":
-            typer.echo(json.dumps(approval.artifact, indent=2))
-        elif choice == "edit" and approval.kind == "plan":
-            _edit(osprey, approval.id, run.session, user, ask)
+        try:
+            run = _answer(osprey, run, approval, answer.strip(), user, ask)
+        except OspreyError as exc:  # expired, decided elsewhere, tampered: say so, look again
+            typer.echo(f"error: {exc}")
             run = osprey.get_run(run.id)
-        else:
-            typer.echo("Please answer yes, no, show or edit. Nothing was decided.")
     return run
 
 
-def _edit(osprey: Osprey, approval_id: str, session: str, user: str | None,
-          ask: Callable[[str], str | None]) -> None:
-    path = ask(f"edit {osprey.plan_file(osprey.approval(approval_id).run_id)} or a copy, "
-               "then give its path (empty to keep the plan)> ")
-    if not path:
+def _answer(osprey: Osprey, run: RunRecord, approval: ApprovalRecord, answer: str,
+            user: str | None, ask: Ask) -> RunRecord:
+    choice = answer.lower()
+    if choice in YES:
+        return osprey.approve(approval.id, user=user, interface="chat", session=run.session)
+    if choice in NO:
+        reason = (ask("reason (optional)> ") or "").strip() or None
+        return osprey.reject(approval.id, user=user, interface="chat", reason=reason,
+                             session=run.session)
+    if choice == "show":
+        show_artifact(approval)
+    elif choice == "edit" and approval.kind != "plan":
+        typer.echo(f"only plans can be edited; this is a {approval.action} approval. "
+                   "Nothing was decided.")
+    elif choice == "edit":
+        _edit(osprey, approval, user, ask)
+        return osprey.get_run(run.id)
+    else:
+        typer.echo(f"{answer!r} is not an answer: type yes, no, show or edit. "
+                   "Nothing was decided.")
+    return run
+
+
+def _edit(osprey: Osprey, approval: ApprovalRecord, user: str | None, ask: Ask) -> None:
+    from osprey_core.cli.approvals import read_plan_file
+
+    stored = osprey.plan_file(approval.run_id)
+    path = ask(f"edit a copy of {stored} (not the file itself), then give its path "
+               "(empty: keep the plan)> ")
+    if not path or not path.strip():
+        typer.echo("the plan is unchanged.")
         return
     try:
-        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-        osprey.edit(approval_id, data, user=user, interface="chat", session=session)
-    except (OSError, json.JSONDecodeError, OspreyError) as exc:
+        data = read_plan_file(Path(path.strip()).expanduser())
+        osprey.edit(approval.id, data, user=user, interface="chat", session=approval.session)
+    except OspreyError as exc:
         typer.echo(f"edit refused, the plan is unchanged: {exc}")
+        return
+    typer.echo(f"{approval.id} is superseded by the edited plan:")
 
 
 def _report(run: RunRecord) -> None:
     if run.state is RunState.DONE:
         typer.echo(f"osprey> {run.response}")
     elif run.state not in PAUSED:
-        typer.echo(f"osprey> run {run.state}: {run.error or ''}")
+        typer.echo(f"osprey> run {run.id} {run.state}: {run.error or 'no details'}")
 
 
 def _ask(prompt: str) -> str | None:

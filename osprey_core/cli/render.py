@@ -1,8 +1,14 @@
-"""How runs and approvals look on the terminal, shared by every command that shows them."""
+"""How runs and approvals look on the terminal, shared by every command that shows them.
+
+Exit codes of the commands that move a run (``run``, ``approvals approve``/``edit``,
+``runs resume``): 0 the run is done, 3 it waits for a human decision, 1 it ended any other
+way (failed, rejected, expired, cancelled).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -24,33 +30,60 @@ def run_exit_code(run: RunRecord) -> int:
 
 
 def run_payload(osprey: Osprey, run: RunRecord) -> dict[str, Any]:
+    """The run as JSON data; a paused run carries the approval request it waits for."""
     payload: dict[str, Any] = run.model_dump(mode="json", exclude={"owner_pid", "owner_boot"})
+    payload["approval"] = None
     if run.state in PAUSED and run.approval_id:
         payload["approval"] = osprey.approval(run.approval_id).model_dump(mode="json")
     return payload
 
 
-def show_run(osprey: Osprey, run: RunRecord, *, as_json: bool) -> None:
-    """Print the outcome and exit with the run's code."""
+def show_run(osprey: Osprey, run: RunRecord, *, as_json: bool) -> NoReturn:
+    """Print the outcome of a run and exit with its code."""
     if as_json:
         print_json(run_payload(osprey, run))
     elif run.state is RunState.DONE:
         typer.echo(run.response or "")
     elif run.state in PAUSED and run.approval_id:
-        show_approval(osprey.approval(run.approval_id))
-        typer.echo(f"\nrun {run.id} is waiting for approval {run.approval_id}. Decide with:")
-        typer.echo(f"  osprey approvals approve {run.approval_id} [--reason TEXT]")
-        typer.echo(f"  osprey approvals reject {run.approval_id} [--reason TEXT]")
+        approval = osprey.approval(run.approval_id)
+        show_approval(approval)
+        typer.echo(f"\nrun {run.id} is waiting for approval {approval.id}. Decide with:")
+        for line in decision_commands(osprey, approval):
+            typer.echo(f"  {line}")
     else:
         typer.echo(f"run {run.id} {run.state}: {run.error or 'no details'}", err=True)
     raise typer.Exit(run_exit_code(run))
 
 
+def decision_commands(osprey: Osprey, approval: ApprovalRecord) -> list[str]:
+    """The commands that decide ``approval``, for pasting into a terminal."""
+    lines = [f"osprey approvals approve {approval.id} [--reason TEXT]",
+             f"osprey approvals reject {approval.id} [--reason TEXT]",
+             f"osprey approvals show {approval.id}    (the exact artifact)"]
+    if approval.kind == "plan":
+        lines.append(f"osprey approvals edit {approval.id} FILE    (FILE: an edited copy of "
+                     f"{osprey.plan_file(approval.run_id)})")
+    return lines
+
+
 def show_approval(approval: ApprovalRecord) -> None:
-    typer.echo(f"approval {approval.id} ({approval.action}, run {approval.run_id}, "
-               f"{approval.status})")
+    """Header, summary, why it was asked, and what the decision is bound to."""
+    step = "" if approval.step_index is None else f", step {approval.step_index + 1}"
+    typer.echo(f"approval {approval.id} ({approval.action}{step}, run {approval.run_id}, "
+               f"session {approval.session}): {approval.status}")
     typer.echo(approval.summary)
     for reason in approval.reasons:
         typer.echo(f"  why: {reason}")
     typer.echo(f"sha256 {approval.artifact_sha256}; "
                f"expires {approval.expires_at:%Y-%m-%d %H:%M:%S %Z}")
+    if approval.decided_by:
+        when = f" at {approval.decided_at:%Y-%m-%d %H:%M:%S %Z}" if approval.decided_at else ""
+        why = f": {approval.decision_reason}" if approval.decision_reason else ""
+        typer.echo(f"{approval.status} by {approval.decided_by} via "
+                   f"{approval.decided_via or '?'}{when}{why}")
+
+
+def show_artifact(approval: ApprovalRecord) -> None:
+    """The exact artifact a decision applies to, as stored."""
+    typer.echo(f"artifact (sha256 {approval.artifact_sha256}):")
+    typer.echo(json.dumps(approval.artifact, indent=2, ensure_ascii=False))
