@@ -25,7 +25,13 @@ from pydantic_core import to_jsonable_python
 
 from osprey_core.errors import ConfigError
 from osprey_core.registry import did_you_mean
-from osprey_core.settings import ApprovalSettings, LLMSettings, PlanningSettings
+from osprey_core.settings import (
+    ApprovalSettings,
+    ArchiverSettings,
+    ControlSystemSettings,
+    LLMSettings,
+    PlanningSettings,
+)
 
 if TYPE_CHECKING:
     from osprey_core.plugin_host import PluginHost
@@ -63,6 +69,10 @@ class CoreSettings(BaseModel):
         default_factory=PlanningSettings, description=PlanningSettings.__doc__)
     approval: ApprovalSettings = Field(
         default_factory=ApprovalSettings, description=ApprovalSettings.__doc__)
+    control_system: ControlSystemSettings = Field(
+        default_factory=ControlSystemSettings, description=ControlSystemSettings.__doc__)
+    archiver: ArchiverSettings = Field(
+        default_factory=ArchiverSettings, description=ArchiverSettings.__doc__)
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:

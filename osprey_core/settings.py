@@ -1,10 +1,13 @@
-"""Core configuration sections for orchestration: LLM endpoint, planning, approval."""
+"""Core configuration sections: LLM endpoint, planning, approval, control system, archiver."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from osprey_core.control.limits import LimitsConfig
 
 ApprovalMode = Literal["disabled", "control_writes", "all_code"]
 
@@ -60,3 +63,34 @@ class ApprovalSettings(BaseModel):
 
     def mode_for(self, capability: str | None) -> ApprovalMode:
         return self.capabilities.get(capability or "", self.mode)
+
+
+class ControlSystemSettings(BaseModel):
+    """Which control system to talk to, and the rules every write obeys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field("mock", description="Connector name: mock (simulated machine, the "
+                      "default), epics, tango, labview, or one a plugin adds.")
+    writes_enabled: bool = Field(False, description="Master switch: no write reaches the "
+                                 "control system while false.")
+    connection_timeout: float = Field(2.0, gt=0, description="Seconds to wait for a channel "
+                                      "to connect; a missing channel costs this long.")
+    read_timeout: float = Field(2.0, gt=0, description="Seconds to wait for a value.")
+    write_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a write.")
+    verify_timeout: float = Field(2.0, gt=0, description="Seconds a readback may take to "
+                                  "settle within tolerance.")
+    limits_file: Path | None = Field(None, description="Limits database (YAML); replaces "
+                                     "the inline limits below.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig,
+                                 description="Inline limits database.")
+
+
+class ArchiverSettings(BaseModel):
+    """Where channel history comes from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field("mock", description="Archiver name: mock (history of the simulated "
+                      "machine) or archiver_appliance.")
+    timeout: float = Field(30.0, gt=0, description="Seconds to wait for a retrieval.")

@@ -218,17 +218,19 @@ def test_connector_class_moves_data(
 
     async def session() -> dict[str, object]:
         await connector.connect()
-        await connector.subscribe("HCM1:SP", seen.append)
+        await connector.subscribe("HCM1:SP", lambda reading: seen.append(reading.value))
         await connector.write("HCM1:SP", 2.0)
-        values = await connector.read_many(["SR:CURRENT", "HCM1:SP"])
+        batch = await connector.read_many(["SR:CURRENT", "HCM1:SP", "NOPE"])
+        values = {name: reading.value for name, reading in batch.values.items()}
+        assert list(batch.errors) == ["NOPE"]
         meta = await connector.metadata("HCM1:SP")
         await connector.close()
-        return {"values": values, "meta": meta}
+        return {"values": values, "meta": (meta.units, meta.writable)}
 
     outcome = asyncio.run(session())
     assert outcome == {
         "values": {"SR:CURRENT": 500.0, "HCM1:SP": 2.0},
-        "meta": {"units": "A", "writable": True},
+        "meta": ("A", True),
     }
     assert seen == [2.0]
     assert connector.writes == [("HCM1:SP", 2.0)]

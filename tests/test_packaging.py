@@ -119,3 +119,17 @@ def test_osprey_help_loads_neither_pydantic_nor_the_orchestrator() -> None:
     result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True,
                             check=True, cwd=REPO / "tests")
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    """A sub-package missing from the list works editable and breaks a real install."""
+    import tomllib
+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    on_disk = set()
+    for package, folder in setup["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(REPO / folder)
+            on_disk.add(".".join((package, *relative.parts)))
+    assert on_disk <= listed, f"add to pyproject packages: {sorted(on_disk - listed)}"

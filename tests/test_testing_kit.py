@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from osprey_core.cli import build_app
+from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
 from osprey_core.errors import PluginError
 from osprey_core.hookspecs.approval_policies import Verdict, Vote
 from osprey_core.hookspecs.services import ServiceSpec
@@ -270,8 +271,8 @@ def test_fake_connector_subscription_fires_on_write_and_machine_change(
     b_values: list[float] = []
 
     async def scenario() -> None:
-        handle = await connector.subscribe("A", a_values.append)
-        await connector.subscribe("B", b_values.append)
+        handle = await connector.subscribe("A", lambda reading: a_values.append(reading.value))
+        await connector.subscribe("B", lambda reading: b_values.append(reading.value))
         await connector.write("A", 5.0)
         connector.set_value("A", 6.0)  # the machine moved on its own
         await connector.unsubscribe(handle)
@@ -284,18 +285,20 @@ def test_fake_connector_subscription_fires_on_write_and_machine_change(
     assert a_values == [5.0, 6.0]
     assert b_values == [3.0]
     assert connector.writes == [("A", 5.0), ("A", 7.0), ("B", 3.0)]
-    assert asyncio.run(connector.read("A")) == 7.0
+    reading = asyncio.run(connector.read("A"))
+    assert (reading.channel, reading.value, reading.units) == ("A", 7.0, "mA")
 
 
 def test_fake_connector_refuses_what_a_real_one_would(connector: FakeConnector) -> None:
-    with pytest.raises(KeyError, match="has no channel 'C'"):
+    with pytest.raises(ChannelNotFoundError, match="has no channel 'C'"):
         asyncio.run(connector.write("C", 1))
-    assert asyncio.run(connector.metadata("A")) == {"units": "mA"}
-    assert asyncio.run(connector.metadata("B")) == {}
+    meta_a = asyncio.run(connector.metadata("A"))
+    assert (meta_a.units, meta_a.data_type) == ("mA", "float")
+    assert asyncio.run(connector.metadata("B")).units is None
     assert connector.writes == []
 
     other = type(connector)()  # a fresh instance starts from the configured values
-    with pytest.raises(ConnectionError, match="not connected"):
+    with pytest.raises(ControlSystemError, match="not connected"):
         asyncio.run(other.read("A"))
     asyncio.run(connector.write("A", 9.0))
     assert other.channels == {"A": 1.0, "B": 2.0}

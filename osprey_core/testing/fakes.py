@@ -21,9 +21,11 @@ import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
+from osprey_core.control.types import ChannelMetadata, ChannelValue, WriteAck
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.approval_policies import ApprovalPolicy, Verdict, Vote
 from osprey_core.hookspecs.archivers import ArchiverConnector
@@ -229,13 +231,16 @@ class FakeConnector(_Tracked, ControlSystemConnector):
     """An in-memory control system: channels are a dict, subscriptions fire on change.
 
     Reads and writes before :meth:`connect` or of unknown channels fail, as they would
-    on a real control system, so tests catch a core that skips either step.
+    on a real control system, so tests catch a core that skips either step. ``clamps``
+    makes chosen channels clamp written values silently, like an IOC's drive limits,
+    so only a readback reveals it.
     """
 
     name = "fake"
     description = "An in-memory control system for tests."
     initial_values: ClassVar[Mapping[str, Any]] = {}
     channel_metadata: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    clamps: ClassVar[Mapping[str, tuple[float, float]]] = {}
 
     @classmethod
     def named(
@@ -244,28 +249,36 @@ class FakeConnector(_Tracked, ControlSystemConnector):
         *,
         channels: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        clamps: Mapping[str, tuple[float, float]] | None = None,
     ) -> type[Self]:
         attributes: dict[str, Any] = {}
         if channels is not None:
             attributes["initial_values"] = dict(channels)
         if metadata is not None:
             attributes["channel_metadata"] = {key: dict(value) for key, value in metadata.items()}
+        if clamps is not None:
+            attributes["clamps"] = dict(clamps)
         return _subclass(cls, name, attributes)
 
-    def __init__(self, config: Any = None) -> None:
-        self.config = config
+    def __init__(self, settings: Any = None, **timeouts: float) -> None:
+        super().__init__(settings, **timeouts)
         self.channels: dict[str, Any] = dict(self.initial_values)
         self.writes: list[tuple[str, Any]] = []
         self.connected = False
-        self._subscriptions: dict[int, tuple[str, Callable[[Any], None]]] = {}
+        self._subscriptions: dict[int, tuple[str, Callable[[ChannelValue], None]]] = {}
         self._handles = itertools.count(1)
         self._track()
 
     def _check(self, channel: str) -> None:
         if not self.connected:
-            raise ConnectionError(f"connector '{self.name}' is not connected")
+            raise ControlSystemError(f"connector '{self.name}' is not connected")
         if channel not in self.channels:
-            raise KeyError(f"connector '{self.name}' has no channel '{channel}'")
+            raise ChannelNotFoundError(f"connector '{self.name}' has no channel '{channel}'",
+                                       channel=channel)
+
+    def _value(self, channel: str) -> ChannelValue:
+        units = self.channel_metadata.get(channel, {}).get("units")
+        return ChannelValue(channel, self.channels[channel], datetime.now(UTC), units=units)
 
     async def connect(self) -> None:
         self.connected = True
@@ -274,24 +287,27 @@ class FakeConnector(_Tracked, ControlSystemConnector):
         self.connected = False
         self._subscriptions.clear()
 
-    async def read(self, channel: str) -> Any:
+    async def read(self, channel: str) -> ChannelValue:
         self._check(channel)
-        return self.channels[channel]
+        return self._value(channel)
 
-    async def write(self, channel: str, value: Any) -> Any:
+    async def write(self, channel: str, value: Any) -> WriteAck:
         self._check(channel)
         self.writes.append((channel, value))
+        if channel in self.clamps:
+            low, high = self.clamps[channel]
+            value = min(max(value, low), high)
         self.set_value(channel, value)
-        return value
+        return WriteAck(confirmed=True)
 
     def set_value(self, channel: str, value: Any) -> None:
         """Change a value as the machine would (not recorded as a write); fires callbacks."""
         self.channels[channel] = value
         for subscribed, callback in list(self._subscriptions.values()):
             if subscribed == channel:
-                callback(value)
+                callback(self._value(channel))
 
-    async def subscribe(self, channel: str, callback: Callable[[Any], None]) -> int:
+    async def subscribe(self, channel: str, callback: Callable[[ChannelValue], None]) -> int:
         self._check(channel)
         handle = next(self._handles)
         self._subscriptions[handle] = (channel, callback)
@@ -301,9 +317,13 @@ class FakeConnector(_Tracked, ControlSystemConnector):
         if self._subscriptions.pop(handle, None) is None:
             raise KeyError(f"connector '{self.name}' has no subscription {handle!r}")
 
-    async def metadata(self, channel: str) -> dict[str, Any]:
+    async def metadata(self, channel: str) -> ChannelMetadata:
         self._check(channel)
-        return dict(self.channel_metadata.get(channel, {}))
+        info = dict(self.channel_metadata.get(channel, {}))
+        value = self.channels[channel]
+        kind = info.pop("data_type", "string" if isinstance(value, str) else
+                        "array" if isinstance(value, list) else "float")
+        return ChannelMetadata(channel=channel, data_type=kind, **info)
 
 
 class FakeArchiver(_Tracked, ArchiverConnector):

@@ -1,0 +1,155 @@
+"""The limits database: what may be written to which channel, and how to verify it.
+
+Per channel: min, max, max step (from the current value), writable, expected type or
+allowed values, verification level and tolerance. A ``defaults`` block applies to every
+entry (and to unlisted channels when ``allow_unlisted`` is on); unlisted channels are
+otherwise not writable. Exact entries win over glob ``patterns``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from osprey_core.control.types import Reason, is_number
+from osprey_core.errors import ConfigError
+
+Verification = Literal["none", "callback", "readback"]
+ValueType = Literal["float", "int", "bool", "string", "enum", "array"]
+
+
+class Tolerance(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    absolute: float | None = Field(None, ge=0, description="Largest allowed |readback - value|.")
+    relative: float | None = Field(None, ge=0, description="Allowed fraction of |value|.")
+
+    def accepts(self, target: Any, actual: Any) -> bool:
+        if isinstance(target, list | tuple):
+            return (isinstance(actual, list | tuple) and len(actual) == len(target)
+                    and all(self.accepts(t, a) for t, a in zip(target, actual, strict=True)))
+        if is_number(target) and is_number(actual):
+            allowed = max(self.absolute or 0.0, (self.relative or 0.0) * abs(target))
+            if self.absolute is None and self.relative is None:
+                return math.isclose(target, actual, rel_tol=1e-9, abs_tol=1e-12)
+            return abs(actual - target) <= allowed
+        return str(actual) == str(target)
+
+
+class ChannelLimits(BaseModel):
+    """One entry; unset fields fall back to the ``defaults`` block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    writable: bool | None = None
+    type: ValueType | None = None
+    min: float | None = None
+    max: float | None = None
+    max_step: float | None = Field(None, gt=0, description="Largest change from the current "
+                                   "value in one write.")
+    allowed: list[str | float] | None = Field(None, description="Allowed values (enum/string).")
+    verification: Verification | None = None
+    tolerance: Tolerance | None = None
+    readback_channel: str | None = Field(None, description="Channel to verify against "
+                                         "(default: the written channel).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChannelLimits:
+        for bound in (self.min, self.max):
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError("min and max must be finite numbers")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+    def merged(self, defaults: ChannelLimits) -> ChannelLimits:
+        own = self.model_dump(exclude_none=True)
+        return ChannelLimits.model_validate(defaults.model_dump(exclude_none=True) | own)
+
+
+class LimitsConfig(BaseModel):
+    """The limits database (inline under ``control_system.limits`` or in a YAML file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: ChannelLimits = Field(
+        default_factory=lambda: ChannelLimits(writable=False, verification="readback"),
+        description="Applied to every entry; entries override field by field.")
+    allow_unlisted: bool = Field(
+        False, description="Let channels without an entry be written under the defaults.")
+    channels: dict[str, ChannelLimits] = Field(default_factory=dict)
+    patterns: dict[str, ChannelLimits] = Field(
+        default_factory=dict, description="Glob patterns (e.g. 'HCM*:SP'), first match wins.")
+
+
+class LimitsDatabase:
+    def __init__(self, config: LimitsConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def load(cls, path: Path) -> LimitsDatabase:
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            return cls(LimitsConfig.model_validate(data))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"limits file {path}: cannot read it: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors())
+            raise ConfigError(f"limits file {path}: {problems}") from None
+
+    def lookup(self, channel: str) -> ChannelLimits | None:
+        """Effective limits of ``channel``; ``None`` when it is unlisted and not allowed."""
+        entry = self.config.channels.get(channel)
+        if entry is None:
+            entry = next((limits for pattern, limits in self.config.patterns.items()
+                          if fnmatch.fnmatchcase(channel, pattern)), None)
+        if entry is None:
+            return self.config.defaults if self.config.allow_unlisted else None
+        return entry.merged(self.config.defaults)
+
+
+def check_value(value: Any, limits: ChannelLimits) -> tuple[Reason, str] | None:
+    """Why ``value`` may not be written under ``limits``, or ``None`` if it may."""
+    kind = limits.type or ("float" if limits.min is not None or limits.max is not None
+                           else None)
+    if kind in ("string", "enum"):
+        if kind == "enum" and is_number(value) and float(value).is_integer() and limits.allowed:
+            if not 0 <= int(value) < len(limits.allowed):
+                return Reason.NOT_ALLOWED_VALUE, f"enum index {value} is out of range"
+            return None
+        if not isinstance(value, str):
+            return Reason.WRONG_TYPE, f"expected text, got {type(value).__name__}"
+        if limits.allowed is not None and value not in [str(item) for item in limits.allowed]:
+            return Reason.NOT_ALLOWED_VALUE, f"{value!r} is not one of {limits.allowed}"
+        return None
+    if kind == "bool":
+        return None if isinstance(value, bool) else (
+            Reason.WRONG_TYPE, f"expected true/false, got {type(value).__name__}")
+    is_sequence = isinstance(value, list | tuple)
+    if kind == "array" and not is_sequence:
+        return Reason.WRONG_TYPE, f"expected a list of numbers, got {type(value).__name__}"
+    if kind in ("float", "int") and is_sequence:
+        return Reason.WRONG_TYPE, f"expected one number, got a {type(value).__name__}"
+    items = value if is_sequence else [value]
+    if kind is None and isinstance(value, str):
+        return None  # untyped channel: text goes through, the connector decides
+    for item in items:
+        if not is_number(item):
+            return Reason.WRONG_TYPE, f"expected a number, got {type(item).__name__} {item!r}"
+        if not math.isfinite(item):
+            return Reason.NOT_FINITE, f"{item} is not a finite number"
+        if kind == "int" and not float(item).is_integer():
+            return Reason.WRONG_TYPE, f"expected an integer, got {item}"
+        if limits.min is not None and item < limits.min:
+            return Reason.BELOW_MIN, f"{item} is below the minimum {limits.min}"
+        if limits.max is not None and item > limits.max:
+            return Reason.ABOVE_MAX, f"{item} is above the maximum {limits.max}"
+    return None
