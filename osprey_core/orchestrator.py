@@ -17,6 +17,8 @@ Durability rules kept here:
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import uuid
 from collections.abc import Callable
@@ -356,7 +358,8 @@ class RunController:
             run_id=self.run.id, index=index, query=self.run.query, user=self.run.user,
             session=self.run.session, parameters=parameters,
             inputs={key: self.run.context.get(key) for key in step.inputs},
-            services={"config": self.rt.config, "host": self.rt.host,
+            # A copy: a capability must not be able to loosen the live approval settings.
+            services={"config": copy.deepcopy(self.rt.config), "host": self.rt.host,
                       "capabilities": self.rt.host.capabilities().names()},
         )
 
@@ -488,16 +491,20 @@ class Orchestrator:
     async def decide(self, approval_id: str, *, approve: bool, actor: str, interface: str,
                      reason: str | None = None, session: str | None = None) -> RunRecord:
         approval, controller = self._open_approval(approval_id, session)
-        if self.rt.now() >= approval.expires_at:
-            await self._expire(approval, controller)
-            raise ApprovalError(f"approval {approval.id} expired at "
-                                f"{approval.expires_at.isoformat()}; it counts as rejected")
+        await self._refuse_if_overdue(approval, controller)
         if approve:
-            if problem := self._tamper_problem(approval):
+            if problem := self._tamper_problem(approval, controller.run):
                 self._refuse(controller, approval, actor, interface, problem)
                 raise ApprovalError(problem)
-            controller.stage_decision(approval, ApprovalStatus.APPROVED, actor, interface, reason)
-            trigger = controller.approve
+            if problem := self._policy_problem(approval, controller):
+                # A policy tightened while the run waited wins over the human: fail closed.
+                controller.audit("approval_refused", actor, interface, approval_id=approval.id,
+                                 sha256=approval.artifact_sha256, reason=problem)
+                trigger = functools.partial(controller._fail, problem)
+            else:
+                controller.stage_decision(approval, ApprovalStatus.APPROVED, actor, interface,
+                                          reason)
+                trigger = controller.approve
         else:
             controller.stage_decision(approval, ApprovalStatus.REJECTED, actor, interface, reason)
             controller.run.error = f"rejected by {actor}" + (f": {reason}" if reason else "")
@@ -515,18 +522,22 @@ class Orchestrator:
         from osprey_core.planning import parse_plan, validate_plan
 
         approval, controller = self._open_approval(approval_id, session)
+        await self._refuse_if_overdue(approval, controller)
         if approval.kind is not ApprovalKind.PLAN:
             raise ApprovalError(f"approval {approval.id} is a {approval.action} approval; "
                                 "only plans can be edited")
         run = controller.run
         plan = validate_plan(parse_plan(plan_data), self.rt.host.capabilities(),
                              sorted(run.context))
+        ruling = self.rt.rule(controller._plan_action(plan))
+        if ruling.outcome is Outcome.DENY:
+            raise ApprovalError("the edited plan is refused by policy: "
+                                + "; ".join(ruling.reasons))
         controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
                                   "replaced by an edited plan")
         run.plan, run.plan_sha256 = plan, plan.sha256()
-        reasons = self.rt.rule(controller._plan_action(plan)).reasons
         controller._stage_approval(ApprovalKind.PLAN, None, "plan", plan.model_dump(mode="json"),
-                                   plan_summary(self.rt, run, plan), reasons)
+                                   plan_summary(self.rt, run, plan), ruling.reasons)
         controller.audit("plan_edited", actor, interface, approval_id=run.approval_id,
                          sha256=run.plan_sha256, replaces=approval.id,
                          previous_sha256=approval.artifact_sha256)
@@ -553,11 +564,30 @@ class Orchestrator:
             raise ApprovalError(f"run {run.id} is {run.state}, not waiting for {approval.id}")
         return approval, RunController(self.rt, run)
 
-    def _tamper_problem(self, approval: ApprovalRecord) -> str | None:
+    async def _refuse_if_overdue(self, approval: ApprovalRecord,
+                                 controller: RunController) -> None:
+        """Past its deadline a request expires (a rejection): no decision or edit applies."""
+        if self.rt.now() < approval.expires_at:
+            return
+        try:
+            await self._expire(approval, controller)
+        except ConflictError as exc:
+            raise ApprovalError(
+                f"approval {approval.id} was decided elsewhere first: {exc}") from None
+        raise ApprovalError(f"approval {approval.id} expired at "
+                            f"{approval.expires_at.isoformat()}; it counts as rejected")
+
+    def _tamper_problem(self, approval: ApprovalRecord, run: RunRecord) -> str | None:
         if not approval.artifact_intact():
             return (f"approval {approval.id}: the stored artifact no longer matches its sha256 "
                     f"{approval.artifact_sha256}; nothing was run")
         if approval.kind is ApprovalKind.PLAN:
+            # What runs is the run's plan, so it must be exactly the approved artifact.
+            stored = run.plan.sha256() if run.plan is not None else "missing"
+            if stored != approval.artifact_sha256:
+                return (f"approval {approval.id}: the plan stored with run {run.id} no longer "
+                        f"matches the requested plan (sha256 {stored}, approved artifact "
+                        f"{approval.artifact_sha256}); nothing was run")
             path = self.rt.plan_file(approval.run_id)
             try:
                 on_disk = sha256_of(Plan.model_validate_json(path.read_text()).model_dump(
@@ -568,6 +598,22 @@ class Orchestrator:
                 return (f"approval {approval.id}: plan file {path} was changed after the request "
                         f"(sha256 {on_disk}, approved artifact {approval.artifact_sha256}); "
                         "nothing was run. Use 'osprey approvals edit' to change a plan.")
+        return None
+
+    def _policy_problem(self, approval: ApprovalRecord, controller: RunController) -> str | None:
+        """Ask the policies again about what waits: one may have been tightened meanwhile."""
+        run = controller.run
+        if run.plan is None:
+            return f"run {run.id} has no plan; nothing was run"
+        if approval.kind is ApprovalKind.PLAN:
+            what, ruling = "plan", self.rt.rule(controller._plan_action(run.plan))
+        else:
+            index = approval.step_index or 0
+            capability = self.rt.capability(run.plan.steps[index].capability)
+            what = f"step {index + 1} ({capability.name})"
+            ruling = self.rt.rule(controller._step_action(capability, approval.artifact))
+        if ruling.outcome is Outcome.DENY:
+            return f"{what} refused by policy: " + "; ".join(ruling.reasons)
         return None
 
     def _refuse(self, controller: RunController, approval: ApprovalRecord, actor: str,
@@ -584,7 +630,10 @@ class Orchestrator:
                 continue
             run = self.rt.store.get_run(approval.run_id)
             if run.state in PAUSED and run.approval_id == approval.id:
-                await self._expire(approval, RunController(self.rt, run))
+                try:
+                    await self._expire(approval, RunController(self.rt, run))
+                except ConflictError:
+                    continue  # decided (or expired) by another process meanwhile
                 expired.append(approval.id)
         return expired
 
@@ -657,7 +706,10 @@ class Orchestrator:
                     controller.stage(lambda store, marked=marked: store.save_step(marked))
             controller.audit("run_interrupted", "system", "recovery",
                              previous_state=str(run.state), owner_pid=run.owner_pid)
-            await controller.interrupt()
+            try:
+                await controller.interrupt()
+            except ConflictError:
+                continue  # another process recovered it meanwhile
             interrupted.append(run.id)
         return interrupted
 
