@@ -3,8 +3,11 @@
 Baseline (issue): the same flow in LangGraph with its SQLite checkpointer on disk.
 Target: osprey's median time per run at least 5x lower than LangGraph's.
 
-The flow, in one process, each side with its own SQLite file in a temporary directory
-(``synchronous=FULL`` on both, so every commit is on the disk before it returns):
+The flow, in one process, each side with its own SQLite file in a temporary directory.
+Both commit every state change; LangGraph (``synchronous=FULL``) syncs each commit to
+disk, osprey (WAL) syncs the pause, side-effecting steps and the end, and lets the other
+commits ride on the next sync (they survive a crash of the process, and a power cut rolls
+the run back to its last synced point):
 
 * osprey: ``Osprey.run("/planning ...")`` on a fresh home plans ``bench_fetch`` ->
   ``bench_scale`` -> ``respond`` with the offline planner and pauses for the plan approval
@@ -355,7 +358,8 @@ def main() -> None:
             ]
         measure(flows, args.runs, args.warmup)
 
-    print(f"3-step run with 1 approval round trip, SQLite on disk (synchronous=FULL): "
+    print(f"3-step run with 1 approval round trip, SQLite on disk (osprey: synced at the "
+          f"pause and the end; LangGraph: every checkpoint synced): "
           f"{args.runs} timed runs per flow after {args.warmup} warm-up, interleaved; "
           f"Python {sys.version.split()[0]}")
     print(f"{'ms per run':38}{'median':>9}{'p90':>9}{'to pause':>10}{'resume':>9}")

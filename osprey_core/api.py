@@ -87,8 +87,13 @@ class Osprey:
             runtime.clock = clock
         self.runtime = runtime
         self._orchestrator = Orchestrator(runtime)
+        self._recovered = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
         self.runtime.store.close()
 
     def __enter__(self) -> Osprey:
@@ -107,9 +112,14 @@ class Osprey:
 
     # -- async API -----------------------------------------------------------------------
 
-    async def _prepare(self) -> None:
-        await self._orchestrator.recover()
-        await self._orchestrator.expire_overdue()
+    async def _prepare(self, *, expire: bool = False) -> None:
+        """Recover runs whose process died (once per instance; resume and cancel recover
+        again) and, when listing or deciding, expire overdue approvals."""
+        if not self._recovered:
+            await self._orchestrator.recover()
+            self._recovered = True
+        if expire:
+            await self._orchestrator.expire_overdue()
 
     async def arun(self, query: str, *, session: str = "default", user: str | None = None,
                    planning: bool | None = None, interface: str = "api") -> RunRecord:
@@ -120,7 +130,7 @@ class Osprey:
                                                planning=planning, interface=interface)
 
     async def apending(self, *, session: str | None = None) -> list[ApprovalRecord]:
-        await self._prepare()
+        await self._prepare(expire=True)
         return self.runtime.store.list_approvals(status=ApprovalStatus.PENDING, session=session)
 
     async def aapprove(self, approval_id: str, *, user: str | None = None,
@@ -154,40 +164,56 @@ class Osprey:
     async def aresume(self, run_id: str, *, user: str | None = None, interface: str = "api",
                       indeterminate: Literal["applied", "not_applied"] | None = None
                       ) -> RunRecord:
+        await self._prepare(expire=True)
         return await self._orchestrator.resume(run_id, actor=user or default_user(),
                                                interface=interface, indeterminate=indeterminate)
 
     async def acancel(self, run_id: str, *, user: str | None = None, interface: str = "api",
                       reason: str | None = None) -> RunRecord:
+        await self._prepare(expire=True)
         return await self._orchestrator.cancel(run_id, actor=user or default_user(),
                                                interface=interface, reason=reason)
 
     # -- sync API ------------------------------------------------------------------------
 
     def run(self, query: str, **kwargs: Any) -> RunRecord:
-        return _sync(self.arun(query, **kwargs))
+        return self._sync(self.arun(query, **kwargs))
 
     def pending(self, **kwargs: Any) -> list[ApprovalRecord]:
-        return _sync(self.apending(**kwargs))
+        return self._sync(self.apending(**kwargs))
 
     def approve(self, approval_id: str, **kwargs: Any) -> RunRecord:
-        return _sync(self.aapprove(approval_id, **kwargs))
+        return self._sync(self.aapprove(approval_id, **kwargs))
 
     def reject(self, approval_id: str, **kwargs: Any) -> RunRecord:
-        return _sync(self.areject(approval_id, **kwargs))
+        return self._sync(self.areject(approval_id, **kwargs))
 
     def edit(self, approval_id: str, plan: Any, **kwargs: Any) -> ApprovalRecord:
-        return _sync(self.aedit(approval_id, plan, **kwargs))
+        return self._sync(self.aedit(approval_id, plan, **kwargs))
 
     def resume(self, run_id: str, **kwargs: Any) -> RunRecord:
-        return _sync(self.aresume(run_id, **kwargs))
+        return self._sync(self.aresume(run_id, **kwargs))
 
     def cancel(self, run_id: str, **kwargs: Any) -> RunRecord:
-        return _sync(self.acancel(run_id, **kwargs))
+        return self._sync(self.acancel(run_id, **kwargs))
 
     def refresh(self) -> None:
         """Recover interrupted runs and expire overdue approvals now."""
-        _sync(self._prepare())
+        self._recovered = False
+        self._sync(self._prepare(expire=True))
+
+    def _sync[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run on this instance's own event loop, reused across calls (``asyncio.run``
+        and ``asyncio.Runner`` cost ~0.2 ms a call in loop and signal set-up). Not for
+        use from inside a running event loop: use the ``a*`` methods there."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(coroutine)
+        coroutine.close()
+        raise RuntimeError("an event loop is running: use the async method (arun, aapprove, ...)")
 
     # -- reading the store ---------------------------------------------------------------
 
@@ -222,12 +248,3 @@ class Osprey:
 
     def plan_file(self, run_id: str) -> Path:
         return self.runtime.plan_file(run_id)
-
-
-def _sync[T](coroutine: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    coroutine.close()
-    raise RuntimeError("an event loop is running: use the async method (arun, aapprove, ...)")

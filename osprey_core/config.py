@@ -56,7 +56,7 @@ _VALIDATE_OPTIONS: dict[str, Any] = (
 class CoreSettings(BaseModel):
     """Settings owned by the core; plugin sections are added beside these."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     home: Path | None = Field(
         None,

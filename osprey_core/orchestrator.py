@@ -45,7 +45,7 @@ from osprey_core.models import (
     canonical_json,
     sha256_of,
 )
-from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState, build_machine
+from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState, new_machine
 from osprey_core.settings import ApprovalSettings, LLMSettings, PlanningSettings
 from osprey_core.store import ConflictError, RunStore
 
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from osprey_core.plugin_host import PluginHost
 
 PLANNING_PREFIX = "/planning"
+#: States whose commit is synced to disk before anything else happens.
+DURABLE_STATES = PAUSED | TERMINAL | {RunState.INTERRUPTED}
 Write = Callable[[RunStore], None]
 
 
@@ -70,6 +72,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+@functools.cache
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -95,6 +98,17 @@ class Runtime:
     store: RunStore
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     planner_factory: Callable[[Runtime], Planner] | None = None
+
+    @functools.cached_property
+    def machine(self) -> Any:
+        """One state machine for every run: building one per run cost ~0.3 ms."""
+        return new_machine()
+
+    @functools.cached_property
+    def capability_config(self) -> OspreyConfig:
+        """A private copy for capabilities: nothing they do to it reaches the live
+        settings the policies read. Made once; copying per step cost ~0.4 ms."""
+        return copy.deepcopy(self.config)
 
     @property
     def plans_dir(self) -> Path:
@@ -139,8 +153,16 @@ class RunController:
         self.rt = runtime
         self.run = run
         self._staged: list[Write] = []
+        self._durable = False
         self._after_commit: list[Callable[[], None]] = []
-        build_machine(self, initial=run.state)
+        runtime.machine.add_model(self, initial=str(run.state))
+
+    def __enter__(self) -> RunController:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Leave the shared machine, which would otherwise keep this controller alive."""
+        self.rt.machine.remove_model(self)
 
     # -- guards --------------------------------------------------------------------------
 
@@ -164,12 +186,19 @@ class RunController:
         self._commit(expect_state=previous, new_state=RunState(self.state),
                      event=("state", {"from": str(previous), "to": str(self.state)}))
 
-    def save(self, kind: str, data: dict[str, Any]) -> None:
+    def save(self, kind: str, data: dict[str, Any], *, durable: bool = False) -> None:
         """Commit staged writes and the run record without a state change."""
+        self._durable = self._durable or durable
         self._commit(expect_state=self.run.state, new_state=self.run.state, event=(kind, data))
 
     def _commit(self, *, expect_state: RunState, new_state: RunState,
                 event: tuple[str, dict[str, Any]]) -> None:
+        # Synced to disk before anything leaves the process: a pause before it is
+        # announced, a side effect before it touches the machine, the end before the user
+        # hears of it. Other commits are atomic and become durable with the next synced
+        # one; losing them to a power cut rolls the run back to a consistent earlier state.
+        durable = self._durable or new_state in DURABLE_STATES
+        self._durable = False
         now = self.rt.now()
         self.run.state = new_state
         self.run.updated_at = now
@@ -177,7 +206,7 @@ class RunController:
         staged, self._staged = self._staged, []
         notify, self._after_commit = self._after_commit, []
         record = EventRecord(run_id=self.run.id, at=now, kind=event[0], data=event[1])
-        with self.rt.store.transaction() as store:
+        with self.rt.store.transaction(durable=durable) as store:
             store.update_run(self.run, expect_state=expect_state)
             for write in staged:
                 write(store)
@@ -187,7 +216,9 @@ class RunController:
             callback()
 
     def audit(self, what: str, actor: str, interface: str, *, approval_id: str | None = None,
-              sha256: str | None = None, **details: Any) -> None:
+              sha256: str | None = None, durable: bool = False, **details: Any) -> None:
+        """Stage an audit record; ``durable`` syncs its commit to disk (side effects)."""
+        self._durable = self._durable or durable
         entry = AuditRecord(at=self.rt.now(), actor=actor, interface=interface, action=what,
                             run_id=self.run.id, approval_id=approval_id, sha256=sha256,
                             details=details)
@@ -219,6 +250,9 @@ class RunController:
         except OspreyError as exc:
             await self._fail(f"planning failed: {exc}")
             return
+        except Exception as exc:  # a planner bug must fail the run, not strand it
+            await self._fail(f"planning failed: {type(exc).__name__}: {exc}")
+            return
         self.run.plan, self.run.plan_sha256 = plan, plan.sha256()
         write_plan_file(self.rt.plan_file(self.run.id), plan)
         if self.run.planning:
@@ -242,6 +276,9 @@ class RunController:
         except OspreyError as exc:
             await self._fail(str(exc))
             return
+        except Exception as exc:  # a capability's prepare() or a bug: fail, never strand
+            await self._fail(f"{type(exc).__name__}: {exc}")
+            return
         await getattr(self, trigger)()
 
     async def on_enter_responding(self) -> None:
@@ -250,12 +287,13 @@ class RunController:
         step = self.run.plan.steps[index]
         capability = self.rt.capability(step.capability)
         try:
-            result = await self._run_step(index, capability, self._context(index, capability))
+            result = await self._run_step(index, capability, self._context(index, capability),
+                                          commit=False)
         except OspreyError as exc:
             await self._fail(str(exc))
             return
         self.run.response = result if isinstance(result, str) else canonical_json(result)
-        await self.finish()
+        await self.finish()  # commits the answer with the final state
 
     async def _fail(self, message: str) -> None:
         self.run.error = message
@@ -312,7 +350,10 @@ class RunController:
                            "nothing was run")
         return approval
 
-    async def _run_step(self, index: int, capability: Capability, context: StepContext) -> Any:
+    async def _run_step(self, index: int, capability: Capability, context: StepContext,
+                        *, commit: bool = True) -> Any:
+        """Run one step and record it; a side-effecting step is durably marked running
+        first. With ``commit=False`` the result rides on the next state change's commit."""
         assert self.run.plan is not None
         step = self.run.plan.steps[index]
         artifact_hash = sha256_of(dict(context.artifact)) if context.artifact else None
@@ -322,11 +363,12 @@ class RunController:
             idempotency_key=f"{self.run.id}:{index}", artifact_sha256=artifact_hash,
             started_at=self.rt.now(),
         )
-        self.stage(lambda store: store.save_step(record))
         if capability.side_effects:
+            # A crash from here on leaves it running, so recovery marks it indeterminate.
+            self.stage(lambda store: store.save_step(record))
             self.audit("step_started", self.run.user, self.run.interface, sha256=artifact_hash,
-                       step=index + 1, capability=capability.name)
-        self.save("step_started", {"step": index + 1, "capability": capability.name})
+                       durable=True, step=index + 1, capability=capability.name)
+            self.save("step_started", {"step": index + 1, "capability": capability.name})
         try:
             result = await capability.execute(context)
             canonical_json(result)  # results are stored as JSON: refuse anything else now
@@ -344,8 +386,9 @@ class RunController:
         self.stage(lambda store: store.save_step(finished))
         if capability.side_effects:
             self.audit("step_succeeded", self.run.user, self.run.interface, sha256=artifact_hash,
-                       step=index + 1, capability=capability.name)
-        self.save("step_succeeded", {"step": index + 1, "capability": capability.name})
+                       durable=True, step=index + 1, capability=capability.name)
+        if commit:
+            self.save("step_succeeded", {"step": index + 1, "capability": capability.name})
         return result
 
     def _context(self, index: int, capability: Capability) -> StepContext:
@@ -359,7 +402,7 @@ class RunController:
             session=self.run.session, parameters=parameters,
             inputs={key: self.run.context.get(key) for key in step.inputs},
             # A copy: a capability must not be able to loosen the live approval settings.
-            services={"config": copy.deepcopy(self.rt.config), "host": self.rt.host,
+            services={"config": self.rt.capability_config, "host": self.rt.host,
                       "capabilities": self.rt.host.capabilities().names()},
         )
 
@@ -430,7 +473,9 @@ def approval_event(approval: ApprovalRecord, actor: str | None, interface: str) 
 
 
 def write_plan_file(path: Path, plan: Plan) -> None:
-    atomic_write_text(path, plan.model_dump_json(indent=2) + "\n")
+    """The reviewable copy of a plan. Atomic but not synced: the store holds the plan that
+    runs; after a power cut a missing copy is rewritten from it (see _tamper_problem)."""
+    atomic_write_text(path, plan.model_dump_json(indent=2) + "\n", durable=False)
 
 
 def plan_summary(rt: Runtime, run: RunRecord, plan: Plan) -> str:
@@ -473,14 +518,15 @@ class Orchestrator:
         )
         submitted = AuditRecord(at=now, actor=user, interface=interface, action="run_submitted",
                                 run_id=run.id, details={"query": text, "planning": run.planning})
-        with self.rt.store.transaction() as store:
+        with self.rt.store.transaction(durable=False) as store:  # synced with the pause/end
             store.insert_run(run)
             store.append_audit(submitted)
             store.append_event(EventRecord(run_id=run.id, at=now, kind="submitted",
                                            data={"query": text}))
-        controller = RunController(self.rt, run)
-        await controller.classify()
-        return controller.run
+        self.rt.host.notify_run_event(RunEvent(run.id, "submitted", now, {"query": text}))
+        with RunController(self.rt, run) as controller:
+            await controller.classify()
+            return controller.run
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -490,63 +536,68 @@ class Orchestrator:
 
     async def decide(self, approval_id: str, *, approve: bool, actor: str, interface: str,
                      reason: str | None = None, session: str | None = None) -> RunRecord:
-        approval, controller = self._open_approval(approval_id, session)
-        await self._refuse_if_overdue(approval, controller)
-        if approve:
-            if problem := self._tamper_problem(approval, controller.run):
-                self._refuse(controller, approval, actor, interface, problem)
-                raise ApprovalError(problem)
-            if problem := self._policy_problem(approval, controller):
-                # A policy tightened while the run waited wins over the human: fail closed.
-                controller.audit("approval_refused", actor, interface, approval_id=approval.id,
-                                 sha256=approval.artifact_sha256, reason=problem)
-                trigger = functools.partial(controller._fail, problem)
+        approval, run = self._open_approval(approval_id, session)
+        with RunController(self.rt, run) as controller:
+            await self._refuse_if_overdue(approval, controller)
+            if approve:
+                if problem := self._tamper_problem(approval, controller.run):
+                    self._refuse(controller, approval, actor, interface, problem)
+                    raise ApprovalError(problem)
+                if problem := self._policy_problem(approval, controller):
+                    # A policy tightened while the run waited wins over the human: fail closed.
+                    controller.audit("approval_refused", actor, interface,
+                                     approval_id=approval.id,
+                                     sha256=approval.artifact_sha256, reason=problem)
+                    trigger = functools.partial(controller._fail, problem)
+                else:
+                    controller.stage_decision(approval, ApprovalStatus.APPROVED, actor, interface,
+                                              reason)
+                    trigger = controller.approve
             else:
-                controller.stage_decision(approval, ApprovalStatus.APPROVED, actor, interface,
+                controller.stage_decision(approval, ApprovalStatus.REJECTED, actor, interface,
                                           reason)
-                trigger = controller.approve
-        else:
-            controller.stage_decision(approval, ApprovalStatus.REJECTED, actor, interface, reason)
-            controller.run.error = f"rejected by {actor}" + (f": {reason}" if reason else "")
-            trigger = controller.reject
-        try:
-            await trigger()
-        except ConflictError as exc:
-            raise ApprovalError(
-                f"approval {approval.id} was decided elsewhere first: {exc}") from None
-        return controller.run
+                controller.run.error = f"rejected by {actor}" + (f": {reason}" if reason else "")
+                trigger = controller.reject
+            try:
+                await trigger()
+            except ConflictError as exc:
+                raise ApprovalError(
+                    f"approval {approval.id} was decided elsewhere first: {exc}") from None
+            return controller.run
 
     async def edit_plan(self, approval_id: str, plan_data: Any, *, actor: str, interface: str,
                         session: str | None = None) -> ApprovalRecord:
         """Replace a pending plan with an edited one, which needs its own approval."""
         from osprey_core.planning import parse_plan, validate_plan
 
-        approval, controller = self._open_approval(approval_id, session)
-        await self._refuse_if_overdue(approval, controller)
-        if approval.kind is not ApprovalKind.PLAN:
-            raise ApprovalError(f"approval {approval.id} is a {approval.action} approval; "
-                                "only plans can be edited")
-        run = controller.run
-        plan = validate_plan(parse_plan(plan_data), self.rt.host.capabilities(),
-                             sorted(run.context))
-        ruling = self.rt.rule(controller._plan_action(plan))
-        if ruling.outcome is Outcome.DENY:
-            raise ApprovalError("the edited plan is refused by policy: "
-                                + "; ".join(ruling.reasons))
-        controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
-                                  "replaced by an edited plan")
-        run.plan, run.plan_sha256 = plan, plan.sha256()
-        controller._stage_approval(ApprovalKind.PLAN, None, "plan", plan.model_dump(mode="json"),
-                                   plan_summary(self.rt, run, plan), ruling.reasons)
-        controller.audit("plan_edited", actor, interface, approval_id=run.approval_id,
-                         sha256=run.plan_sha256, replaces=approval.id,
-                         previous_sha256=approval.artifact_sha256)
-        controller.save("plan_edited", {"approval": run.approval_id})
-        write_plan_file(self.rt.plan_file(run.id), plan)
-        return self.rt.store.get_approval(run.approval_id or "")
+        approval, run = self._open_approval(approval_id, session)
+        with RunController(self.rt, run) as controller:
+            await self._refuse_if_overdue(approval, controller)
+            if approval.kind is not ApprovalKind.PLAN:
+                raise ApprovalError(f"approval {approval.id} is a {approval.action} approval; "
+                                    "only plans can be edited")
+            run = controller.run
+            plan = validate_plan(parse_plan(plan_data), self.rt.host.capabilities(),
+                                 sorted(run.context))
+            ruling = self.rt.rule(controller._plan_action(plan))
+            if ruling.outcome is Outcome.DENY:
+                raise ApprovalError("the edited plan is refused by policy: "
+                                    + "; ".join(ruling.reasons))
+            controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
+                                      "replaced by an edited plan")
+            run.plan, run.plan_sha256 = plan, plan.sha256()
+            controller._stage_approval(ApprovalKind.PLAN, None, "plan",
+                                       plan.model_dump(mode="json"),
+                                       plan_summary(self.rt, run, plan), ruling.reasons)
+            controller.audit("plan_edited", actor, interface, approval_id=run.approval_id,
+                             sha256=run.plan_sha256, replaces=approval.id,
+                             previous_sha256=approval.artifact_sha256)
+            controller.save("plan_edited", {"approval": run.approval_id}, durable=True)
+            write_plan_file(self.rt.plan_file(run.id), plan)
+            return self.rt.store.get_approval(run.approval_id or "")
 
     def _open_approval(self, approval_id: str,
-                       session: str | None) -> tuple[ApprovalRecord, RunController]:
+                       session: str | None) -> tuple[ApprovalRecord, RunRecord]:
         from osprey_core.store import StoreError
 
         try:
@@ -562,7 +613,7 @@ class Orchestrator:
         run = self.rt.store.get_run(approval.run_id)
         if run.state not in PAUSED or run.approval_id != approval.id:
             raise ApprovalError(f"run {run.id} is {run.state}, not waiting for {approval.id}")
-        return approval, RunController(self.rt, run)
+        return approval, run
 
     async def _refuse_if_overdue(self, approval: ApprovalRecord,
                                  controller: RunController) -> None:
@@ -590,9 +641,19 @@ class Orchestrator:
                         f"{approval.artifact_sha256}); nothing was run")
             path = self.rt.plan_file(approval.run_id)
             try:
-                on_disk = sha256_of(Plan.model_validate_json(path.read_text()).model_dump(
-                    mode="json"))
-            except (OSError, ValueError):
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            except (OSError, UnicodeDecodeError):
+                text = "unreadable"
+            if not text.strip() and run.plan is not None:
+                # Lost to a crash (the copy is not synced), not edited: restore it from the
+                # store, whose plan was just checked against the approved hash.
+                write_plan_file(path, run.plan)
+                return None
+            try:
+                on_disk = sha256_of(Plan.model_validate_json(text).model_dump(mode="json"))
+            except ValueError:
                 on_disk = "unreadable"
             if on_disk != approval.artifact_sha256:
                 return (f"approval {approval.id}: plan file {path} was changed after the request "
@@ -631,7 +692,8 @@ class Orchestrator:
             run = self.rt.store.get_run(approval.run_id)
             if run.state in PAUSED and run.approval_id == approval.id:
                 try:
-                    await self._expire(approval, RunController(self.rt, run))
+                    with RunController(self.rt, run) as controller:
+                        await self._expire(approval, controller)
                 except ConflictError:
                     continue  # decided (or expired) by another process meanwhile
                 expired.append(approval.id)
@@ -654,26 +716,26 @@ class Orchestrator:
                            "approve or reject it instead")
         if run.state is not RunState.INTERRUPTED:
             raise RunError(f"run {run.id} is {run.state}; only interrupted runs resume")
-        controller = RunController(self.rt, run)
-        for step in self.rt.store.steps(run.id):
-            if step.status is not StepStatus.INDETERMINATE:
-                continue
-            if indeterminate is None:
-                raise RunError(
-                    f"step {step.index + 1} ({step.capability}) of run {run.id} started but "
-                    "did not finish, so it may have taken effect. Check the machine, then "
-                    "resume with --indeterminate applied (treat it as done) or not_applied "
-                    "(run it again, with a fresh approval if the policy asks)")
-            outcome = StepStatus.SUCCEEDED if indeterminate == "applied" else StepStatus.PENDING
-            resolved = step.model_copy(update={"status": outcome})
-            controller.stage(lambda store, resolved=resolved: store.save_step(resolved))
-            controller.audit("step_resolved", actor, interface, step=step.index + 1,
-                             capability=step.capability, outcome=indeterminate)
-            if outcome is StepStatus.PENDING and run.approval_id is not None:
-                run.approval_id = None  # a re-run needs a fresh approval
-        controller.audit("run_resumed", actor, interface)
-        await controller.resume()
-        return controller.run
+        with RunController(self.rt, run) as controller:
+            for step in self.rt.store.steps(run.id):
+                if step.status is not StepStatus.INDETERMINATE:
+                    continue
+                if indeterminate is None:
+                    raise RunError(
+                        f"step {step.index + 1} ({step.capability}) of run {run.id} started but "
+                        "did not finish, so it may have taken effect. Check the machine, then "
+                        "resume with --indeterminate applied (treat it as done) or not_applied "
+                        "(run it again, with a fresh approval if the policy asks)")
+                outcome = StepStatus.SUCCEEDED if indeterminate == "applied" else StepStatus.PENDING
+                resolved = step.model_copy(update={"status": outcome})
+                controller.stage(lambda store, resolved=resolved: store.save_step(resolved))
+                controller.audit("step_resolved", actor, interface, step=step.index + 1,
+                                 capability=step.capability, outcome=indeterminate)
+                if outcome is StepStatus.PENDING and run.approval_id is not None:
+                    run.approval_id = None  # a re-run needs a fresh approval
+            controller.audit("run_resumed", actor, interface)
+            await controller.resume()
+            return controller.run
 
     async def cancel(self, run_id: str, *, actor: str, interface: str,
                      reason: str | None = None) -> RunRecord:
@@ -684,13 +746,13 @@ class Orchestrator:
         if run.state in ACTIVE:
             raise RunError(f"run {run.id} is {run.state} in process {run.owner_pid}; "
                            "it cannot be cancelled from here")
-        controller = RunController(self.rt, run)
-        text = reason or f"cancelled by {actor}"
-        controller._withdraw_pending(actor, interface, text)
-        controller.audit("run_cancelled", actor, interface, reason=reason)
-        controller.run.error = text
-        await controller.cancel()
-        return controller.run
+        with RunController(self.rt, run) as controller:
+            text = reason or f"cancelled by {actor}"
+            controller._withdraw_pending(actor, interface, text)
+            controller.audit("run_cancelled", actor, interface, reason=reason)
+            controller.run.error = text
+            await controller.cancel()
+            return controller.run
 
     async def recover(self) -> list[str]:
         """Mark runs whose process died mid-work as interrupted; returns their ids."""
@@ -698,19 +760,20 @@ class Orchestrator:
         for run in self.rt.store.list_runs(states=set(ACTIVE), limit=10_000):
             if _owner_alive(run):
                 continue
-            controller = RunController(self.rt, run)
-            for step in self.rt.store.steps(run.id):
-                if step.status is StepStatus.RUNNING:
-                    status = StepStatus.INDETERMINATE if step.side_effects else StepStatus.PENDING
-                    marked = step.model_copy(update={"status": status})
-                    controller.stage(lambda store, marked=marked: store.save_step(marked))
-            controller.audit("run_interrupted", "system", "recovery",
-                             previous_state=str(run.state), owner_pid=run.owner_pid)
-            try:
-                await controller.interrupt()
-            except ConflictError:
-                continue  # another process recovered it meanwhile
-            interrupted.append(run.id)
+            with RunController(self.rt, run) as controller:
+                for step in self.rt.store.steps(run.id):
+                    if step.status is StepStatus.RUNNING:
+                        status = (StepStatus.INDETERMINATE if step.side_effects
+                                  else StepStatus.PENDING)
+                        marked = step.model_copy(update={"status": status})
+                        controller.stage(lambda store, marked=marked: store.save_step(marked))
+                controller.audit("run_interrupted", "system", "recovery",
+                                 previous_state=str(run.state), owner_pid=run.owner_pid)
+                try:
+                    await controller.interrupt()
+                except ConflictError:
+                    continue  # another process recovered it meanwhile
+                interrupted.append(run.id)
         return interrupted
 
 

@@ -9,6 +9,7 @@ before its own callback announces anything.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 
 
@@ -58,12 +59,34 @@ TRANSITIONS: list[dict[str, Any]] = [
 ]
 
 
-def build_machine(model: Any, initial: RunState) -> Any:
-    """Attach the machine to ``model``; restoring with ``initial`` runs no entry callback.
+def new_machine() -> Any:
+    """A machine with no runs yet: each run's controller joins it with ``add_model``
+    (restoring with ``initial=`` runs no entry callback) and leaves with ``remove_model``.
 
     States are handed over as plain strings: given Enum members, ``transitions`` would
     look for callbacks named after the member (``on_enter_EXECUTING``).
     """
+    return _machine_class()(
+        model=None,
+        states=[{"name": str(state), "on_enter": ["persist"]} for state in S],
+        transitions=_plain_table(),
+        initial=str(S.RECEIVED),
+        auto_transitions=False,
+        queued=True,
+        send_event=False,
+    )
+
+
+def build_machine(model: Any, initial: RunState) -> Any:
+    """A machine for one model, restored at ``initial``."""
+    machine = new_machine()
+    machine.add_model(model, initial=str(initial))
+    return machine
+
+
+@functools.cache
+def _machine_class() -> type:
+    """Made on first use, so importing this module does not import ``transitions``."""
     from transitions.extensions.asyncio import AsyncMachine
 
     class SequentialMachine(AsyncMachine):  # type: ignore[misc]
@@ -74,20 +97,16 @@ def build_machine(model: Any, initial: RunState) -> Any:
         async def await_all(callables: list[Any]) -> list[Any]:
             return [await callback() for callback in callables]
 
+    return SequentialMachine
+
+
+@functools.cache
+def _plain_table() -> tuple[dict[str, Any], ...]:
     def plain(value: Any) -> Any:
         return [str(item) for item in value] if isinstance(value, list) else str(value)
 
-    table = [{key: plain(value) if key in ("source", "dest") else value
-              for key, value in row.items()} for row in TRANSITIONS]
-    return SequentialMachine(
-        model=model,
-        states=[{"name": str(state), "on_enter": ["persist"]} for state in S],
-        transitions=table,
-        initial=str(initial),
-        auto_transitions=False,
-        queued=True,
-        send_event=False,
-    )
+    return tuple({key: plain(value) if key in ("source", "dest") else value
+                  for key, value in row.items()} for row in TRANSITIONS)
 
 
 def mermaid_diagram() -> str:

@@ -15,7 +15,7 @@ ApprovalMode = Literal["disabled", "control_writes", "all_code"]
 class LLMSettings(BaseModel):
     """Any OpenAI-compatible endpoint. Without ``base_url`` the offline planner is used."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_url: str | None = Field(
         None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1. "
@@ -40,7 +40,7 @@ class LLMSettings(BaseModel):
 class PlanningSettings(BaseModel):
     """How requests become plans."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(
         False, description="Planning mode by default: every plan waits for approval.")
@@ -51,7 +51,7 @@ class PlanningSettings(BaseModel):
 class ApprovalSettings(BaseModel):
     """When a human must approve. Garbled settings are refused, never loosened."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: ApprovalMode = Field(
         "control_writes", description="disabled | control_writes (side-effecting steps) | "
@@ -68,7 +68,7 @@ class ApprovalSettings(BaseModel):
 class ControlSystemSettings(BaseModel):
     """Which control system to talk to, and the rules every write obeys."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = Field("mock", description="Connector name: mock (simulated machine, the "
                       "default), epics, tango, labview, or one a plugin adds.")
@@ -89,7 +89,7 @@ class ControlSystemSettings(BaseModel):
 class ArchiverSettings(BaseModel):
     """Where channel history comes from."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str = Field("mock", description="Archiver name: mock (history of the simulated "
                       "machine) or archiver_appliance.")

@@ -72,27 +72,31 @@ MIGRATIONS: list[tuple[str, ...]] = [SCHEMA_V1]
 
 
 class RunStore:
-    def __init__(self, path: Path) -> None:
-        import sqlite_utils
+    """Plain ``sqlite3`` in autocommit mode, with our own transactions.
 
+    (sqlite-utils' write helpers commit by themselves, which would split our
+    transactions, and importing it loads numpy: ~150 ms on every command.)
+    """
+
+    def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        self.db = sqlite_utils.Database(conn)
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self._synchronous = ""
         self._migrate()
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
 
     def _migrate(self) -> None:
         with self.transaction():
-            self.db.execute(
+            self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
             )
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             current = int(row[0]) if row else 0
             if current > len(MIGRATIONS):
                 raise StoreError(
@@ -101,8 +105,8 @@ class RunStore:
                 )
             for statements in MIGRATIONS[current:]:
                 for statement in statements:
-                    self.db.execute(statement)
-            self.db.execute(
+                    self.conn.execute(statement)
+            self.conn.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 [str(len(MIGRATIONS))],
@@ -110,15 +114,25 @@ class RunStore:
 
     @property
     def schema_version(self) -> int:
-        return int(self.db.execute("SELECT value FROM meta WHERE key='schema_version'")
+        return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'")
                    .fetchone()[0])
 
     @contextmanager
-    def transaction(self) -> Iterator[RunStore]:
-        """One IMMEDIATE transaction: all writes inside commit together or not at all."""
-        conn = self.db.conn
+    def transaction(self, *, durable: bool = True) -> Iterator[RunStore]:
+        """One IMMEDIATE transaction: all writes inside commit together or not at all.
+
+        ``durable`` commits are synced to disk before returning (they survive a power
+        cut); the others are atomic and survive a crash of this process, and become
+        durable with the next durable commit. Pauses, decisions, side effects and the
+        end of a run are durable.
+        """
+        conn = self.conn
         if conn.in_transaction:
             raise StoreError("nested store transactions are not supported")
+        level = "FULL" if durable else "NORMAL"
+        if level != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
@@ -130,7 +144,7 @@ class RunStore:
     # -- runs ------------------------------------------------------------------------
 
     def insert_run(self, run: RunRecord) -> None:
-        self.db.execute(
+        self.conn.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
             [run.id, run.session, run.state, _iso(run.created_at), _iso(run.updated_at),
              run.model_dump_json()],
@@ -143,7 +157,7 @@ class RunStore:
         if expect_state is not None:
             sql += " AND state=?"
             params.append(expect_state)
-        if self.db.execute(sql, params).rowcount != 1:
+        if self.conn.execute(sql, params).rowcount != 1:
             if expect_state is None:
                 raise StoreError(f"unknown run '{run.id}'")
             actual = self.get_run(run.id).state
@@ -163,7 +177,7 @@ class RunStore:
     # -- steps -----------------------------------------------------------------------
 
     def save_step(self, step: StepRecord) -> None:
-        self.db.execute(
+        self.conn.execute(
             "INSERT INTO steps VALUES (?, ?, ?, ?, ?) ON CONFLICT(run_id, idx) DO UPDATE SET "
             "status=excluded.status, data=excluded.data",
             [step.run_id, step.index, step.status, step.idempotency_key, step.model_dump_json()],
@@ -176,7 +190,7 @@ class RunStore:
     # -- approvals -------------------------------------------------------------------
 
     def insert_approval(self, approval: ApprovalRecord) -> None:
-        self.db.execute(
+        self.conn.execute(
             "INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?)",
             [approval.id, approval.run_id, approval.session, approval.status,
              _iso(approval.expires_at), approval.model_dump_json()],
@@ -184,7 +198,7 @@ class RunStore:
 
     def close_approval(self, approval: ApprovalRecord) -> None:
         """Record a decision on a pending approval; loses (ConflictError) if already closed."""
-        cursor = self.db.execute(
+        cursor = self.conn.execute(
             "UPDATE approvals SET status=?, data=? WHERE id=? AND status=?",
             [approval.status, approval.model_dump_json(), approval.id, ApprovalStatus.PENDING],
         )
@@ -210,7 +224,7 @@ class RunStore:
     # -- audit and events ------------------------------------------------------------
 
     def append_audit(self, record: AuditRecord) -> None:
-        self.db.execute(
+        self.conn.execute(
             "INSERT INTO audit (at, action, run_id, approval_id, data) VALUES (?, ?, ?, ?, ?)",
             [_iso(record.at), record.action, record.run_id, record.approval_id,
              record.model_dump_json(exclude={"id"})],
@@ -218,18 +232,18 @@ class RunStore:
 
     def audit(self, *, run_id: str | None = None) -> list[AuditRecord]:
         where, params = _filters(run_id=run_id)
-        rows = self.db.execute(f"SELECT id, data FROM audit {where} ORDER BY id", params)
+        rows = self.conn.execute(f"SELECT id, data FROM audit {where} ORDER BY id", params)
         return [AuditRecord.model_validate_json(data).model_copy(update={"id": row_id})
                 for row_id, data in rows.fetchall()]
 
     def append_event(self, event: EventRecord) -> None:
-        self.db.execute(
+        self.conn.execute(
             "INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
             [event.run_id, _iso(event.at), event.kind, event.model_dump_json(exclude={"id"})],
         )
 
     def events(self, run_id: str) -> list[EventRecord]:
-        rows = self.db.execute("SELECT id, data FROM events WHERE run_id=? ORDER BY id",
+        rows = self.conn.execute("SELECT id, data FROM events WHERE run_id=? ORDER BY id",
                                [run_id])
         return [EventRecord.model_validate_json(data).model_copy(update={"id": row_id})
                 for row_id, data in rows.fetchall()]
@@ -237,13 +251,13 @@ class RunStore:
     # -- helpers ---------------------------------------------------------------------
 
     def _one(self, model: type[M], sql: str, key: str, label: str) -> M:
-        row = self.db.execute(sql, [key]).fetchone()
+        row = self.conn.execute(sql, [key]).fetchone()
         if row is None:
             raise StoreError(f"unknown {label}")
         return model.model_validate_json(row[0])
 
     def _many(self, model: type[M], sql: str, params: list[object]) -> list[M]:
-        return [model.model_validate_json(row[0]) for row in self.db.execute(sql, params)]
+        return [model.model_validate_json(row[0]) for row in self.conn.execute(sql, params)]
 
 
 def _filters(**columns: object) -> tuple[str, list[object]]:

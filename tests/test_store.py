@@ -132,7 +132,7 @@ def test_the_audit_log_is_append_only(store: RunStore, path: Path, statement: st
     before = store.audit()
 
     with pytest.raises(sqlite3.IntegrityError, match="the audit log is append-only"):
-        store.db.execute(statement)
+        store.conn.execute(statement)
     # Also from a plain connection, as anyone with the file would try it.
     with contextlib.closing(sqlite3.connect(path)) as conn, pytest.raises(
             sqlite3.IntegrityError, match="the audit log is append-only"):

@@ -17,7 +17,8 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
     table = Table(title=title, show_lines=False, highlight=False)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        # Ids are copied into the next command: never wrap them.
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "run", "name"))
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     Console().print(table)

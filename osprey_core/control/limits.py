@@ -74,7 +74,7 @@ class ChannelLimits(BaseModel):
 class LimitsConfig(BaseModel):
     """The limits database (inline under ``control_system.limits`` or in a YAML file)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     defaults: ChannelLimits = Field(
         default_factory=lambda: ChannelLimits(writable=False, verification="readback"),

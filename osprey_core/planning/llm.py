@@ -48,7 +48,12 @@ class LLMPlanner:
         self._sleep = sleep
 
     async def plan(self, request: PlanRequest) -> Plan:
-        import openai
+        try:
+            import openai
+        except ImportError:
+            raise PlanningError("llm.base_url is set but the openai client is not installed: "
+                                "pip install 'osprey-core[llm]' (or unset llm.base_url to "
+                                "plan offline)") from None
 
         settings = self.settings
         messages: list[dict[str, str]] = [
