@@ -25,7 +25,7 @@ def install_project(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite; a broken plugin is fatal here (OSPREY_STRICT_PLUGINS=1)."""
-    install_project(session, "dev", "llm")
+    install_project(session, "dev", "llm", "epics", "tango")
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
 

@@ -263,8 +263,9 @@ def test_archiver_returns_history_in_range(
     start, end = T0 + timedelta(minutes=5), T0 + timedelta(minutes=20)
     result = asyncio.run(archiver.retrieve(["SR:CURRENT"], start, end, operator="mean_60"))
 
-    assert result == {"SR:CURRENT": [(T0 + timedelta(minutes=10), 10.0),
-                                     (T0 + timedelta(minutes=20), 20.0)]}
+    assert {channel: [(sample.timestamp, sample.value) for sample in samples]
+            for channel, samples in result.items()} == {"SR:CURRENT": [
+                (T0 + timedelta(minutes=10), 10.0), (T0 + timedelta(minutes=20), 20.0)]}
     assert archiver.calls == [(("SR:CURRENT",), start, end, "mean_60")]
 
 

@@ -159,3 +159,29 @@ class WriteRequest:
     interface: str
     run_id: str | None = None
     approval_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One archived value."""
+
+    timestamp: datetime
+    value: Any
+    severity: Severity = Severity.NO_ALARM
+    status: str = "NO_ALARM"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"timestamp": self.timestamp.isoformat(), "value": self.value,
+                "severity": self.severity.name, "status": self.status}
+
+
+def samples_to_dataframe(history: dict[str, list[Sample]]) -> Any:
+    """One row per sample (channel, timestamp, value, severity, status); needs pandas."""
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("samples_to_dataframe needs pandas: pip install pandas") from None
+    rows = [{"channel": channel, **sample.to_json(), "timestamp": sample.timestamp}
+            for channel, samples in history.items() for sample in samples]
+    return pandas.DataFrame(rows, columns=["channel", "timestamp", "value", "severity",
+                                           "status"])

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
-from osprey_core.control.types import ChannelMetadata, ChannelValue, WriteAck
+from osprey_core.control.types import ChannelMetadata, ChannelValue, Sample, WriteAck
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.approval_policies import ApprovalPolicy, Verdict, Vote
 from osprey_core.hookspecs.archivers import ArchiverConnector
@@ -349,8 +349,8 @@ class FakeArchiver(_Tracked, ArchiverConnector):
             }
         return _subclass(cls, name, attributes)
 
-    def __init__(self, config: Any = None) -> None:
-        self.config = config
+    def __init__(self, settings: Any = None, *, timeout: float = 30.0) -> None:
+        super().__init__(settings, timeout=timeout)
         self.calls: list[tuple[tuple[str, ...], datetime, datetime, str | None]] = []
         self._track()
 
@@ -361,15 +361,17 @@ class FakeArchiver(_Tracked, ArchiverConnector):
         end: datetime,
         *,
         operator: str | None = None,
-    ) -> dict[str, list[tuple[datetime, Any]]]:
+    ) -> dict[str, list[Sample]]:
         self.calls.append((tuple(channels), start, end, operator))
         if start > end:
             raise ValueError(f"archiver '{self.name}': start {start} is after end {end}")
         unknown = [channel for channel in channels if channel not in self.history]
         if unknown:
-            raise KeyError(f"archiver '{self.name}' has no history for {', '.join(unknown)}")
+            raise ChannelNotFoundError(
+                f"archiver '{self.name}' has no history for {', '.join(unknown)}")
         return {
-            channel: [sample for sample in self.history[channel] if start <= sample[0] <= end]
+            channel: [Sample(at, value) for at, value in self.history[channel]
+                      if start <= at <= end]
             for channel in channels
         }
 
