@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from osprey_core.control.types import ChannelMetadata, ChannelValue, ReadBatch, WriteAck
@@ -36,8 +37,11 @@ class ControlSystemConnector(ABC):
         connection_timeout: float = 2.0,
         read_timeout: float = 2.0,
         write_timeout: float = 5.0,
+        home: Path | None = None,
     ) -> None:
         self.settings = settings
+        #: OSPREY_HOME, for connectors that keep local state (the simulated machine does).
+        self.home = home
         #: Seconds to wait for a channel to connect (a missing channel costs this long).
         self.connection_timeout = connection_timeout
         #: Seconds to wait for a value once connected.
