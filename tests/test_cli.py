@@ -37,13 +37,6 @@ BEAM_PLUGIN = """
 
 
 @pytest.fixture
-def cwd(tmp_path: Path) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    return work
-
-
-@pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return osprey_env(tmp_path / "home")
 

@@ -14,13 +14,6 @@ PLANNED = "/planning what can you do?\n"
 
 
 @pytest.fixture
-def cwd(tmp_path: Path) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    return work
-
-
-@pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return pulse_env(tmp_path)
 
