@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from osprey_core.control.types import Sample
@@ -26,9 +27,13 @@ class ArchiverConnector(ABC):
     #: Model of this archiver's config section (top-level key = ``name``), if any.
     settings_model: ClassVar[type[BaseModel] | None] = None
 
-    def __init__(self, settings: Any = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, settings: Any = None, *, timeout: float = 30.0, home: Path | None = None
+    ) -> None:
         self.settings = settings
         self.timeout = timeout
+        #: OSPREY_HOME, for archivers that read local state (the simulated machine's log).
+        self.home = home
 
     @abstractmethod
     async def retrieve(

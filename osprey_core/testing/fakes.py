@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
@@ -349,8 +350,10 @@ class FakeArchiver(_Tracked, ArchiverConnector):
             }
         return _subclass(cls, name, attributes)
 
-    def __init__(self, settings: Any = None, *, timeout: float = 30.0) -> None:
-        super().__init__(settings, timeout=timeout)
+    def __init__(
+        self, settings: Any = None, *, timeout: float = 30.0, home: Path | None = None
+    ) -> None:
+        super().__init__(settings, timeout=timeout, home=home)
         self.calls: list[tuple[tuple[str, ...], datetime, datetime, str | None]] = []
         self._track()
 
