@@ -25,7 +25,7 @@ def install_project(session: nox.Session, *extras: str) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite; a broken plugin is fatal here (OSPREY_STRICT_PLUGINS=1)."""
-    install_project(session, "dev", "llm", "epics", "tango")
+    install_project(session, "dev", "llm", "epics", "tango", "pandas")
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
 
@@ -39,10 +39,12 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against the baselines named in the issues."""
-    install_project(session)
+    install_project(session, "epics")
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
     session.install("--quiet", "langgraph", "langgraph-checkpoint-sqlite")
     session.run("python", "benchmarks/bench_orchestrator.py", *session.posargs)
+    session.install("--quiet", "softioc>=4.5")  # the IOC the EPICS benchmark reads from
+    session.run("python", "benchmarks/bench_channels.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -40,8 +40,13 @@ class StepContext:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     #: The approved (or, without approval, the prepared) artifact; ``None`` before prepare.
     artifact: Mapping[str, Any] | None = None
-    #: Services the core offers capabilities (config, plugin host, ...), by name.
+    #: Services the core offers capabilities (config, plugin host, control_system,
+    #: archiver, ...), by name.
     services: Mapping[str, Any] = field(default_factory=dict)
+    #: The approval the artifact was approved under (``None``: it ran without one).
+    approval_id: str | None = None
+    #: The interface the run was submitted through (``cli``, ``api``, ...), for the audit.
+    interface: str = ""
 
 
 class Capability(ABC):

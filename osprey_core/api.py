@@ -91,10 +91,15 @@ class Osprey:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
-        self.runtime.store.close()
+        try:
+            if self._loop is not None:
+                # The control system connected on this loop, if it was used: close it there.
+                self._loop.run_until_complete(self.runtime.aclose())
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
+            self.runtime.store.close()
 
     def __enter__(self) -> Osprey:
         return self

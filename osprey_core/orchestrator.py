@@ -21,7 +21,7 @@ import copy
 import functools
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +51,8 @@ from osprey_core.store import ConflictError, RunStore
 
 if TYPE_CHECKING:
     from osprey_core.config import OspreyConfig
+    from osprey_core.control.system import ControlSystem
+    from osprey_core.hookspecs.archivers import ArchiverConnector
     from osprey_core.planning import Planner
     from osprey_core.plugin_host import PluginHost
 
@@ -142,6 +144,27 @@ class Runtime:
 
     def plan_file(self, run_id: str) -> Path:
         return self.plans_dir / f"{run_id}.json"
+
+    @functools.cached_property
+    def control_system(self) -> ControlSystem:
+        """The configured control system, built on first use; its write attempts are
+        audited in this runtime's store."""
+        from osprey_core.control.service import build_control_system, store_audit_sink
+
+        return build_control_system(self.config, self.host, audit=store_audit_sink(self.store))
+
+    @functools.cached_property
+    def archiver(self) -> ArchiverConnector:
+        """The configured archiver connector, built on first use."""
+        from osprey_core.control.service import build_archiver
+
+        return build_archiver(self.config, self.host)
+
+    async def aclose(self) -> None:
+        """Close the control system's connections, if it was built."""
+        control_system = self.__dict__.pop("control_system", None)
+        if control_system is not None:
+            await control_system.close()
 
 
 class RunController:
@@ -335,7 +358,8 @@ class RunController:
                 self._stage_approval(ApprovalKind.STEP, index, capability.approval_kind,
                                      artifact, summary, ruling.reasons)
                 return "pause_for_step"
-            await self._run_step(index, capability, _with_artifact(context, artifact))
+            await self._run_step(index, capability, _with_artifact(
+                context, artifact, None if approved is None else approved.id))
         return "respond"
 
     def _approved_artifact(self, index: int) -> ApprovalRecord | None:
@@ -402,8 +426,12 @@ class RunController:
             session=self.run.session, parameters=parameters,
             inputs={key: self.run.context.get(key) for key in step.inputs},
             # A copy: a capability must not be able to loosen the live approval settings.
-            services={"config": self.rt.capability_config, "host": self.rt.host,
-                      "capabilities": self.rt.host.capabilities().names()},
+            services=_Services(
+                {"config": self.rt.capability_config, "host": self.rt.host,
+                 "capabilities": self.rt.host.capabilities().names()},
+                {"control_system": lambda: self.rt.control_system,
+                 "archiver": lambda: self.rt.archiver}),
+            interface=self.run.interface,
         )
 
     # -- approvals -----------------------------------------------------------------------
@@ -457,10 +485,31 @@ class RunController:
                 self.stage_decision(approval, ApprovalStatus.WITHDRAWN, actor, interface, reason)
 
 
-def _with_artifact(context: StepContext, artifact: dict[str, Any]) -> StepContext:
+def _with_artifact(context: StepContext, artifact: dict[str, Any],
+                   approval_id: str | None) -> StepContext:
     from dataclasses import replace
 
-    return replace(context, artifact=artifact)
+    return replace(context, artifact=artifact, approval_id=approval_id)
+
+
+class _Services(Mapping[str, Any]):
+    """The services a step sees; ``lazy`` ones are built when first looked up (most steps
+    never touch the control system, and building it may print a notice)."""
+
+    def __init__(self, ready: dict[str, Any], lazy: dict[str, Callable[[], Any]]) -> None:
+        self._ready = ready
+        self._lazy = lazy
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._ready:
+            return self._ready[name]
+        return self._lazy[name]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._ready, *self._lazy])
+
+    def __len__(self) -> int:
+        return len(self._ready) + len(self._lazy)
 
 
 def approval_event(approval: ApprovalRecord, actor: str | None, interface: str) -> ApprovalEvent:

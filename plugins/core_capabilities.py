@@ -95,12 +95,20 @@ def _render(key: str, value: Any) -> str:
     return "\n".join([f"{key}:", *lines])
 
 
+#: Longest JSON rendering of one value in an answer; the full result stays with the run.
+MAX_RENDERED = 400
+
+
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         return value
     if value is None:
         return "(none)"
-    return json.dumps(value, ensure_ascii=False, default=str)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > MAX_RENDERED:
+        return (f"{text[:MAX_RENDERED]} ... ({len(text) - MAX_RENDERED} more characters; "
+                "the full result is kept with the run)")
+    return text
 
 
 @hookimpl

@@ -14,6 +14,8 @@ from osprey_core.hookspecs import hookimpl
 @hookimpl
 def register_commands(app: typer.Typer) -> None:
     from osprey_core.cli.approvals import approvals_app
+    from osprey_core.cli.archiver import archiver_app
+    from osprey_core.cli.channels import channels_app
     from osprey_core.cli.chat import chat
     from osprey_core.cli.config import config_app
     from osprey_core.cli.demo import demo
@@ -30,3 +32,5 @@ def register_commands(app: typer.Typer) -> None:
     app.command("plugins")(list_plugins)
     app.add_typer(config_app, name="config")
     app.command("version")(show_version)
+    app.add_typer(channels_app, name="channels")
+    app.add_typer(archiver_app, name="archiver")

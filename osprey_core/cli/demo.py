@@ -1,6 +1,12 @@
-"""``osprey demo``: a scripted walk through a planning-mode request and its approval.
+"""``osprey demo``: a scripted walk through approvals and the simulated machine.
 
-It runs on embedded defaults (offline planner, default approval policy, no API key, no
+Part one is a planning-mode request and its approval round trip; part two reads the
+simulated ``mock`` machine, asks to move a corrector, stops for approval with the exact
+write (channel, current and requested value, units, limits, verification), writes it after
+approval, verifies it by readback and shows the audit trail.
+
+It runs on embedded defaults (offline planner, default approval policy, the ``mock``
+control system with writes enabled and a limits entry for the corrector, no API key, no
 network) in a throwaway home directory: an operator's config file, ``OSPREY__*``
 overrides and ``OSPREY_HOME`` data are neither read nor touched.
 """
@@ -18,9 +24,25 @@ from osprey_core.cli.state import CliState, cli_state
 from osprey_core.errors import OspreyError
 
 if TYPE_CHECKING:
+    from osprey_core.api import Osprey
     from osprey_core.config import OspreyConfig
+    from osprey_core.models import RunRecord
+    from osprey_core.run_machine import RunState
 
 REQUEST = "/planning what can you do?"
+READ_REQUEST = "read SR:CURRENT and HCM1:SP"
+WRITE_REQUEST = "set HCM1:SP to 1.5 A"
+#: The demo's control system: the simulated machine, writable within these limits only.
+DEMO_CONTROL_SYSTEM = {
+    "type": "mock",
+    "writes_enabled": True,
+    "verify_timeout": 5.0,
+    "limits": {"channels": {"HCM1:SP": {
+        "writable": True, "type": "float", "min": -5.0, "max": 5.0, "max_step": 2.0,
+        "verification": "readback", "readback_channel": "HCM1:RB",
+        "tolerance": {"absolute": 0.01}}}},
+}
+DEMO_ARCHIVER = {"type": "mock"}
 
 
 def demo(
@@ -29,7 +51,8 @@ def demo(
                                      "data here (default: a temporary directory, removed "
                                      "afterwards)."),
 ) -> None:
-    """Walk through a planning-mode request with its approval round trip."""
+    """Walk through approvals, then a read, an approved and verified write on the
+    simulated machine."""
     state = cli_state(ctx)
     if home is not None:
         _walk(state, home.expanduser().absolute())
@@ -48,13 +71,19 @@ def demo_config(state: CliState, home: Path) -> OspreyConfig:
 
     from osprey_core.config import CoreSettings, OspreyConfig, config_model
 
+    core = {"home": str(home), "control_system": DEMO_CONTROL_SYSTEM,
+            "archiver": DEMO_ARCHIVER}
+    registered = state.host.config_sections()
     try:
-        settings = config_model(state.host).model_validate({"home": str(home)})
+        settings = config_model(state.host).model_validate(core)
     except ValidationError:  # a plugin section has required keys
-        defaults = CoreSettings(home=home)
-        settings = state.config().settings.model_copy(
-            update={name: getattr(defaults, name) for name in CoreSettings.model_fields})
-    sections = {name: plugin for name, (_, plugin) in state.host.config_sections().items()}
+        defaults = CoreSettings.model_validate(core)
+        update = {name: getattr(defaults, name) for name in CoreSettings.model_fields}
+        # The simulated machine keeps its state under the demo's home, never the user's.
+        if "mock" in registered:
+            update["mock"] = registered["mock"][0]()
+        settings = state.config().settings.model_copy(update=update)
+    sections = {name: plugin for name, (_, plugin) in registered.items()}
     return OspreyConfig(settings, sections=sections, fallback_home=home)
 
 
@@ -100,6 +129,56 @@ def _walk(state: CliState, home: Path) -> None:
             _say(6, f"Approving the same request again is refused: {exc}")
         else:
             raise OspreyError(f"demo: a second approval of {approval_id} was accepted")
+
+        _machine(osprey)
+
+
+def _machine(osprey: Osprey) -> None:
+    """Part two: read, a write that waits for approval, the verified write, the audit."""
+    from osprey_core.run_machine import RunState
+
+    _say(7, "Now the control system: the simulated 'mock' machine (no real control system "
+         f"is contacted). An operator asks:  osprey run {READ_REQUEST!r}")
+    run = _expect(osprey.run(READ_REQUEST, session="demo", user="demo-operator",
+                             interface="demo"), RunState.DONE)
+    typer.echo(run.response)
+
+    _say(8, f"The operator asks for a change:  osprey run {WRITE_REQUEST!r}")
+    run = _expect(osprey.run(WRITE_REQUEST, session="demo", user="demo-operator",
+                             interface="demo"), RunState.AWAITING_STEP_APPROVAL)
+    approval = osprey.approval(run.approval_id or "")
+    typer.echo(f"The write may change the machine, so the run pauses ({run.state}). The "
+               "request shows the channel, its current and the requested value, units, "
+               "limits and how the write will be verified:")
+    show_approval(approval)
+    typer.echo("(the same pause as `osprey channels write HCM1:SP 1.5 --units A`)")
+
+    _say(9, "A shift leader approves exactly these values. The control system checks "
+         "writes_enabled and the limits, records the attempt in the audit log, writes, and "
+         "verifies by reading HCM1:RB back:")
+    run = _expect(osprey.approve(approval.id, user="demo-shift-leader", interface="demo",
+                                 reason="demo"), RunState.DONE)
+    typer.echo(run.response)
+    check = _expect(osprey.run("read HCM1:SP and HCM1:RB", session="demo",
+                               user="demo-operator", interface="demo"), RunState.DONE)
+    typer.echo(check.response)
+
+    _say(10, "The audit log of the write, every attempt with who asked and under which "
+         "approval:")
+    for entry in osprey.audit(run_id=run.id):
+        channel = entry.details.get("channel")
+        what = f" {channel} -> {entry.details.get('requested')!r}" if channel else ""
+        if channel and entry.approval_id:
+            what += f" (approval {entry.approval_id})"
+        typer.echo(f"  {entry.at:%H:%M:%S} {entry.action:<22} {entry.actor:<18} "
+                   f"via {entry.interface}{what}")
+
+
+def _expect(run: RunRecord, state: RunState) -> RunRecord:
+    if run.state is not state:
+        raise OspreyError(f"demo: run {run.id} should be {state} but is {run.state} "
+                          f"({run.error or 'no details'})")
+    return run
 
 
 def _say(number: int, text: str) -> None:

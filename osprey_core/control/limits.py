@@ -144,7 +144,7 @@ def check_value(value: Any, limits: ChannelLimits) -> tuple[Reason, str] | None:
     for item in items:
         if not is_number(item):
             return Reason.WRONG_TYPE, f"expected a number, got {type(item).__name__} {item!r}"
-        if not math.isfinite(item):
+        if isinstance(item, float) and not math.isfinite(item):  # ints are always finite
             return Reason.NOT_FINITE, f"{item} is not a finite number"
         if kind == "int" and not float(item).is_integer():
             return Reason.WRONG_TYPE, f"expected an integer, got {item}"

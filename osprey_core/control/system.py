@@ -10,12 +10,17 @@ write: the layer fails closed.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from osprey_core.control.errors import ControlSystemError, ServerRejectedError
+from osprey_core.control.errors import (
+    ChannelNotFoundError,
+    ControlSystemError,
+    ServerRejectedError,
+)
 from osprey_core.control.limits import ChannelLimits, LimitsDatabase, Tolerance, check_value
 from osprey_core.control.types import (
     ChannelMetadata,
@@ -52,12 +57,17 @@ class ControlSystem:
     ) -> None:
         self.connector = connector
         self.limits = limits
-        self.writes_enabled = writes_enabled
+        self._writes_enabled = writes_enabled
         self.verify_timeout = verify_timeout
         self._audit = audit
         self._clock = clock
         self._connected = False
         self._lock = asyncio.Lock()
+
+    @property
+    def writes_enabled(self) -> bool:
+        """Fixed when built from the config: nothing holding this object can flip it."""
+        return self._writes_enabled
 
     async def connect(self) -> None:
         async with self._lock:
@@ -129,6 +139,9 @@ class ControlSystem:
             return self._finish(request, WriteResult(
                 channel, value, WriteStatus.BLOCKED, blocked.reason, str(blocked),
                 previous=previous))
+        except ChannelNotFoundError as missing:
+            return self._finish(request, WriteResult(
+                channel, value, WriteStatus.FAILED, Reason.NOT_FOUND, str(missing)))
         except Exception as exc:  # fail closed: a validation we could not complete blocks
             return self._finish(request, WriteResult(
                 channel, value, WriteStatus.BLOCKED, Reason.VALIDATION_ERROR,
@@ -155,7 +168,7 @@ class ControlSystem:
             self.check_name(channel)
         except ControlSystemError as exc:
             raise _Blocked(Reason.VALIDATION_ERROR, str(exc)) from None
-        if not self.writes_enabled:
+        if not self._writes_enabled:
             raise _Blocked(Reason.WRITES_DISABLED,
                            "writes are disabled (control_system.writes_enabled is false)")
         limits = self.limits.lookup(channel)
@@ -173,6 +186,8 @@ class ControlSystem:
         if limits.max_step is None:
             try:  # the previous value is only for the record here
                 return await self.connector.read(channel)
+            except ChannelNotFoundError:
+                raise  # the write would wait for it again: fail now
             except Exception:
                 return None
         try:
@@ -183,6 +198,9 @@ class ControlSystem:
         if not (is_number(previous.value) and is_number(value)):
             raise _Blocked(Reason.WRONG_TYPE, f"max_step needs numbers; {channel} is "
                            f"{previous.value!r}")
+        if not math.isfinite(previous.value):  # NaN compares false: the step would pass
+            raise _Blocked(Reason.VALIDATION_ERROR, f"cannot check max_step: the current "
+                           f"value of {channel} is {previous.value}")
         step = abs(value - previous.value)
         if step > limits.max_step:
             raise _Blocked(Reason.STEP_TOO_LARGE, f"changing {channel} from {previous.value} "
@@ -225,13 +243,17 @@ class ControlSystem:
     async def _verify_readback(self, channel: str, value: Any, limits: ChannelLimits,
                                outcome: Callable[..., WriteResult]) -> WriteResult:
         target = limits.readback_channel or channel
+        # An enum written by index reads back as its label.
+        expected = value
+        if limits.type == "enum" and limits.allowed and is_number(value):
+            expected = str(limits.allowed[int(value)])
         tolerance = limits.tolerance or Tolerance()
         deadline = time.monotonic() + self.verify_timeout
         delay, readback, error = 0.01, None, ""
         while True:
             try:
                 readback = await self.connector.read(target)
-                if tolerance.accepts(value, readback.value):
+                if tolerance.accepts(expected, readback.value):
                     return outcome(WriteStatus.OK, None, f"verified by reading {target}",
                                    readback, True)
             except Exception as exc:
