@@ -446,7 +446,8 @@ def test_a_write_in_another_process_is_seen_by_a_running_connector(tmp_path: Pat
                     await connector.write("VCM1:SP", value)
             asyncio.run(main())
         """)
-        writers = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
+        writers = [subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path)
+                   for _ in range(3)]
         for writer in writers:
             assert writer.wait(timeout=60) == 0
         assert (await connector.read("VCM1:SP")).value == 1.5
