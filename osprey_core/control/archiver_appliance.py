@@ -36,6 +36,7 @@ from osprey_core.control.errors import (
     ControlSystemError,
     ReadTimeoutError,
 )
+from osprey_core.control.http import check_http_url, tls_context
 from osprey_core.control.types import Sample, Severity
 from osprey_core.errors import ConfigError, OspreyError
 from osprey_core.hookspecs.archivers import ArchiverConnector
@@ -85,12 +86,7 @@ class ArchiverApplianceSettings(BaseModel):
     def _http_url(cls, url: str | None) -> str | None:
         if url is None:
             return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url {url!r} must be an http:// or https:// URL with a host")
-        if parts.query or parts.fragment:
-            raise ValueError("url must not hold a query or fragment")
-        return url.rstrip("/")
+        return check_http_url(url, "url", allow_credentials=True).rstrip("/")
 
     @field_validator("extra_operators")
     @classmethod
@@ -188,16 +184,8 @@ class ArchiverApplianceConnector(ArchiverConnector):
         return dict(zip(unique, results, strict=True))
 
     def _ssl_context(self) -> ssl.SSLContext:
-        cafile = None if self.config.ca_file is None else str(self.config.ca_file)
-        try:
-            context = ssl.create_default_context(cafile=cafile)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"archiver_appliance.ca_file {cafile}: cannot load it: "
-                              f"{exc}") from None
-        if not self.config.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return tls_context(self.config.ca_file, verify=self.config.verify_tls,
+                           section="archiver_appliance")
 
     def _fetch(self, url: str, channel: str, context: ssl.SSLContext | None) -> Any:
         """GET and decode one answer (runs in a worker thread)."""

@@ -52,6 +52,7 @@ from osprey_core.control.errors import (
     ServerRejectedError,
     WriteTimeoutError,
 )
+from osprey_core.control.http import check_http_url, tls_context
 from osprey_core.control.types import ChannelMetadata, ChannelValue, Reason, Severity, WriteAck
 from osprey_core.errors import ConfigError
 from osprey_core.hookspecs.connectors import ControlSystemConnector
@@ -413,19 +414,7 @@ class LabviewSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url {url!r} must be an http:// or https:// URL with a host")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError("base_url must not hold a query, fragment or credentials "
-                             "(use auth)")
-        try:
-            parts.port  # noqa: B018 -- raises on a bad port
-        except ValueError as exc:
-            raise ValueError(f"base_url {url!r}: {exc}") from None
-        return url
+        return None if url is None else check_http_url(url, "base_url")
 
     @field_validator("channels")
     @classmethod
@@ -588,15 +577,8 @@ class LabviewConnector(ControlSystemConnector):
         self._ready = True
 
     def _ssl_context(self) -> ssl.SSLContext:
-        cafile = None if self.settings.ca_file is None else str(self.settings.ca_file)
-        try:
-            context = ssl.create_default_context(cafile=cafile)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"labview.ca_file {cafile}: cannot load it: {exc}") from None
-        if not self.settings.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return tls_context(self.settings.ca_file, verify=self.settings.verify_tls,
+                           section="labview")
 
     async def close(self) -> None:
         subscriptions, self._subscriptions = list(self._subscriptions), set()
