@@ -30,9 +30,9 @@ from osprey_core.errors import ConfigError, OspreyError
 if TYPE_CHECKING:
     from osprey_core.config import OspreyConfig
     from osprey_core.hookspecs.archivers import ArchiverConnector
-    from osprey_core.hookspecs.connectors import ControlSystemConnector
     from osprey_core.models import AuditRecord
     from osprey_core.plugin_host import PluginHost
+    from osprey_core.registry import Registry
     from osprey_core.settings import ControlSystemSettings
     from osprey_core.store import RunStore
 
@@ -71,22 +71,27 @@ def store_audit_sink(store: RunStore) -> AuditSink:
     return append
 
 
-def connector_class(host: PluginHost, name: str) -> type[ControlSystemConnector]:
-    registry = host.connectors()
+def registered_class(registry: Registry[Any], name: str, section: str) -> Any:
+    """The class ``<section>.type`` names, or a ConfigError listing what is registered."""
     if name not in registry:
         known = ", ".join(registry.names()) or "none"
-        raise ConfigError(f"control_system.type is '{name}', but no connector of that name is "
-                          f"registered; registered connectors: {known}")
+        raise ConfigError(f"{section}.type is '{name}', but no {registry.label} of that name "
+                          f"is registered; registered {registry.label}s: {known}")
     return registry.get(name)
 
 
-def archiver_class(host: PluginHost, name: str) -> type[ArchiverConnector]:
-    registry = host.archivers()
-    if name not in registry:
-        known = ", ".join(registry.names()) or "none"
-        raise ConfigError(f"archiver.type is '{name}', but no archiver of that name is "
-                          f"registered; registered archivers: {known}")
-    return registry.get(name)
+def construct(registry: Registry[Any], cls: type[Any], label: str,
+              build: Callable[[], Any]) -> Any:
+    """``build()``, with any failure that is not already an osprey error named after the
+    class and the plugin that registered it."""
+    try:
+        return build()
+    except OspreyError:
+        raise
+    except Exception as exc:
+        plugin = registry.origin(cls.name)
+        raise OspreyError(f"{label} '{cls.name}' (plugin '{plugin}') could not be built: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def plugin_settings(config: OspreyConfig, cls: type[Any]) -> Any:
@@ -134,19 +139,14 @@ def build_control_system(config: OspreyConfig, host: PluginHost, *,
                          notice: Notice | None = stderr_once) -> ControlSystem:
     """The configured connector behind the one write path (not connected yet)."""
     settings: ControlSystemSettings = config.section("control_system")
-    cls = connector_class(host, settings.type)
+    registry = host.connectors()
+    cls = registered_class(registry, settings.type, "control_system")
     limits = load_limits(settings, config)
     connector_settings = plugin_settings(config, cls)
-    try:
-        connector = cls(connector_settings, connection_timeout=settings.connection_timeout,
-                        read_timeout=settings.read_timeout,
-                        write_timeout=settings.write_timeout, home=config.home)
-    except OspreyError:
-        raise
-    except Exception as exc:
-        plugin = host.connectors().origin(cls.name)
-        raise OspreyError(f"connector '{cls.name}' (plugin '{plugin}') could not be built: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    connector = construct(registry, cls, "connector", lambda: cls(
+        connector_settings, connection_timeout=settings.connection_timeout,
+        read_timeout=settings.read_timeout, write_timeout=settings.write_timeout,
+        home=config.home))
     if notice is not None and (text := default_type_notice(config, "control_system")):
         notice(text)
     return ControlSystem(connector, limits, writes_enabled=settings.writes_enabled,
@@ -157,16 +157,11 @@ def build_archiver(config: OspreyConfig, host: PluginHost, *,
                    notice: Notice | None = stderr_once) -> ArchiverConnector:
     """The configured archiver connector."""
     settings = config.section("archiver")
-    cls = archiver_class(host, settings.type)
-    try:
-        archiver = cls(plugin_settings(config, cls), timeout=settings.timeout,
-                       home=config.home)
-    except OspreyError:
-        raise
-    except Exception as exc:
-        plugin = host.archivers().origin(cls.name)
-        raise OspreyError(f"archiver '{cls.name}' (plugin '{plugin}') could not be built: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    registry = host.archivers()
+    cls = registered_class(registry, settings.type, "archiver")
+    archiver_settings = plugin_settings(config, cls)
+    archiver = construct(registry, cls, "archiver", lambda: cls(
+        archiver_settings, timeout=settings.timeout, home=config.home))
     if notice is not None and (text := default_type_notice(config, "archiver")):
         notice(text)
     return archiver
