@@ -241,6 +241,8 @@ def test_write_with_writes_disabled_is_blocked(tmp_path) -> None:
     (("1,x", "--type", "array"), "is not a list of numbers"),
     (("null",), "is not a value to write"),
     (("NaN",), "is not a finite number"),
+    (("nan",), "is not a finite number"),  # not JSON, but a number all the same
+    (("-inf",), "is not a finite number"),
     (("inf", "--type", "float"), "is not a finite number"),
     (("1.0", "--type", "complex"), "Invalid value for '--type'"),
 ])
@@ -405,3 +407,10 @@ def test_demo_reads_asks_and_writes_on_its_own_simulated_machine(
                          out), action
     assert "Notice" not in run("demo", env=env, cwd=tmp_path).stderr
     assert not user_state.exists() and not Path(env["OSPREY_HOME"]).exists()
+
+
+def test_a_negative_value_is_a_value_not_an_option(env, tmp_path) -> None:
+    result = run("channels", "write", "HCM1:SP", "-1.5", "--units", "A", "--json", env=env,
+                 cwd=tmp_path, code=3)
+    [operation] = json.loads(result.stdout)["approval"]["artifact"]["writes"]
+    assert (operation["channel"], operation["value"]) == ("HCM1:SP", -1.5)

@@ -251,6 +251,11 @@ def parse_cli_value(text: str, kind: ValueType | None) -> Any:
 
     if kind is None:
         value = parse_value(text)
+        if isinstance(value, str):
+            # Not JSON but a number to Python ('nan', 'inf', '1_000'): a number, not text,
+            # so a non-finite one is refused here instead of reaching an approval request.
+            with contextlib.suppress(ValueError):
+                value = float(text)
         if value is None or isinstance(value, dict):
             raise bad(f"{text!r} is not a value to write; use --type string to write it "
                       "as text")
@@ -297,7 +302,8 @@ class FixedPlanner:
                              self.runtime.host.capabilities(), request.context_keys)
 
 
-@channels_app.command("write")
+# Negative values (-1.5) must reach VALUE instead of being taken for options.
+@channels_app.command("write", context_settings={"ignore_unknown_options": True})
 def write(
     ctx: typer.Context,
     name: str = typer.Argument(..., metavar="NAME", help="Channel to write."),
