@@ -23,6 +23,7 @@ SPEC_MODULES: tuple[str, ...] = (
     "capabilities",
     "data_providers",
     "code_generators",
+    "execution_backends",
     "connectors",
     "archivers",
     "approval_policies",

@@ -82,6 +82,9 @@ class Capability(ABC):
         """
         return None
 
+    #: True if an operator may edit the pending artifact (``osprey approvals edit``).
+    editable: ClassVar[bool] = False
+
     async def prepare(self, step: StepContext) -> PreparedAction:
         """Describe exactly what ``execute`` will do; side-effecting capabilities override
         this to show the operator current values, limits and the like."""
@@ -89,6 +92,11 @@ class Capability(ABC):
             artifact={"capability": self.name, "parameters": _plain(step.parameters)},
             summary=f"{self.name} with {_plain(step.parameters)}",
         )
+
+    async def revise(self, step: StepContext, edited: dict[str, Any]) -> PreparedAction:
+        """Validate an operator's edit of the pending artifact and return the new action,
+        which is analysed and approved again. Only called when ``editable`` is true."""
+        raise NotImplementedError(f"'{self.name}' artifacts cannot be edited")
 
     @abstractmethod
     async def execute(self, step: StepContext) -> Any:

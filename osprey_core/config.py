@@ -29,8 +29,11 @@ from osprey_core.settings import (
     ApprovalSettings,
     ArchiverSettings,
     ControlSystemSettings,
+    ExecutionSettings,
     LLMSettings,
+    MemorySettings,
     PlanningSettings,
+    ProvidersSettings,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +76,12 @@ class CoreSettings(BaseModel):
         default_factory=ControlSystemSettings, description=ControlSystemSettings.__doc__)
     archiver: ArchiverSettings = Field(
         default_factory=ArchiverSettings, description=ArchiverSettings.__doc__)
+    execution: ExecutionSettings = Field(
+        default_factory=ExecutionSettings, description=ExecutionSettings.__doc__)
+    providers: ProvidersSettings = Field(
+        default_factory=ProvidersSettings, description=ProvidersSettings.__doc__)
+    memory: MemorySettings = Field(
+        default_factory=MemorySettings, description=MemorySettings.__doc__)
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:

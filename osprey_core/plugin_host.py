@@ -27,6 +27,7 @@ from osprey_core.hookspecs.code_generators import CodeGenerator
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 from osprey_core.hookspecs.data_providers import DataProvider
 from osprey_core.hookspecs.embedding_models import EmbeddingModel
+from osprey_core.hookspecs.execution_backends import ExecutionBackend
 from osprey_core.hookspecs.logbook_adapters import LogbookAdapter
 from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.hookspecs.services import ServiceSpec
@@ -105,6 +106,9 @@ FAMILIES: dict[str, Family] = {
     "capabilities": Family("register_capabilities", "capability", Capability, "instance"),
     "data_providers": Family("register_data_providers", "data provider", DataProvider, "instance"),
     "code_generators": Family("register_code_generators", "code generator", CodeGenerator, "class"),
+    "execution_backends": Family(
+        "register_execution_backends", "execution backend", ExecutionBackend, "class"
+    ),
     "connectors": Family("register_connectors", "connector", ControlSystemConnector, "class"),
     "archivers": Family("register_archivers", "archiver", ArchiverConnector, "class"),
     "approval_policies": Family(
@@ -397,6 +401,9 @@ class PluginHost:
 
     def code_generators(self) -> Registry[type[CodeGenerator]]:
         return self.registry("code_generators")
+
+    def execution_backends(self) -> Registry[type[ExecutionBackend]]:
+        return self.registry("execution_backends")
 
     def connectors(self) -> Registry[type[ControlSystemConnector]]:
         return self.registry("connectors")

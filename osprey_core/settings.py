@@ -94,3 +94,77 @@ class ArchiverSettings(BaseModel):
     type: str = Field("mock", description="Archiver name: mock (history of the simulated "
                       "machine) or archiver_appliance.")
     timeout: float = Field(30.0, gt=0, description="Seconds to wait for a retrieval.")
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandboxed run; each run may tighten (never loosen) them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wall_seconds: float = Field(60.0, gt=0, le=3600, description="Wall-clock limit.")
+    cpu_seconds: int = Field(30, ge=1, le=3600, description="CPU-time limit.")
+    memory_mb: int = Field(1024, ge=64, le=65536, description="Address-space limit (MiB).")
+    work_dir_mb: int = Field(64, ge=1, le=16384,
+                             description="Size of the run's work directory (MiB).")
+    file_mb: int = Field(32, ge=1, le=16384, description="Largest file the code may write.")
+    open_files: int = Field(64, ge=16, le=4096, description="Open file descriptors.")
+    output_bytes: int = Field(1_000_000, ge=1024, le=100_000_000,
+                              description="stdout+stderr kept; the run is stopped past it.")
+
+    def tightened(self, overrides: dict[str, float] | None) -> SandboxLimits:
+        """These limits with ``overrides`` applied where they are stricter."""
+        if not overrides:
+            return self
+        unknown = sorted(set(overrides) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"unknown sandbox limit(s): {', '.join(unknown)}")
+        current = self.model_dump()
+        merged = {key: min(current[key], value) for key, value in overrides.items()}
+        return self.model_validate({**current, **merged})
+
+
+class ExecutionSettings(BaseModel):
+    """Generated Python: who writes it, how often it may retry, and where it runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generator: str = Field("auto", description="Code generator: mock, llm, agentic, a plugin's "
+                           "name, or auto (llm when llm.base_url is set, else mock).")
+    max_attempts: int = Field(3, ge=1, le=10, description="Generate/run attempts per request; "
+                              "errors and findings of a failed attempt go back to the generator.")
+    agentic_max_turns: int = Field(8, ge=1, le=50,
+                                   description="Tool-call turns the agentic generator may take.")
+    backend: str = Field("nsjail", description="Execution backend: nsjail (isolated, default) "
+                         "or local (no isolation, development only, refused for write mode).")
+    limits: SandboxLimits = Field(default_factory=SandboxLimits,
+                                  description=SandboxLimits.__doc__)
+    runtime_dir: Path = Field(Path("/opt/osprey-sandbox"), description="World-readable "
+                              "directory holding the jail's interpreter (osprey sandbox setup).")
+    require_work_dir_quota: bool = Field(True, description="Refuse to run when the work "
+                                         "directory's size cannot be capped (needs root).")
+
+
+class ProvidersSettings(BaseModel):
+    """Context gathered from data providers before planning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Gather provider context before planning.")
+    timeout_seconds: float = Field(5.0, gt=0, description="Default per-provider timeout.")
+    timeouts: dict[str, float] = Field(default_factory=dict,
+                                       description="Per-provider timeouts, by provider name.")
+    disabled: list[str] = Field(default_factory=list, description="Providers never asked.")
+
+
+class MemorySettings(BaseModel):
+    """Per-user persistent memory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Offer the memory provider and capability.")
+    top_k: int = Field(5, ge=1, le=100, description="Memories injected per request, most "
+                       "relevant first.")
+    max_entry_chars: int = Field(2000, ge=1, description="Longest memory text accepted.")
+    max_entries: int = Field(5000, ge=1, description="Entries kept per user.")
+    max_user_bytes: int = Field(5_000_000, ge=1024, description="Largest memory file per user.")
+    approve_saves: bool = Field(True, description="Saving a memory needs a human's approval.")

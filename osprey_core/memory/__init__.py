@@ -1,0 +1,1 @@
+"""Per-user persistent memory: plain files under OSPREY_HOME, locked and atomic."""

@@ -1,0 +1,1 @@
+"""Placeholder until this plugin lands (issue 5/6 work in progress)."""
