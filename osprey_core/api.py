@@ -22,6 +22,7 @@ from osprey_core.models import (
     ApprovalStatus,
     AuditRecord,
     EventRecord,
+    Plan,
     RunRecord,
     StepRecord,
 )
@@ -127,12 +128,15 @@ class Osprey:
             await self._orchestrator.expire_overdue()
 
     async def arun(self, query: str, *, session: str = "default", user: str | None = None,
-                   planning: bool | None = None, interface: str = "api") -> RunRecord:
-        """Run a request until it is done, fails, or pauses for an approval."""
+                   planning: bool | None = None, interface: str = "api",
+                   plan: Plan | None = None) -> RunRecord:
+        """Run a request until it is done, fails, or pauses for an approval; ``plan``
+        replaces the planner (it is validated and approved like any plan)."""
         await self._prepare()
         return await self._orchestrator.submit(query, session=session,
                                                user=user or default_user(),
-                                               planning=planning, interface=interface)
+                                               planning=planning, interface=interface,
+                                               plan=plan)
 
     async def apending(self, *, session: str | None = None) -> list[ApprovalRecord]:
         await self._prepare(expire=True)
@@ -158,13 +162,14 @@ class Osprey:
                                                interface=interface, reason=reason,
                                                session=session)
 
-    async def aedit(self, approval_id: str, plan: Any, *, user: str | None = None,
+    async def aedit(self, approval_id: str, artifact: Any, *, user: str | None = None,
                     interface: str = "api", session: str | None = None) -> ApprovalRecord:
-        """Replace a pending plan; returns the new approval request it needs."""
+        """Replace a pending plan or an editable step artifact (code, a memory text);
+        returns the new approval request it needs."""
         await self._prepare()
-        return await self._orchestrator.edit_plan(approval_id, plan,
-                                                  actor=user or default_user(),
-                                                  interface=interface, session=session)
+        return await self._orchestrator.edit(approval_id, artifact,
+                                             actor=user or default_user(),
+                                             interface=interface, session=session)
 
     async def aresume(self, run_id: str, *, user: str | None = None, interface: str = "api",
                       indeterminate: Literal["applied", "not_applied"] | None = None
@@ -193,8 +198,8 @@ class Osprey:
     def reject(self, approval_id: str, **kwargs: Any) -> RunRecord:
         return self._sync(self.areject(approval_id, **kwargs))
 
-    def edit(self, approval_id: str, plan: Any, **kwargs: Any) -> ApprovalRecord:
-        return self._sync(self.aedit(approval_id, plan, **kwargs))
+    def edit(self, approval_id: str, artifact: Any, **kwargs: Any) -> ApprovalRecord:
+        return self._sync(self.aedit(approval_id, artifact, **kwargs))
 
     def resume(self, run_id: str, **kwargs: Any) -> RunRecord:
         return self._sync(self.aresume(run_id, **kwargs))
@@ -221,6 +226,17 @@ class Osprey:
         raise RuntimeError("an event loop is running: use the async method (arun, aapprove, ...)")
 
     # -- reading the store ---------------------------------------------------------------
+
+    def editable(self, approval: ApprovalRecord) -> bool:
+        """Whether an operator may edit what ``approval`` waits for (plans always may)."""
+        if approval.kind == "plan":
+            return True
+        plan = self.get_run(approval.run_id).plan
+        if plan is None or approval.step_index is None:
+            return False
+        name = plan.steps[approval.step_index].capability
+        capabilities = self.runtime.host.capabilities()
+        return name in capabilities and capabilities.get(name).editable
 
     def get_run(self, run_id: str) -> RunRecord:
         return self.runtime.store.get_run(run_id)

@@ -178,6 +178,8 @@ class RunController:
         self._staged: list[Write] = []
         self._durable = False
         self._after_commit: list[Callable[[], None]] = []
+        #: A plan given with the request (``osprey python run``) instead of a planned one.
+        self.given_plan: Plan | None = None
         runtime.machine.add_model(self, initial=str(run.state))
 
     def __enter__(self) -> RunController:
@@ -247,6 +249,13 @@ class RunController:
                             details=details)
         self.stage(lambda store: store.append_audit(entry))
 
+    def step_audit(self, what: str, details: dict[str, Any]) -> None:
+        """The audit log as capabilities see it (code runs, sandbox broker decisions)."""
+        details = dict(details)
+        self.audit(what, self.run.user, self.run.interface,
+                   approval_id=details.pop("approval_id", None),
+                   sha256=details.pop("sha256", None), **details)
+
     # -- side effects, one per state -----------------------------------------------------
 
     async def on_enter_received(self) -> None:
@@ -254,7 +263,15 @@ class RunController:
 
     async def on_enter_classifying(self) -> None:
         from osprey_core.planning import rank_capabilities
+        from osprey_core.providers import PROVIDER_CONTEXT, ProviderService
 
+        # Kept in the run (committed with the next state): a resumed run plans from the
+        # same context and never asks the providers again.
+        if (self.rt.config.section("providers").enabled and self.given_plan is None
+                and PROVIDER_CONTEXT not in self.run.context):
+            gathered = await ProviderService.for_run(self.rt, self.run).gather()
+            if gathered.outcomes:
+                self.run.context[PROVIDER_CONTEXT] = gathered.to_json()
         capabilities = list(self.rt.host.capabilities())
         limit = self.rt.planning_settings().max_candidates
         shortlist = rank_capabilities(self.run.query, capabilities, limit)
@@ -263,13 +280,14 @@ class RunController:
 
     async def on_enter_planning(self) -> None:
         from osprey_core.planning import PlanRequest
+        from osprey_core.providers import gathered_blocks
 
         shortlist = [self.rt.capability(name) for name in self.run.candidates]
         request = PlanRequest(query=self.run.query, capabilities=shortlist,
                               context_keys=sorted(self.run.context), user=self.run.user,
-                              session=self.run.session)
+                              session=self.run.session, context=gathered_blocks(self.run))
         try:
-            plan = await self.rt.planner().plan(request)
+            plan = self.given_plan or await self.rt.planner().plan(request)
         except OspreyError as exc:
             await self._fail(f"planning failed: {exc}")
             return
@@ -416,6 +434,8 @@ class RunController:
         return result
 
     def _context(self, index: int, capability: Capability) -> StepContext:
+        from osprey_core.providers import ProviderService
+
         assert self.run.plan is not None
         step = self.run.plan.steps[index]
         parameters: Any = step.parameters
@@ -428,9 +448,11 @@ class RunController:
             # A copy: a capability must not be able to loosen the live approval settings.
             services=_Services(
                 {"config": self.rt.capability_config, "host": self.rt.host,
-                 "capabilities": self.rt.host.capabilities().names()},
+                 "capabilities": self.rt.host.capabilities().names(),
+                 "audit": self.step_audit},
                 {"control_system": lambda: self.rt.control_system,
-                 "archiver": lambda: self.rt.archiver}),
+                 "archiver": lambda: self.rt.archiver,
+                 "providers": lambda: ProviderService.for_run(self.rt, self.run)}),
             interface=self.run.interface,
         )
 
@@ -554,10 +576,17 @@ class Orchestrator:
     # -- submitting ----------------------------------------------------------------------
 
     async def submit(self, query: str, *, session: str = "default", user: str = "operator",
-                     planning: bool | None = None, interface: str = "api") -> RunRecord:
+                     planning: bool | None = None, interface: str = "api",
+                     plan: Plan | None = None) -> RunRecord:
+        """Run ``query`` until it is done, fails or pauses. ``plan`` skips the planner: it
+        is validated like a planned one and still goes through every approval."""
         text, prefixed = split_planning_prefix(query)
         if not text:
             raise RunError("the request is empty")
+        if plan is not None:
+            from osprey_core.planning import validate_plan
+
+            plan = validate_plan(plan, self.rt.host.capabilities(), ["query"])
         now = self.rt.now()
         run = RunRecord(
             id=new_id("run"), session=session, user=user, query=text,
@@ -574,6 +603,7 @@ class Orchestrator:
                                            data={"query": text}))
         self.rt.host.notify_run_event(RunEvent(run.id, "submitted", now, {"query": text}))
         with RunController(self.rt, run) as controller:
+            controller.given_plan = plan
             await controller.classify()
             return controller.run
 
@@ -614,36 +644,73 @@ class Orchestrator:
                     f"approval {approval.id} was decided elsewhere first: {exc}") from None
             return controller.run
 
-    async def edit_plan(self, approval_id: str, plan_data: Any, *, actor: str, interface: str,
-                        session: str | None = None) -> ApprovalRecord:
-        """Replace a pending plan with an edited one, which needs its own approval."""
-        from osprey_core.planning import parse_plan, validate_plan
-
+    async def edit(self, approval_id: str, data: Any, *, actor: str, interface: str,
+                   session: str | None = None) -> ApprovalRecord:
+        """Replace a pending plan or step artifact with an edited one, which is validated
+        and needs its own approval; the old request is superseded."""
         approval, run = self._open_approval(approval_id, session)
         with RunController(self.rt, run) as controller:
             await self._refuse_if_overdue(approval, controller)
-            if approval.kind is not ApprovalKind.PLAN:
-                raise ApprovalError(f"approval {approval.id} is a {approval.action} approval; "
-                                    "only plans can be edited")
-            run = controller.run
-            plan = validate_plan(parse_plan(plan_data), self.rt.host.capabilities(),
-                                 sorted(run.context))
-            ruling = self.rt.rule(controller._plan_action(plan))
-            if ruling.outcome is Outcome.DENY:
-                raise ApprovalError("the edited plan is refused by policy: "
-                                    + "; ".join(ruling.reasons))
-            controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
-                                      "replaced by an edited plan")
-            run.plan, run.plan_sha256 = plan, plan.sha256()
-            controller._stage_approval(ApprovalKind.PLAN, None, "plan",
-                                       plan.model_dump(mode="json"),
-                                       plan_summary(self.rt, run, plan), ruling.reasons)
-            controller.audit("plan_edited", actor, interface, approval_id=run.approval_id,
-                             sha256=run.plan_sha256, replaces=approval.id,
-                             previous_sha256=approval.artifact_sha256)
-            controller.save("plan_edited", {"approval": run.approval_id}, durable=True)
-            write_plan_file(self.rt.plan_file(run.id), plan)
-            return self.rt.store.get_approval(run.approval_id or "")
+            if approval.kind is ApprovalKind.PLAN:
+                return await self._edit_plan(controller, approval, data, actor, interface)
+            return await self._edit_step(controller, approval, data, actor, interface)
+
+    async def _edit_step(self, controller: RunController, approval: ApprovalRecord, data: Any,
+                         actor: str, interface: str) -> ApprovalRecord:
+        run = controller.run
+        assert run.plan is not None and approval.step_index is not None
+        index = approval.step_index
+        capability = self.rt.capability(run.plan.steps[index].capability)
+        if not capability.editable:
+            raise ApprovalError(f"approval {approval.id}: '{capability.name}' artifacts "
+                                "cannot be edited; approve or reject it")
+        if not isinstance(data, dict):
+            raise ApprovalError(f"approval {approval.id}: an edited artifact is a JSON object, "
+                                f"not {type(data).__name__}")
+        context = _with_artifact(controller._context(index, capability), approval.artifact, None)
+        try:
+            revised = await capability.revise(context, data)
+        except OspreyError as exc:
+            raise ApprovalError(f"approval {approval.id}: the edit is refused: {exc}") from None
+        ruling = self.rt.rule(controller._step_action(capability, revised.artifact))
+        if ruling.outcome is Outcome.DENY:
+            raise ApprovalError("the edited artifact is refused by policy: "
+                                + "; ".join(ruling.reasons))
+        controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
+                                  "replaced by an edited artifact")
+        # Edited by a human, so it is always shown to a human again, even if policy allows it.
+        controller._stage_approval(ApprovalKind.STEP, index, capability.approval_kind,
+                                   revised.artifact, revised.summary,
+                                   [*ruling.reasons, f"edited by {actor}"])
+        controller.audit("artifact_edited", actor, interface, approval_id=run.approval_id,
+                         sha256=sha256_of(revised.artifact), replaces=approval.id,
+                         previous_sha256=approval.artifact_sha256, step=index + 1)
+        controller.save("artifact_edited", {"approval": run.approval_id}, durable=True)
+        return self.rt.store.get_approval(run.approval_id or "")
+
+    async def _edit_plan(self, controller: RunController, approval: ApprovalRecord,
+                         plan_data: Any, actor: str, interface: str) -> ApprovalRecord:
+        from osprey_core.planning import parse_plan, validate_plan
+
+        run = controller.run
+        plan = validate_plan(parse_plan(plan_data), self.rt.host.capabilities(),
+                             sorted(run.context))
+        ruling = self.rt.rule(controller._plan_action(plan))
+        if ruling.outcome is Outcome.DENY:
+            raise ApprovalError("the edited plan is refused by policy: "
+                                + "; ".join(ruling.reasons))
+        controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
+                                  "replaced by an edited plan")
+        run.plan, run.plan_sha256 = plan, plan.sha256()
+        controller._stage_approval(ApprovalKind.PLAN, None, "plan",
+                                   plan.model_dump(mode="json"),
+                                   plan_summary(self.rt, run, plan), ruling.reasons)
+        controller.audit("plan_edited", actor, interface, approval_id=run.approval_id,
+                         sha256=run.plan_sha256, replaces=approval.id,
+                         previous_sha256=approval.artifact_sha256)
+        controller.save("plan_edited", {"approval": run.approval_id}, durable=True)
+        write_plan_file(self.rt.plan_file(run.id), plan)
+        return self.rt.store.get_approval(run.approval_id or "")
 
     def _open_approval(self, approval_id: str,
                        session: str | None) -> tuple[ApprovalRecord, RunRecord]:

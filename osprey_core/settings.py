@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
 
 from osprey_core.control.limits import LimitsConfig
 
@@ -151,7 +151,7 @@ class ProvidersSettings(BaseModel):
 
     enabled: bool = Field(True, description="Gather provider context before planning.")
     timeout_seconds: float = Field(5.0, gt=0, description="Default per-provider timeout.")
-    timeouts: dict[str, float] = Field(default_factory=dict,
+    timeouts: dict[str, PositiveFloat] = Field(default_factory=dict,
                                        description="Per-provider timeouts, by provider name.")
     disabled: list[str] = Field(default_factory=list, description="Providers never asked.")
 

@@ -20,8 +20,11 @@ def register_commands(app: typer.Typer) -> None:
     from osprey_core.cli.config import config_app
     from osprey_core.cli.demo import demo
     from osprey_core.cli.plugins import list_plugins
+    from osprey_core.cli.providers import providers_app
+    from osprey_core.cli.python import python_app
     from osprey_core.cli.run import run_request
     from osprey_core.cli.runs import runs_app
+    from osprey_core.cli.sandbox import sandbox_app
     from osprey_core.cli.version import show_version
 
     app.command("run")(run_request)
@@ -34,3 +37,6 @@ def register_commands(app: typer.Typer) -> None:
     app.command("version")(show_version)
     app.add_typer(channels_app, name="channels")
     app.add_typer(archiver_app, name="archiver")
+    app.add_typer(python_app, name="python")
+    app.add_typer(providers_app, name="providers")
+    app.add_typer(sandbox_app, name="sandbox")

@@ -97,6 +97,9 @@ class MockConnector(ControlSystemConnector):
         self._poll()  # subscribers see a write at once, not at the next tick
         return WriteAck(confirmed=True, message=f"{channel} set to {stored!r}")
 
+    async def known_channels(self) -> list[str]:
+        return sorted(self._machine().spec.channels)
+
     async def metadata(self, channel: str) -> ChannelMetadata:
         return self._machine().metadata(channel)
 

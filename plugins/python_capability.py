@@ -1,1 +1,23 @@
-"""Placeholder until this plugin lands (issue 5/6 work in progress)."""
+"""Built-in plugin: generated Python as plan steps, and the policy that reads its analysis.
+
+``python`` runs read-only analysis code; ``python_write`` may write through the sandbox
+broker and always needs approval of its exact code (see ``docs/python-execution.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from osprey_core.execution.steps import CodePolicy, PythonStep, PythonWriteStep
+from osprey_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_capabilities(register: Any) -> None:
+    register(PythonStep())
+    register(PythonWriteStep())
+
+
+@hookimpl
+def register_approval_policies(register: Any) -> None:
+    register(CodePolicy())

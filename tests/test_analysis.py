@@ -368,3 +368,44 @@ def test_to_json_round_trips() -> None:
         "reason": "call to epics.caput",
         "symbol": "epics.caput",
     }
+
+
+# ---- planned writes: what the broker lets a write run touch
+
+
+@pytest.mark.parametrize(
+    ("source", "targets"),
+    [
+        ('write_channel("MAG:HCM01:CURRENT:SP", 1.5)', {"MAG:HCM01:CURRENT:SP"}),
+        ('write_channel(name="A", value=2)', {"A"}),
+        ('write_channels({"A": 1, "B": 2})', {"A", "B"}),
+        ('write_channels([("A", 1), ("B", x)])', {"A", "B"}),
+        ('from osprey_core.sandbox.runtime import write_channel as w\nw("A", 1)', {"A"}),
+        ('read_channel("A")\nprint("write_channel(\'B\', 1)")', set()),
+    ],
+)
+def test_literal_runtime_writes_name_their_channels(source: str, targets: set[str]) -> None:
+    assert analyze(source).write_targets == frozenset(targets)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'name = "A"\nwrite_channel(name, 1)',
+        'write_channel(prefix + ":SP", 1)',
+        'write_channels(values)',
+        'list(map(write_channel, ["A"], [1]))',
+        'w = write_channel\nw("A", 1)',
+        'exec("write_channel(\'A\', 1)")',
+        'def f(:\n    pass',
+    ],
+)
+def test_unpredictable_writes_have_no_target_list(source: str) -> None:
+    assert analyze(source).write_targets is None
+
+
+def test_planned_values_are_literals_or_marked_computed() -> None:
+    planned = analyze('write_channels({"A": 1.5, "B": level * 2})').planned_writes
+    assert [(w.channel, w.value, w.computed) for w in planned] == [
+        ("A", 1.5, False), ("B", None, True)]
+    assert analyze('write_channel("A", 3)').to_json()["write_targets"] == ["A"]

@@ -308,7 +308,7 @@ def test_orchestrator_refuses_an_overdue_decision_or_edit_itself(lab: Lab, act: 
     orchestrator = Orchestrator(osprey.runtime)
     approval_id = run.approval_id or ""
     if act == "edit":
-        call = orchestrator.edit_plan(approval_id, {"steps": [
+        call = orchestrator.edit(approval_id, {"steps": [
             {"capability": "read_beam", "output": "beam"}]}, actor="bob", interface="api")
     else:
         call = orchestrator.decide(approval_id, approve=act == "approve", actor="bob",

@@ -290,7 +290,7 @@ def test_step_approval_binds_the_exact_write(tmp_path, env, cwd, stored):
     (cwd / "plan.json").write_text(json.dumps(edited_plan()), encoding="utf-8")
     edit = osprey("approvals", "edit", approval_id, "plan.json", env=env, cwd=cwd)
     assert_exit(edit, 1)
-    assert "is a channel_write approval; only plans can be edited" in edit.stderr
+    assert "artifacts cannot be edited; approve or reject it" in edit.stderr
 
     result = osprey("approvals", "approve", approval_id, env=env, cwd=cwd)
     assert_exit(result, 0)

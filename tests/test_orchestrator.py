@@ -227,7 +227,7 @@ def test_unknown_ids_and_nothing_pending_are_explicit_errors_that_start_nothing(
             act("run-missing")
     with pytest.raises(RunError, match=f"waiting for approval {run.approval_id}; approve or"):
         osprey.resume(run.id)
-    with pytest.raises(ApprovalError, match="only plans can be edited"):
+    with pytest.raises(ApprovalError, match="artifacts cannot be edited; approve or reject"):
         osprey.edit(run.approval_id or "", {"steps": [step("read_beam", "beam")]})
 
     osprey.approve(run.approval_id or "")

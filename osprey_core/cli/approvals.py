@@ -93,43 +93,55 @@ def reject(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | Non
 
 @approvals_app.command("edit")
 def edit(ctx: typer.Context, approval_id: str = APPROVAL_ID,
-         plan_file: Path = typer.Argument(..., metavar="PLAN_FILE", exists=True,
-                                          dir_okay=False, help="The edited plan (JSON)."),
+         edited_file: Path = typer.Argument(
+             ..., metavar="FILE", exists=True, dir_okay=False,
+             help="The edited plan or artifact (JSON); for code approvals a .py file "
+                  "replaces the code."),
          user: str | None = USER, session: str | None = SESSION,
          as_json: bool = JSON) -> None:
-    """Replace a pending plan with an edited one; it is validated and needs a new approval.
+    """Replace a pending plan or editable artifact; it is validated and needs a new approval.
 
-    Exits 3: the edited plan waits for its own approval. Edit a copy of the stored plan
-    file: the pending request is bound to that file's contents.
+    Exits 3: the edit waits for its own approval. Edit a copy of the stored plan file or
+    of the artifact shown by 'osprey approvals show --json': the pending request is bound
+    to the exact stored contents.
     """
     from osprey_core.planning import PlanValidationError
 
-    data = read_plan_file(plan_file)
+    if edited_file.suffix == ".py":
+        data: Any = {"code": read_text_file(edited_file, "code", "Python source")}
+    else:
+        data = read_plan_file(edited_file)
     osprey = cli_state(ctx).osprey()
     try:
         approval = osprey.edit(approval_id, data, user=user, interface="cli", session=session)
     except PlanValidationError as exc:
-        raise OspreyError(f"{plan_file}: {exc}\nNothing changed: {approval_id} is still "
+        raise OspreyError(f"{edited_file}: {exc}\nNothing changed: {approval_id} is still "
                           "pending.") from None
     if as_json:
         print_json(approval.model_dump(mode="json"))
     else:
         show_approval(approval)
-        typer.echo(f"\n{approval_id} is superseded; decide on the edited plan with:")
+        typer.echo(f"\n{approval_id} is superseded; decide on the edited {approval.action} "
+                   "with:")
         typer.echo(f"  osprey approvals approve {approval.id} [--reason TEXT]")
         typer.echo(f"  osprey approvals reject {approval.id} [--reason TEXT]")
     raise typer.Exit(EXIT_AWAITING_APPROVAL)
 
 
-def read_plan_file(path: Path) -> Any:
-    """The JSON in ``path``, or an error naming the file and where it went wrong."""
+def read_text_file(path: Path, what: str, kind: str) -> str:
+    """The UTF-8 text in ``path``, or an error naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise OspreyError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                          "a plan is a JSON file") from None
+                          f"a {what} is a {kind} file") from None
     except OSError as exc:
-        raise OspreyError(f"{path}: cannot read the plan: {exc.strerror or exc}") from None
+        raise OspreyError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+
+
+def read_plan_file(path: Path) -> Any:
+    """The JSON in ``path``, or an error naming the file and where it went wrong."""
+    text = read_text_file(path, "plan", "JSON")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -63,6 +63,10 @@ def decision_commands(osprey: Osprey, approval: ApprovalRecord) -> list[str]:
     if approval.kind == "plan":
         lines.append(f"osprey approvals edit {approval.id} FILE    (FILE: an edited copy of "
                      f"{osprey.plan_file(approval.run_id)})")
+    elif osprey.editable(approval):
+        what = "the edited code (.py)" if "code" in approval.artifact else (
+            "the edited artifact as JSON, from 'approvals show --json'")
+        lines.append(f"osprey approvals edit {approval.id} FILE    (FILE: {what})")
     return lines
 
 

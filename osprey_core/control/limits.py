@@ -105,6 +105,10 @@ class LimitsDatabase:
                 for error in exc.errors())
             raise ConfigError(f"limits file {path}: {problems}") from None
 
+    def channel_names(self) -> list[str]:
+        """Channels with an entry of their own (patterns are not names)."""
+        return list(self.config.channels)
+
     def lookup(self, channel: str) -> ChannelLimits | None:
         """Effective limits of ``channel``; ``None`` when it is unlisted and not allowed."""
         entry = self.config.channels.get(channel)

@@ -120,6 +120,15 @@ class ControlSystem:
 
     # -- writing ---------------------------------------------------------------------
 
+    async def known_channels(self, pattern: str = "*") -> list[str]:
+        """Channels the connector lists plus those named in the limits database, matching
+        the glob ``pattern`` (case-insensitive)."""
+        import fnmatch
+
+        await self.connect()
+        names = set(await self.connector.known_channels()) | set(self.limits.channel_names())
+        return sorted(name for name in names if fnmatch.fnmatch(name.lower(), pattern.lower()))
+
     def limits_for(self, channel: str) -> ChannelLimits | None:
         return self.limits.lookup(channel)
 

