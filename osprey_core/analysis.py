@@ -773,7 +773,7 @@ class _Analyzer(ast.NodeVisitor):
             value_node = node.args[1] if len(node.args) > 1 else _keyword_node(node, "value")
             self.planned.append(_planned(line, channel, value_node))
             return
-        mapping = node.args[0] if node.args else _keyword_node(node, "values")
+        mapping = node.args[0] if node.args else _keyword_node(node, "writes")
         if isinstance(mapping, ast.Dict) and None not in mapping.keys:
             for key, value in zip(mapping.keys, mapping.values, strict=True):
                 self.planned.append(_planned(line, _const_str(key), value))

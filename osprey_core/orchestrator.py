@@ -120,8 +120,14 @@ class Runtime:
         return self.clock()
 
     def approval_settings(self) -> ApprovalSettings:
-        """Read fresh each time, so a policy tightened while a run waits applies on resume."""
-        return self.config.section("approval")
+        """Read fresh each time, so a policy tightened while a run waits applies on resume.
+        ``memory.approve_saves: false`` means ``memory_save: disabled`` unless the approval
+        section names ``memory_save`` itself."""
+        settings: ApprovalSettings = self.config.section("approval")
+        if self.config.section("memory").approve_saves:
+            return settings
+        return settings.model_copy(update={
+            "capabilities": {"memory_save": "disabled", **settings.capabilities}})
 
     def planning_settings(self) -> PlanningSettings:
         return self.config.section("planning")

@@ -19,6 +19,7 @@ def register_commands(app: typer.Typer) -> None:
     from osprey_core.cli.chat import chat
     from osprey_core.cli.config import config_app
     from osprey_core.cli.demo import demo
+    from osprey_core.cli.memory import memory_app
     from osprey_core.cli.plugins import list_plugins
     from osprey_core.cli.providers import providers_app
     from osprey_core.cli.python import python_app
@@ -38,5 +39,6 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(channels_app, name="channels")
     app.add_typer(archiver_app, name="archiver")
     app.add_typer(python_app, name="python")
+    app.add_typer(memory_app, name="memory")
     app.add_typer(providers_app, name="providers")
     app.add_typer(sandbox_app, name="sandbox")

@@ -10,13 +10,10 @@ generators that return given code, attempt by attempt, for tests.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.code_generators import CodeGenerator
-
-if TYPE_CHECKING:
-    from osprey_core.hookspecs.code_generators import GeneratorContext
 
 
 class MockGenerator(CodeGenerator):
@@ -28,13 +25,11 @@ class MockGenerator(CodeGenerator):
     #: The feedback each ``generate`` call of a scripted class got, oldest first.
     feedback_seen: ClassVar[list[list[str]]] = []
 
-    def __init__(self, context: GeneratorContext | None = None) -> None:
-        super().__init__(context)
-        self.attempts = 0
-
     @classmethod
     def scripted(cls, codes: Iterable[str], *, name: str = "scripted") -> type[Self]:
-        """A subclass returning ``codes`` in order, one per attempt of each instance.
+        """A subclass returning ``codes`` in order: attempt N (N-1 failures fed back) gets
+        entry N, so a generator rebuilt after an approval, perhaps in another process,
+        carries on where the run is.
 
         Asking past the end raises ``GenerationError``, so an unexpected retry is noticed;
         ``feedback_seen`` records what the loop fed back.
@@ -47,15 +42,14 @@ class MockGenerator(CodeGenerator):
         from osprey_core.execution.generation import GenerationError
         from osprey_core.execution.mock_code import mock_code
 
-        self.attempts += 1
         if self.script is None:
             return await mock_code(request, self.context)
         type(self).feedback_seen.append(list(feedback))
-        if self.attempts > len(self.script):
+        attempt = len(feedback) + 1
+        if attempt > len(self.script):
             raise GenerationError(f"code generator '{self.name}' was asked for attempt "
-                                  f"{self.attempts}, but its script has only "
-                                  f"{len(self.script)}")
-        return self.script[self.attempts - 1]
+                                  f"{attempt}, but its script has only {len(self.script)}")
+        return self.script[attempt - 1]
 
 
 @hookimpl

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from osprey_core.fileio import atomic_write_text
 
 if TYPE_CHECKING:
+    from osprey_core.execution.models import ExecutionRequest
     from osprey_core.hookspecs.execution_backends import SandboxOutcome
+    from osprey_core.sandbox.broker import BrokerReport
     from osprey_core.settings import SandboxLimits
 
 MAX_RESULTS_BYTES = 16 << 20
@@ -139,6 +141,15 @@ def _analysis_summary(analysis: Mapping[str, Any] | None) -> dict[str, Any] | No
                                   if isinstance(item, Mapping)})}
 
 
+def _markdown(request: ExecutionRequest | str) -> str:
+    if isinstance(request, str):
+        return f"## Request\n\n{request}" if request else ""
+    text = f"## Request\n\n{request.query}"
+    if request.objective and request.objective != request.query:
+        text += f"\n\n**Objective:** {request.objective}"
+    return text + f"\n\nMode: {request.mode}"
+
+
 def _notebook(code: str, outcome: SandboxOutcome, request: str, results: dict[str, Any],
               error: dict[str, Any] | None, figures: dict[str, bytes]) -> str:
     import nbformat
@@ -157,7 +168,7 @@ def _notebook(code: str, outcome: SandboxOutcome, request: str, results: dict[st
     if results:
         outputs.append(new_output("display_data", data={
             "application/json": results, "text/plain": json.dumps(results, indent=2)}))
-    cells = [new_markdown_cell(f"## Request\n\n{request}")] if request else []
+    cells = [new_markdown_cell(request)] if request else []
     cells.append(new_code_cell(code, execution_count=1, outputs=outputs))
     notebook = new_notebook(cells=cells, metadata={
         "language_info": {"name": "python"},
@@ -166,22 +177,22 @@ def _notebook(code: str, outcome: SandboxOutcome, request: str, results: dict[st
     return nbformat.writes(notebook)
 
 
-def collect_artifacts(
+def write_artifacts(
     folder: Path,
     *,
     code: str,
     outcome: SandboxOutcome,
     analysis: Mapping[str, Any] | None = None,
-    broker: Mapping[str, Any] | None = None,
+    broker: BrokerReport | Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
     limits: SandboxLimits | Mapping[str, Any] | None = None,
-    request: str = "",
+    request: ExecutionRequest | str = "",
     skipped: Sequence[str] = (),
 ) -> Artifacts:
     """Read what the run left in ``folder`` and write the logs, metadata and notebook.
 
-    ``skipped`` are the notes of the copy-out (files not taken back); ``broker`` is
-    :meth:`BrokerReport.to_json`; ``request`` becomes the notebook's markdown cell.
+    ``skipped`` are the notes of the copy-out (files not taken back); ``request`` (its
+    query and objective) becomes the notebook's markdown cell.
     """
     notes = list(skipped)
     folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +214,7 @@ def collect_artifacts(
     atomic_write_text(folder / "stderr.log", outcome.stderr, durable=False)
     notebook: Path | None = folder / "notebook.ipynb"
     try:
-        text = _notebook(code, outcome, request, results or {}, error, figures)
+        text = _notebook(code, outcome, _markdown(request), results or {}, error, figures)
     except ImportError:
         notes.append("no notebook: nbformat is not installed (pip install 'osprey-core[sandbox]')")
         notebook = None
@@ -225,7 +236,7 @@ def collect_artifacts(
         "timings": dict(timings or {}),
         "limits": limit_values,
         "analysis": _analysis_summary(analysis),
-        "broker": dict(broker) if broker is not None else None,
+        "broker": broker if broker is None or isinstance(broker, Mapping) else broker.to_json(),
         "results": results is not None,
         "error": error,
         "figures": list(figures),

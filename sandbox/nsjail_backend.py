@@ -189,7 +189,7 @@ def render_config(runtime: RuntimeInfo, scratch: _Scratch, job: SandboxJob) -> s
         gidmap=[IdMap(inside_id=str(JAIL_ID), outside_id=str(gid), count=1)],
         mount_proc=False, mount=mounts, iface_no_lo=True, seccomp_string=[SECCOMP_POLICY],
         exec_bin=Exe(path=runtime.jail_python,
-                     arg=["-I", "-u", runtime.bootstrap, "code.py"]),
+                     arg=["-I", "-S", "-u", runtime.bootstrap, "code.py"]),
     )
     return to_textproto(config) + "\n"
 

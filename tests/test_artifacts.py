@@ -16,8 +16,10 @@ import nbformat
 import pytest
 from helpers_sandbox import run_code, sha256
 
+from osprey_core.execution.models import ExecutionRequest
 from osprey_core.hookspecs.execution_backends import ExitReason, SandboxOutcome
-from osprey_core.sandbox.artifacts import MAX_RESULTS_BYTES, collect_artifacts
+from osprey_core.sandbox.artifacts import MAX_RESULTS_BYTES, write_artifacts
+from osprey_core.sandbox.broker import BrokerReport
 from osprey_core.settings import SandboxLimits
 
 PLOT = """
@@ -44,12 +46,14 @@ def test_a_run_becomes_results_figures_logs_metadata_and_a_valid_notebook(tmp_pa
                                                                            ) -> None:
     folder, result = ran_folder(PLOT, tmp_path)
     (folder / "code.py").write_text("print('swapped by the code')\n")
-    broker = {"calls": 1, "reads": 1, "writes": [], "blocked": []}
+    broker = BrokerReport(calls=1, reads=1, channels_read={"SR:CURRENT"})
     analysis = {"writes": [], "reads": ["SR:CURRENT"], "dangerous": False,
                 "parse_error": None, "findings": [{"category": "read", "line": 2}]}
-    artifacts = collect_artifacts(folder, code=PLOT, outcome=result, analysis=analysis,
+    artifacts = write_artifacts(folder, code=PLOT, outcome=result, analysis=analysis,
                                   broker=broker, timings={"run": 1.25},
-                                  limits=SandboxLimits(), request="Plot the slope")
+                                  limits=SandboxLimits(),
+                                  request=ExecutionRequest(query="Plot the slope",
+                                                           objective="Fit a line"))
     assert artifacts.results == {"slope": 1.0} and artifacts.error is None
     assert artifacts.figures == ["figures/figure_1.png"]
     assert (folder / "code.py").read_text() == PLOT  # the host's copy wins
@@ -59,7 +63,7 @@ def test_a_run_becomes_results_figures_logs_metadata_and_a_valid_notebook(tmp_pa
         "ok", "local", False)
     assert metadata["code_sha256"] == sha256(PLOT)
     assert metadata["limits"]["wall_seconds"] == SandboxLimits().wall_seconds
-    assert metadata["timings"] == {"run": 1.25} and metadata["broker"] == broker
+    assert metadata["timings"] == {"run": 1.25} and metadata["broker"] == broker.to_json()
     assert metadata["analysis"] == {"writes": [], "reads": ["SR:CURRENT"], "dangerous": False,
                                     "parse_error": None, "findings": 1,
                                     "categories": ["read"]}
@@ -67,7 +71,9 @@ def test_a_run_becomes_results_figures_logs_metadata_and_a_valid_notebook(tmp_pa
     notebook = nbformat.read(artifacts.notebook, as_version=4)
     nbformat.validate(notebook)
     request, cell = notebook.cells
-    assert request.cell_type == "markdown" and "Plot the slope" in request.source
+    assert request.cell_type == "markdown"
+    assert request.source == ("## Request\n\nPlot the slope\n\n**Objective:** Fit a line"
+                              "\n\nMode: read")
     assert cell.source == PLOT
     kinds = [(output.output_type, output.get("name") or sorted(output.get("data", {})))
              for output in cell.outputs]
@@ -79,7 +85,7 @@ def test_a_run_becomes_results_figures_logs_metadata_and_a_valid_notebook(tmp_pa
 def test_an_error_run_shows_the_error_in_the_notebook(tmp_path: Path) -> None:
     code = "print('start')\nraise ValueError('bad fit')\n"
     folder, result = ran_folder(code, tmp_path)
-    artifacts = collect_artifacts(folder, code=code, outcome=result)
+    artifacts = write_artifacts(folder, code=code, outcome=result)
     assert artifacts.error is not None
     assert (artifacts.error["type"], artifacts.error["line"]) == ("ValueError", 2)
     assert "bad fit" in (folder / "stderr.log").read_text()
@@ -104,7 +110,7 @@ def test_planted_symlinks_are_never_followed(tmp_path: Path) -> None:
     (folder / "figures" / "figure_1.png").symlink_to(outside_png)
     (folder / "figures" / "figure_2.png").write_bytes(b"not a png")
     (folder / "stdout.log").symlink_to(outside_log)
-    artifacts = collect_artifacts(folder, code="pass\n", outcome=outcome("hello\n"))
+    artifacts = write_artifacts(folder, code="pass\n", outcome=outcome("hello\n"))
     assert artifacts.results == {} and artifacts.error is None and artifacts.figures == []
     assert "results.json: symlink not followed" in artifacts.notes
     assert "error.json: symlink not followed" in artifacts.notes
@@ -123,7 +129,7 @@ def test_a_symlinked_figures_folder_is_not_followed(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "figures").symlink_to(elsewhere)
-    artifacts = collect_artifacts(folder, code="pass\n", outcome=outcome())
+    artifacts = write_artifacts(folder, code="pass\n", outcome=outcome())
     assert artifacts.figures == []
     assert any("figures: not a directory" in note for note in artifacts.notes)
 
@@ -139,7 +145,7 @@ def test_unusable_results_are_noted_not_raised(tmp_path: Path, content: bytes,
     folder.mkdir()
     (folder / "results.json").write_bytes(content)
     os.mkfifo(folder / "error.json")  # would block a plain open()
-    artifacts = collect_artifacts(folder, code="pass\n", outcome=outcome())
+    artifacts = write_artifacts(folder, code="pass\n", outcome=outcome())
     assert any(note in item for item in artifacts.notes), artifacts.notes
     assert "error.json: not a regular file" in artifacts.notes
 
@@ -149,7 +155,7 @@ def test_without_nbformat_there_is_no_notebook_and_a_note(tmp_path: Path,
                                                           ) -> None:
     monkeypatch.setitem(sys.modules, "nbformat", None)
     folder = tmp_path / "run"
-    artifacts = collect_artifacts(folder, code="pass\n", outcome=outcome(),
+    artifacts = write_artifacts(folder, code="pass\n", outcome=outcome(),
                                   skipped=["big.bin: over the collection limit"])
     assert artifacts.notebook is None and not (folder / "notebook.ipynb").exists()
     assert artifacts.notes[0] == "big.bin: over the collection limit"

@@ -243,7 +243,7 @@ BAD_PLAN_FILES = [
      r"warp\.json: the plan is invalid.*:\n- step 1 \(capability 'warp_drive'\): no "
      r"capability named 'warp_drive' is registered"),
     ("latin1.json", b'{"steps": "\xff"}', 1, r"latin1\.json: not UTF-8 text"),
-    ("missing.json", None, 2, r"'PLAN_FILE': file 'missing.json' does not exist"),
+    ("missing.json", None, 2, r"'FILE': file 'missing.json' does not exist"),
 ]
 
 
@@ -482,7 +482,9 @@ def test_demo_keeps_its_data_in_home_when_asked(tmp_path, env, cwd):
     assert_exit(result, 0)
     assert f"kept in {home}" in result.stdout
     runs = Stored({"OSPREY_HOME": str(home)}).runs()
-    assert len(runs) == 4  # the planning round trip, a read, the approved write, a read
+    # the planning round trip, a read, the approved write, a read, the sandboxed analysis
+    assert len(runs) == 5
+    assert "figure:" in result.stdout and "notebook:" in result.stdout
     for run in runs:
         assert (run["state"], run["session"], run["interface"]) == ("done", "demo", "demo")
     assert not Path(env["OSPREY_HOME"]).exists()

@@ -158,6 +158,14 @@ plt.savefig("figure.png")
     assert (ran.output_dir / "figure.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_pandas_imports_and_exit_works_without_site(jail: NsjailBackend, tmp_path: Path) -> None:
+    # The jail starts Python with -S (faster); site-packages and exit() must still be there.
+    code = "import pandas\nprint(pandas.Series([1, 2]).sum())\nexit(3)\n"
+    ran = run(jail, code, tmp_path / "out",
+              limits=SMALL.model_copy(update={"memory_mb": 1024, "cpu_seconds": 20}))
+    assert ran.outcome.returncode == 3 and ran.outcome.stdout == "3\n", ran.outcome.stderr
+
+
 @pytest.mark.parametrize(("code", "reason"), [
     ("x = bytearray(10**10)", ExitReason.MEMORY),
     ("chunks = []\nwhile True:\n    chunks.append(b'x' * 10**6)", ExitReason.MEMORY),

@@ -19,7 +19,7 @@ from helpers_sandbox import mock_machine, run_code, sha256
 
 from osprey_core.execution.models import ExecutionMode
 from osprey_core.hookspecs.execution_backends import EXIT_CODE_CPU, EXIT_CODE_MEMORY
-from osprey_core.sandbox import bootstrap, runtime
+from osprey_core.sandbox import outputs, runtime
 from osprey_core.sandbox.broker import Broker, BrokerPolicy
 
 
@@ -81,7 +81,7 @@ def test_results_are_converted_to_json_with_notes_for_what_was_changed(tmp_path:
 
 def test_results_over_the_size_limit_are_left_out_by_key_with_a_note(tmp_path: Path) -> None:
     code = ("results['small'] = 1\n"
-            f"results['huge'] = ['x' * 1000] * {bootstrap.MAX_RESULTS_BYTES // 1000 + 10}\n"
+            f"results['huge'] = ['x' * 1000] * {outputs.MAX_RESULTS_BYTES // 1000 + 10}\n"
             "results['after'] = 'kept'\n"
             "results['other'] = 'a' * 200_000\n")
     ran = run(code, tmp_path)
@@ -89,7 +89,7 @@ def test_results_over_the_size_limit_are_left_out_by_key_with_a_note(tmp_path: P
     assert results["small"] == 1 and results["after"] == "kept"
     assert results["huge"].startswith("<left out:")
     assert "results['huge'] (" in ran.stderr and "results limit" in ran.stderr
-    assert len(results["other"]) == bootstrap.MAX_STRING
+    assert len(results["other"]) == outputs.MAX_STRING
     assert "text of 200000 characters cut" in ran.stderr
 
 
@@ -161,7 +161,9 @@ def test_startup_imports_only_what_a_bare_run_needs(tmp_path: Path) -> None:
     bare = subprocess.run([sys.executable, "-I", "-c", "import sys; print(sorted(sys.modules))"],
                           capture_output=True, text=True, check=True, cwd=tmp_path)
     added = set(ran.results()["modules"]) - set(ast.literal_eval(bare.stdout))
-    assert added == {"osprey_core", "osprey_core.sandbox", "osprey_core.sandbox.runtime"}
+    # resource: the bootstrap sets the soft CPU limit below the hard one (exit 91 on SIGXCPU)
+    assert added == {"osprey_core", "osprey_core.sandbox", "osprey_core.sandbox.runtime",
+                     "resource"}
     assert ran.results()["runtime"] == str(tmp_path / "lib/osprey_core/sandbox/runtime.py")
 
 

@@ -33,6 +33,7 @@ from osprey_core.testing.fakes import (
     FakeConnector,
     FakeDataProvider,
     FakeEmbeddingModel,
+    FakeExecutionBackend,
     FakeLogbookAdapter,
     fake_plugin,
 )
@@ -155,7 +156,8 @@ def test_fake_plugin_implements_only_the_families_given(osprey_host: PluginHost)
     everything = osprey_host.register(fake_plugin(
         name="all",
         capabilities=[FakeCapability()], data_providers=[FakeDataProvider()],
-        code_generators=[FakeCodeGenerator], connectors=[FakeConnector],
+        code_generators=[FakeCodeGenerator], execution_backends=[FakeExecutionBackend],
+        connectors=[FakeConnector],
         archivers=[FakeArchiver], approval_policies=[FakeApprovalPolicy()],
         logbook_adapters=[FakeLogbookAdapter], embedding_models=[FakeEmbeddingModel],
         services=[ServiceSpec("osprey.fake", "fake", "")],

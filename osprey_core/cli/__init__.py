@@ -46,6 +46,9 @@ def build_app(host: PluginHost) -> typer.Typer:
         ),
     ) -> None:
         ctx.obj = CliState(host=host, config_path=config)
+        # Close the store and the event loop (and any control-system connection) in order,
+        # rather than leaving them to garbage collection at interpreter exit.
+        ctx.call_on_close(ctx.obj.close)
 
     host.add_commands(app)
     return app

@@ -3,7 +3,8 @@
 Part one is a planning-mode request and its approval round trip; part two reads the
 simulated ``mock`` machine, asks to move a corrector, stops for approval with the exact
 write (channel, current and requested value, units, limits, verification), writes it after
-approval, verifies it by readback and shows the audit trail.
+approval, verifies it by readback and shows the audit trail; part three has generated code
+read the machine's history in the nsjail sandbox and plot it (a figure and a notebook).
 
 It runs on embedded defaults (offline planner, default approval policy, the ``mock``
 control system with writes enabled and a limits entry for the corrector, no API key, no
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 REQUEST = "/planning what can you do?"
 READ_REQUEST = "read SR:CURRENT and HCM1:SP"
 WRITE_REQUEST = "set HCM1:SP to 1.5 A"
+PYTHON_REQUEST = "plot SR:CURRENT over the last hour"
 #: The demo's control system: the simulated machine, writable within these limits only.
 DEMO_CONTROL_SYSTEM = {
     "type": "mock",
@@ -131,6 +133,7 @@ def _walk(state: CliState, home: Path) -> None:
             raise OspreyError(f"demo: a second approval of {approval_id} was accepted")
 
         _machine(osprey)
+        _python(osprey)
 
 
 def _machine(osprey: Osprey) -> None:
@@ -172,6 +175,31 @@ def _machine(osprey: Osprey) -> None:
             what += f" (approval {entry.approval_id})"
         typer.echo(f"  {entry.at:%H:%M:%S} {entry.action:<22} {entry.actor:<18} "
                    f"via {entry.interface}{what}")
+
+
+def _python(osprey: Osprey) -> None:
+    """Part three: generated code reads the machine's history in the sandbox and plots it."""
+    from osprey_core.run_machine import RunState
+
+    _say(11, "Analysis needs code. The operator asks:  osprey run "
+         f"{PYTHON_REQUEST!r}\nThe offline 'mock' generator writes Python, the analyzer reads "
+         "its syntax tree (read-only: no approval needed), and it runs in the nsjail sandbox "
+         "(no network, read-only filesystem, limits, unprivileged user), reaching the machine "
+         "only through the broker on this side:")
+    run = _expect(osprey.run(PYTHON_REQUEST, session="demo", user="demo-operator",
+                             interface="demo"), RunState.DONE)
+    result = run.context["python"]
+    typer.echo(f"generated code (sha256 {result['code_sha256'][:16]}...):")
+    for line in result["code"].rstrip().splitlines():
+        typer.echo(f"    {line}")
+    typer.echo(f"exit: {result['exit_reason']} in {result['timings']['execution_seconds']:.2f} s;"
+               f" broker: {result['broker']['reads']} read(s), "
+               f"{len(result['broker']['blocked'])} blocked write(s)")
+    typer.echo(f"results: {result['results']}")
+    for figure in result["figures"]:
+        typer.echo(f"figure:   {figure}")
+    typer.echo(f"notebook: {result['notebook']}")
+    typer.echo(f"folder:   {result['folder']} (code, results.json, logs, metadata.json)")
 
 
 def _expect(run: RunRecord, state: RunState) -> RunRecord:

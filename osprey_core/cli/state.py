@@ -29,6 +29,11 @@ class CliState:
             self._config = load_config(self.host, self.config_path)
         return self._config
 
+    def close(self) -> None:
+        if self._osprey is not None:
+            self._osprey.close()
+            self._osprey = None
+
 
 def cli_state(ctx: typer.Context) -> CliState:
     return ctx.find_root().obj

@@ -72,15 +72,15 @@ TOOLS: list[dict[str, Any]] = [
 ]
 
 
-def llm_settings(context: GeneratorContext | None) -> LLMSettings:
-    """The endpoint settings, or a :class:`ConfigError` saying what is missing."""
+def with_endpoint(context: GeneratorContext | None) -> GeneratorContext:
+    """``context``, if it names an endpoint; else a :class:`ConfigError` saying what is missing."""
     if context is None:
         raise ConfigError("LLM code generators need a GeneratorContext (the execution "
                           "service builds one per request)")
     if not context.llm.base_url:
         raise ConfigError("llm.base_url is not set: LLM code generators need an "
                           "OpenAI-compatible endpoint (or set execution.generator: mock)")
-    return context.llm
+    return context
 
 
 @contextlib.asynccontextmanager
@@ -151,11 +151,10 @@ async def generate_code(
     sleep: Sleep = asyncio.sleep,
 ) -> str:
     """The ``llm`` generator: one completion, its code extracted."""
-    settings = llm_settings(context)
-    assert context is not None
+    context = with_endpoint(context)
     messages = conversation(request, context.runtime_api, feedback, previous_code)
-    async with open_client(settings, context.environ) as client:
-        message = await complete(client, settings, messages, sleep)
+    async with open_client(context.llm, context.environ) as client:
+        message = await complete(client, context.llm, messages, sleep)
     _refused(message)
     return extract_code(message.content)
 
@@ -170,9 +169,8 @@ class AgenticSession:
     """
 
     def __init__(self, context: GeneratorContext | None, sleep: Sleep = asyncio.sleep) -> None:
-        self.settings = llm_settings(context)
-        assert context is not None
-        self.context = context
+        self.context = with_endpoint(context)
+        self.settings = self.context.llm
         self.sleep = sleep
 
     async def generate(

@@ -85,6 +85,7 @@ class Proposal:
             "code_sha256": self.code_sha256,
             "generator": self.generator,
             "analysis": self.analysis.to_json(),
+            "attempts": [attempt.model_dump(mode="json") for attempt in self.attempts],
         }
 
     def summary(self) -> str:
@@ -247,14 +248,18 @@ class ExecutionService:
                   on_output: OutputCallback | None = None) -> ExecutionResult:
         """The whole loop. ``first`` is an already approved proposal (a plan step's)."""
         generator = None if request.code is not None else self.make_generator()
-        feedback: list[str] = []
         attempts: list[AttemptRecord] = list(first.attempts) if first is not None else []
-        proposal = first
-        authorization = first_authorization
+        feedback = [feedback_for(attempt, None) for attempt in attempts]
+        proposal, authorization = first, first_authorization
+        last: ExecutionResult | None = None
         while True:
             if proposal is None:
                 proposal = await self.propose(request, generator=generator, feedback=feedback,
                                               attempts=attempts)
+                if last is not None and proposal.code_sha256 in {
+                        attempt.code_sha256 for attempt in attempts if attempt.exit_reason}:
+                    return last.model_copy(update={"error": f"{last.error}; the generator "
+                                                   "returned the same code again"})
             if authorization is None:
                 authorization = await authorize(proposal)
             if authorization.decision is not Decision.RUN:
@@ -263,14 +268,14 @@ class ExecutionService:
                     f"not run: {'; '.join(authorization.reasons) or authorization.decision}. "
                     "A refusal or a request for approval ends the loop; nothing is regenerated "
                     "around it.")
-            result = await self.execute(proposal, authorization, attempts=attempts,
-                                        on_output=on_output)
-            if result.ok or request.code is not None:
-                return result
-            attempts = list(result.attempts)
-            feedback.append(feedback_for(attempts[-1], result))
+            last = await self.execute(proposal, authorization, attempts=attempts,
+                                      on_output=on_output)
+            if last.ok or request.code is not None:
+                return last
+            attempts = list(last.attempts)
+            feedback.append(feedback_for(attempts[-1], last))
             if len(attempts) >= self.settings.max_attempts:
-                return result
+                return last
             proposal, authorization = None, None
 
     async def execute(self, proposal: Proposal, authorization: Authorization, *,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from osprey_core.execution.models import ExecutionMode, ExecutionRequest
+from osprey_core.execution.models import AttemptRecord, ExecutionMode, ExecutionRequest
 from osprey_core.execution.service import (
     Authorization,
     Decision,
@@ -103,7 +103,8 @@ class PythonStep(Capability):
             raise ExecutionError("the code does not match the sha256 it was approved under; "
                                  "nothing was run")
         request = _request_from(artifact, self.mode)
-        proposal = Proposal(request, code, analyze(code), [], str(artifact.get("generator")))
+        earlier = [AttemptRecord.model_validate(item) for item in artifact.get("attempts", [])]
+        proposal = Proposal(request, code, analyze(code), earlier, str(artifact.get("generator")))
         how = f"approved ({step.approval_id})" if step.approval_id else "allowed by policy"
         service = _service(step)
         result = await service.run(

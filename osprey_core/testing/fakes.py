@@ -35,6 +35,13 @@ from osprey_core.hookspecs.code_generators import CodeGenerator
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 from osprey_core.hookspecs.data_providers import DataProvider
 from osprey_core.hookspecs.embedding_models import EmbeddingModel
+from osprey_core.hookspecs.execution_backends import (
+    ExecutionBackend,
+    ExitReason,
+    OutputCallback,
+    SandboxJob,
+    SandboxOutcome,
+)
 from osprey_core.hookspecs.logbook_adapters import LogbookAdapter
 from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.hookspecs.services import ServiceSpec
@@ -51,6 +58,7 @@ __all__ = [
     "FakeConnector",
     "FakeDataProvider",
     "FakeEmbeddingModel",
+    "FakeExecutionBackend",
     "FakeLogbookAdapter",
     "FakeObserver",
     "fake_plugin",
@@ -408,6 +416,41 @@ class FakeLogbookAdapter(_Tracked, LogbookAdapter):
             yield entry
 
 
+class FakeExecutionBackend(_Tracked, ExecutionBackend):
+    """Runs nothing: records each job, leaves its code in the output folder and reports
+    the configured outcome (``exit_reason``, ``stdout``), so tests can drive the execution
+    service's retries and artifact handling without a sandbox."""
+
+    name = "fake_backend"
+    description = "A fake execution backend for tests (no isolation, runs nothing)."
+    isolated = False
+    exit_reason: ClassVar[ExitReason] = ExitReason.OK
+    stdout: ClassVar[str] = ""
+
+    @classmethod
+    def named(cls, name: str, *, exit_reason: ExitReason | None = None,
+              isolated: bool = False) -> type[Self]:
+        attributes: dict[str, Any] = {"isolated": isolated}
+        if exit_reason is not None:
+            attributes["exit_reason"] = exit_reason
+        return _subclass(cls, name, attributes)
+
+    def __init__(self, settings: Any = None, home: Any = None) -> None:
+        super().__init__(settings, home)
+        self.jobs: list[SandboxJob] = []
+        self._track()
+
+    async def run(self, job: SandboxJob, on_output: OutputCallback | None = None
+                  ) -> SandboxOutcome:
+        self.jobs.append(job)
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        (job.output_dir / "code.py").write_text(job.code, encoding="utf-8")
+        if on_output is not None and self.stdout:
+            on_output("stdout", self.stdout)
+        return SandboxOutcome(self.exit_reason, 0 if self.exit_reason is ExitReason.OK else 1,
+                              self.stdout, "", False, 0.0, self.name, self.isolated)
+
+
 class FakeEmbeddingModel(_Tracked, EmbeddingModel):
     """Deterministic bag-of-words vectors built by hashing, L2-normalised.
 
@@ -513,6 +556,7 @@ def fake_plugin(
     capabilities: Sequence[Capability] = (),
     data_providers: Sequence[DataProvider] = (),
     code_generators: Sequence[type[CodeGenerator]] = (),
+    execution_backends: Sequence[type[ExecutionBackend]] = (),
     connectors: Sequence[type[ControlSystemConnector]] = (),
     archivers: Sequence[type[ArchiverConnector]] = (),
     approval_policies: Sequence[ApprovalPolicy] = (),
@@ -534,6 +578,7 @@ def fake_plugin(
         "register_capabilities": capabilities,
         "register_data_providers": data_providers,
         "register_code_generators": code_generators,
+        "register_execution_backends": execution_backends,
         "register_connectors": connectors,
         "register_archivers": archivers,
         "register_approval_policies": approval_policies,
