@@ -566,3 +566,21 @@ def pid_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+class RecordingPlanner:
+    """The offline planner, remembering every request it was given (a planner factory:
+    pass it as ``Osprey(..., planner_factory=RecordingPlanner())``)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def __call__(self, runtime: Any) -> RecordingPlanner:
+        from osprey_core.planning import OfflinePlanner
+
+        self.planner = OfflinePlanner(runtime.host.capabilities())
+        return self
+
+    async def plan(self, request: Any) -> Any:
+        self.requests.append(request)
+        return await self.planner.plan(request)

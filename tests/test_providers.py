@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab, plan_reply, respond, step
+from orch_helpers import Lab, RecordingPlanner, plan_reply, respond, step
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config
@@ -25,8 +25,7 @@ from osprey_core.errors import UnknownNameError
 from osprey_core.hookspecs.capabilities import Capability, StepContext
 from osprey_core.hookspecs.data_providers import ContextBlock, DataProvider, ProviderRequest
 from osprey_core.models import Plan
-from osprey_core.orchestrator import Runtime
-from osprey_core.planning import OfflinePlanner, PlanRequest
+from osprey_core.planning import PlanRequest
 from osprey_core.plugin_host import PluginHost
 from osprey_core.providers import (
     CONTEXT_PREAMBLE,
@@ -247,21 +246,6 @@ def test_rendered_context_is_framed_as_data_and_survives_a_round_trip(
 # -- in runs --------------------------------------------------------------------------------
 
 
-class Recording:
-    """The offline planner, remembering every request it was given."""
-
-    def __init__(self) -> None:
-        self.requests: list[PlanRequest] = []
-
-    def __call__(self, runtime: Runtime) -> Recording:
-        self.planner = OfflinePlanner(runtime.host.capabilities())
-        return self
-
-    async def plan(self, request: PlanRequest) -> Plan:
-        self.requests.append(request)
-        return await self.planner.plan(request)
-
-
 class AskNotes(Capability):
     """A step asking a provider for itself, through ``services['providers']``."""
 
@@ -285,7 +269,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     opened.close()
 
 
-def open_osprey(lab: Lab, *providers: DataProvider, planner: Recording | None = None,
+def open_osprey(lab: Lab, *providers: DataProvider, planner: RecordingPlanner | None = None,
                 capabilities: tuple[Capability, ...] = ()) -> Osprey:
     host = lab.host((fake_plugin(name="facility", data_providers=providers,
                                  capabilities=capabilities), "facility"))
@@ -300,7 +284,7 @@ def test_a_run_gathers_context_before_planning_and_a_failing_provider_fails_noth
     lab.environ["OSPREY__PROVIDERS__TIMEOUTS"] = '{"slow": 0.3}'
     good, broken, slow = notes(), notes("broken", error=RuntimeError("boom")), notes(
         "slow", delay=30)
-    planner = Recording()
+    planner = RecordingPlanner()
     with open_osprey(lab, good, broken, slow, planner=planner) as osprey:
         run = osprey.run("read the beam current", user="alice", session="ctl")
         config = osprey.runtime.capability_config
@@ -322,7 +306,7 @@ def test_a_run_gathers_context_before_planning_and_a_failing_provider_fails_noth
 
 
 def test_a_run_resumed_after_approval_does_not_gather_again(lab: Lab) -> None:
-    provider, planner = notes(), Recording()
+    provider, planner = notes(), RecordingPlanner()
     with open_osprey(lab, provider, planner=planner) as osprey:
         paused = osprey.run("/planning read the beam current")
     assert paused.state is RunState.AWAITING_PLAN_APPROVAL
@@ -341,7 +325,7 @@ class Crash(BaseException):
 def test_a_run_interrupted_while_planning_resumes_with_the_context_it_gathered(
     lab: Lab,
 ) -> None:
-    provider, planner = notes(), Recording()
+    provider, planner = notes(), RecordingPlanner()
     planned = planner.plan
 
     async def crash_once(request: PlanRequest) -> Plan:
@@ -369,7 +353,7 @@ def test_a_run_interrupted_while_planning_resumes_with_the_context_it_gathered(
 
 def test_gathering_before_planning_can_be_turned_off(lab: Lab) -> None:
     lab.environ["OSPREY__PROVIDERS__ENABLED"] = "false"
-    provider, planner = notes(), Recording()
+    provider, planner = notes(), RecordingPlanner()
     with open_osprey(lab, provider, planner=planner) as osprey:
         run = osprey.run("read the beam current")
 

@@ -28,6 +28,7 @@ from osprey_core.execution.generation import (
     looks_like_refusal,
     trim,
 )
+from osprey_core.llm_client import new_client, transport_failure
 
 if TYPE_CHECKING:
     import openai
@@ -89,13 +90,10 @@ async def open_client(
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     """An async client for the endpoint; the client's own retries are off (ours count)."""
     try:
-        import openai
+        client = new_client(settings, environ)
     except ImportError:
         raise GenerationError("LLM code generators need the openai client: pip install "
                               "'osprey-core[llm]' (or set execution.generator: mock)") from None
-    client = openai.AsyncOpenAI(base_url=settings.base_url,
-                                api_key=settings.resolved_key(dict(environ)),
-                                timeout=settings.timeout_seconds, max_retries=0)
     async with client:
         yield client
 
@@ -110,8 +108,6 @@ async def complete(
     """One chat completion's message, retrying what may pass (see the module docstring)."""
     import openai
 
-    from osprey_core.planning.llm import RETRYABLE_STATUS
-
     endpoint = f"model '{settings.model}' at {settings.base_url}"
     last_error = ""
     for attempt in range(1, settings.max_attempts + 1):
@@ -120,15 +116,11 @@ async def complete(
         try:
             response = await client.chat.completions.create(
                 model=settings.model, messages=messages, **options)  # type: ignore[arg-type]
-        except openai.APIStatusError as exc:
-            last_error = f"{type(exc).__name__}: {exc.message}"
-            if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
+        except openai.APIError as exc:
+            last_error, retry = transport_failure(exc)
+            if not retry:
                 raise GenerationError(f"{endpoint} refused the request (not retried): "
                                       f"{last_error}") from exc
-            continue
-        except openai.APIError as exc:
-            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-            last_error = f"{type(exc).__name__}: {exc}{cause}"
             continue
         if not response.choices:
             raise GenerationError(f"{endpoint} answered without a message")

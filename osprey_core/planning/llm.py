@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from osprey_core.errors import ConfigError
 from osprey_core.hookspecs.capabilities import Capability
+from osprey_core.llm_client import new_client, transport_failure
 from osprey_core.models import Plan
 from osprey_core.planning.base import PlanningError, PlanRequest, PlanValidationError
 from osprey_core.planning.prompt import MalformedReply, feedback, parse_reply, system_prompt
@@ -18,10 +19,6 @@ from osprey_core.settings import LLMSettings
 
 if TYPE_CHECKING:
     import openai
-
-#: Status codes worth another attempt; any other 4xx (bad key, bad model) will not improve.
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-
 
 class LLMPlanner:
     """Asks the model for a plan and validates it; every failure costs one attempt.
@@ -61,26 +58,17 @@ class LLMPlanner:
             {"role": "user", "content": request.query},
         ]
         last_error = ""
-        client = openai.AsyncOpenAI(
-            base_url=settings.base_url,
-            api_key=settings.resolved_key(dict(self._environ)),
-            timeout=settings.timeout_seconds,
-            max_retries=0,
-        )
+        client = new_client(settings, self._environ)
         async with client:
             for attempt in range(1, settings.max_attempts + 1):
                 if attempt > 1:
                     await self._sleep(settings.backoff_seconds * 2 ** (attempt - 2))
                 try:
                     content = await self._complete(client, messages)
-                except openai.APIStatusError as exc:
-                    last_error = f"{type(exc).__name__}: {exc.message}"
-                    if exc.status_code < 500 and exc.status_code not in RETRYABLE_STATUS:
-                        raise self._failed(attempt, last_error) from exc
-                    continue
                 except openai.APIError as exc:
-                    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-                    last_error = f"{type(exc).__name__}: {exc}{cause}"
+                    last_error, retry = transport_failure(exc)
+                    if not retry:
+                        raise self._failed(attempt, last_error) from exc
                     continue
                 try:
                     return validate_plan(
