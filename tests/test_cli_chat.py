@@ -95,7 +95,7 @@ def test_edit_from_a_file_then_approve(env, cwd):
 def test_step_requests_cannot_be_edited_and_end_of_input_keeps_them(env, cwd):
     out = chat(env, cwd, "pulse the magnet\nedit\n")
     [approval] = Stored(env).approvals().values()
-    assert "only plans can be edited; this is a channel_write approval." in out
+    assert "this channel_write approval cannot be edited; approve or reject it." in out
     assert approval["status"] == "pending" and approval["kind"] == "step"
 
 
@@ -106,3 +106,17 @@ def test_errors_are_reported_and_the_chat_goes_on(env, cwd):
     assert out.count("osprey> list_capabilities:") == 1  # 'quit' ended the session
     [run] = Stored(env).runs()
     assert (run["state"], run["session"], run["interface"]) == ("done", "s1", "chat")
+
+
+def test_a_memory_save_is_edited_inline_and_exactly_the_edit_is_saved(env, cwd):
+    edited = cwd / "memory.json"
+    edited.write_text(json.dumps({"user": "ana", "text": "my BPM set is BPM01-BPM05",
+                                  "tags": []}), encoding="utf-8")
+    out = chat(env, cwd, "remember that my BPM set is BPM01-BPM04\nedit\nmemory.json\nyes\n"
+               "exit\n", "--user", "ana")
+    first, second = sorted(Stored(env).approvals().values(), key=lambda a: a["created_at"])
+    assert first["status"] == "superseded" and second["status"] == "approved"
+    assert second["artifact"]["text"] == "my BPM set is BPM01-BPM05"
+    assert f"{first['id']} is superseded by the edited memory_save:" in out
+    listed = osprey("memory", "list", "--user", "ana", "--json", env=env, cwd=cwd)
+    assert [entry["text"] for entry in json.loads(listed.stdout)] == ["my BPM set is BPM01-BPM05"]

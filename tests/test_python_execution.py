@@ -208,6 +208,33 @@ def test_a_write_the_analyzer_did_not_predict_is_blocked(lab: Lab) -> None:
     assert lab.read("HCM2:SP") == 0.5
 
 
+def test_code_other_than_the_authorized_code_cannot_write(lab: Lab) -> None:
+    import asyncio
+
+    from osprey_core.analysis import analyze
+    from osprey_core.execution.models import ExecutionMode, ExecutionRequest
+    from osprey_core.execution.service import (
+        Authorization,
+        Decision,
+        ExecutionService,
+        Proposal,
+        code_hash,
+    )
+
+    runtime = lab.osprey.runtime
+    service = ExecutionService(runtime.config, runtime.host,
+                               control_system=lambda: runtime.control_system)
+    code = ("try:\n    write_channel('HCM1:SP', 1.0)\n"
+            "except PermissionError as exc:\n    results['refused'] = str(exc)\n")
+    request = ExecutionRequest(query="test", mode=ExecutionMode.WRITE, code=code)
+    approved_elsewhere = Authorization(Decision.RUN, ["approved"], "apv-x",
+                                       code_hash(code + "# the approved version\n"))
+    result = asyncio.run(service.execute(Proposal(request, code, analyze(code), [], "given"),
+                                         approved_elsewhere))
+    assert "no approval for this exact code" in result.results["refused"]
+    assert lab.read("HCM1:SP") == 0.0
+
+
 def test_limits_apply_to_writes_from_the_sandbox(lab: Lab) -> None:
     code = ("try:\n    write_channel('HCM1:SP', 4.9)\n"
             "except PermissionError as exc:\n    results['refused'] = str(exc)\n")

@@ -107,10 +107,7 @@ def edit(ctx: typer.Context, approval_id: str = APPROVAL_ID,
     """
     from osprey_core.planning import PlanValidationError
 
-    if edited_file.suffix == ".py":
-        data: Any = {"code": read_text_file(edited_file, "code", "Python source")}
-    else:
-        data = read_plan_file(edited_file)
+    data = read_edit_file(edited_file)
     osprey = cli_state(ctx).osprey()
     try:
         approval = osprey.edit(approval_id, data, user=user, interface="cli", session=session)
@@ -126,6 +123,13 @@ def edit(ctx: typer.Context, approval_id: str = APPROVAL_ID,
         typer.echo(f"  osprey approvals approve {approval.id} [--reason TEXT]")
         typer.echo(f"  osprey approvals reject {approval.id} [--reason TEXT]")
     raise typer.Exit(EXIT_AWAITING_APPROVAL)
+
+
+def read_edit_file(path: Path) -> Any:
+    """An operator's edit: new code from a ``.py`` file, else a plan or artifact as JSON."""
+    if path.suffix == ".py":
+        return {"code": read_text_file(path, "code", "Python source")}
+    return read_plan_file(path)
 
 
 def read_text_file(path: Path, what: str, kind: str) -> str:

@@ -91,8 +91,8 @@ def _answer(osprey: Osprey, run: RunRecord, approval: ApprovalRecord, answer: st
                              session=run.session)
     if choice == "show":
         show_artifact(approval)
-    elif choice == "edit" and approval.kind != "plan":
-        typer.echo(f"only plans can be edited; this is a {approval.action} approval. "
+    elif choice == "edit" and not osprey.editable(approval):
+        typer.echo(f"this {approval.action} approval cannot be edited; approve or reject it. "
                    "Nothing was decided.")
     elif choice == "edit":
         _edit(osprey, approval, user, ask)
@@ -104,21 +104,24 @@ def _answer(osprey: Osprey, run: RunRecord, approval: ApprovalRecord, answer: st
 
 
 def _edit(osprey: Osprey, approval: ApprovalRecord, user: str | None, ask: Ask) -> None:
-    from osprey_core.cli.approvals import read_plan_file
+    from osprey_core.cli.approvals import read_edit_file
 
-    stored = osprey.plan_file(approval.run_id)
-    path = ask(f"edit a copy of {stored} (not the file itself), then give its path "
-               "(empty: keep the plan)> ")
+    what = "plan" if approval.kind == "plan" else approval.action
+    source = (f"a copy of {osprey.plan_file(approval.run_id)} (not the file itself)"
+              if approval.kind == "plan" else
+              "a .py file with the new code" if "code" in approval.artifact else
+              "a JSON copy of the artifact ('show' prints it)")
+    path = ask(f"edit {source}, then give its path (empty: keep the {what})> ")
     if not path or not path.strip():
-        typer.echo("the plan is unchanged.")
+        typer.echo(f"the {what} is unchanged.")
         return
     try:
-        data = read_plan_file(Path(path.strip()).expanduser())
+        data = read_edit_file(Path(path.strip()).expanduser())
         osprey.edit(approval.id, data, user=user, interface="chat", session=approval.session)
     except OspreyError as exc:
-        typer.echo(f"edit refused, the plan is unchanged: {exc}")
+        typer.echo(f"edit refused, the {what} is unchanged: {exc}")
         return
-    typer.echo(f"{approval.id} is superseded by the edited plan:")
+    typer.echo(f"{approval.id} is superseded by the edited {what}:")
 
 
 def _report(run: RunRecord) -> None:

@@ -59,6 +59,9 @@ class Authorization:
     reasons: list[str] = field(default_factory=list)
     #: The human approval the code runs under (``None``: allowed by policy).
     approval_id: str | None = None
+    #: The sha256 of the code the decision was about; the broker lets writes through only
+    #: while the running code has exactly this hash.
+    code_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ class ExecutionService:
         request = ExecutionRequest(query="dry run", mode=ExecutionMode.READ)
         proposal = Proposal(request, code, analysis, [], "dry_run")
         result = await self.execute(proposal, Authorization(Decision.RUN, ["dry run"]),
-                                    label="dry-run")
+                                    label="dry-run")  # read mode: the broker blocks writes
         return DryRun(ok=result.ok, exit_reason=result.exit_reason, stdout=result.stdout,
                       stderr=result.stderr, results=result.results,
                       findings=analysis.to_json()["findings"])
@@ -298,7 +301,8 @@ class ExecutionService:
         folder = self._folder(label, number)
         sha = proposal.code_sha256
         broker = Broker(self._control_system(), self._archiver() if self._archiver else None,
-                        BrokerPolicy(mode=request.mode, code_sha256=sha, approved_sha256=sha,
+                        BrokerPolicy(mode=request.mode, code_sha256=sha,
+                                     approved_sha256=authorization.code_sha256,
                                      approval_id=authorization.approval_id,
                                      allowed_writes=proposal.analysis.write_targets,
                                      run_id=self.run_id, actor=self.actor,

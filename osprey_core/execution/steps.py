@@ -109,7 +109,8 @@ class PythonStep(Capability):
         service = _service(step)
         result = await service.run(
             request, lambda regenerated: _authorize(self, step, regenerated), first=proposal,
-            first_authorization=Authorization(Decision.RUN, [how], step.approval_id))
+            first_authorization=Authorization(Decision.RUN, [how], step.approval_id,
+                                              artifact["code_sha256"]))
         if not result.ok:
             raise ExecutionError(f"{result.error} after {len(result.attempts)} attempt(s); "
                                  f"execution folder: {result.folder}")
@@ -181,7 +182,7 @@ async def _authorize(capability: PythonStep, step: StepContext,
         outcome.outcome, Decision.REFUSE)
     reasons = outcome.reasons if decision is not Decision.ASK else [
         "regenerated code needs a human's approval", *outcome.reasons]
-    return Authorization(decision, reasons)
+    return Authorization(decision, reasons, code_sha256=proposal.code_sha256)
 
 
 def _action(capability: PythonStep, step: StepContext, proposal: Proposal) -> Action:
