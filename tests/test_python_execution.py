@@ -315,6 +315,28 @@ def test_a_generator_that_repeats_failed_code_ends_the_loop(tmp_path: Path,
     lab.osprey.close()
 
 
+@pytest.mark.parametrize(("mode", "read_code_asks", "write_code_asks"), [
+    ("all_code", True, True), ("control_writes", False, True), ("disabled", False, False)])
+def test_approval_modes_decide_who_looks_at_code(tmp_path: Path, runtime_dir: Path, mode: str,
+                                                 read_code_asks: bool,
+                                                 write_code_asks: bool) -> None:
+    lab = Lab(tmp_path, runtime_dir)
+    lab.osprey.close()
+    config = json.loads((tmp_path / "osprey.yml").read_text())
+    config["approval"] = {"mode": mode}
+    (tmp_path / "osprey.yml").write_text(json.dumps(config))
+    lab.osprey = Osprey(host=lab.host,
+                        config=load_config(lab.host, tmp_path / "osprey.yml", environ={}))
+    read = lab.code("results['i'] = read_channel('SR:CURRENT')\n")
+    assert (read.state is RunState.AWAITING_STEP_APPROVAL) is read_code_asks, read.error
+    write = lab.code("write_channel('HCM1:SP', 0.25)\n", write=True)
+    assert (write.state is RunState.AWAITING_STEP_APPROVAL) is write_code_asks, write.error
+    if not write_code_asks:  # disabled: the policy's allow authorizes this exact code
+        assert write.state is RunState.DONE, write.error
+        assert lab.read("HCM1:SP") == 0.25
+    lab.osprey.close()
+
+
 def test_the_local_backend_is_refused_for_write_mode(tmp_path: Path, runtime_dir: Path) -> None:
     lab = Lab(tmp_path, runtime_dir, backend="local")
     done = lab.approve(lab.code("write_channel('HCM1:SP', 1.0)\n", write=True).approval_id)
