@@ -84,14 +84,16 @@ class Lab:
         return self.osprey.run(objective, user="ana", session="s1", interface="test",
                                plan=Plan(steps=[step]))
 
+    def reconfigure(self, root: Path, **sections: Any) -> None:
+        """Replace whole configuration sections and reopen."""
+        self.osprey.close()
+        path = root / "osprey.yml"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **sections}))
+        self.osprey = Osprey(host=self.host, config=load_config(self.host, path, environ={}))
+
     def use_llm(self, root: Path, base_url: str) -> None:
         """Point the configuration at an OpenAI-compatible endpoint."""
-        self.osprey.close()
-        config = json.loads((root / "osprey.yml").read_text())
-        config["llm"] = {"base_url": base_url, "model": "fake-model"}
-        (root / "osprey.yml").write_text(json.dumps(config))
-        self.osprey = Osprey(host=self.host,
-                             config=load_config(self.host, root / "osprey.yml", environ={}))
+        self.reconfigure(root, llm={"base_url": base_url, "model": "fake-model"})
 
     def approve(self, approval_id: str | None) -> Any:
         return self.osprey.approve(approval_id or "", user="shift-leader", interface="test")
@@ -321,12 +323,7 @@ def test_approval_modes_decide_who_looks_at_code(tmp_path: Path, runtime_dir: Pa
                                                  read_code_asks: bool,
                                                  write_code_asks: bool) -> None:
     lab = Lab(tmp_path, runtime_dir)
-    lab.osprey.close()
-    config = json.loads((tmp_path / "osprey.yml").read_text())
-    config["approval"] = {"mode": mode}
-    (tmp_path / "osprey.yml").write_text(json.dumps(config))
-    lab.osprey = Osprey(host=lab.host,
-                        config=load_config(lab.host, tmp_path / "osprey.yml", environ={}))
+    lab.reconfigure(tmp_path, approval={"mode": mode})
     read = lab.code("results['i'] = read_channel('SR:CURRENT')\n")
     assert (read.state is RunState.AWAITING_STEP_APPROVAL) is read_code_asks, read.error
     write = lab.code("write_channel('HCM1:SP', 0.25)\n", write=True)
