@@ -10,6 +10,10 @@ from pathlib import Path
 MAX_FILES = 1000
 
 
+#: Top-level entries of the work dir that are the runtime's, not the code's results.
+RUNTIME_ENTRIES = frozenset({".mpl"})
+
+
 def copy_out(source: Path, target: Path, *, max_bytes: int) -> list[str]:
     """Copy regular files under ``source`` to ``target``; return what was skipped and why.
 
@@ -22,6 +26,8 @@ def copy_out(source: Path, target: Path, *, max_bytes: int) -> list[str]:
     target.mkdir(parents=True, exist_ok=True)
     for directory, subdirs, files in os.walk(source, followlinks=False):
         relative = Path(directory).relative_to(source)
+        if relative == Path("."):
+            subdirs[:] = [name for name in subdirs if name not in RUNTIME_ENTRIES]
         for name in list(subdirs):
             if os.path.islink(os.path.join(directory, name)):
                 subdirs.remove(name)

@@ -147,7 +147,7 @@ def create_scratch(runtime: RuntimeInfo, job: SandboxJob, *, require_quota: bool
                                  f"per-file limit of {job.limits.file_mb} MiB applies")
             os.chown(scratch.work, uid, gid)
             scratch.work.chmod(0o700)
-        write_inputs(scratch.work, job, owner=(uid, gid))
+        write_inputs(scratch.work, job, owner=(uid, gid), seed=runtime.seed_files())
     except BaseException:
         scratch.remove()
         raise

@@ -45,9 +45,12 @@ class StartFailed(Exception):
     """The run could not be started; the message says why (shown in the outcome)."""
 
 
-def write_inputs(work: Path, job: SandboxJob, *, owner: tuple[int, int] | None = None) -> None:
-    """Write ``code.py`` and ``job.files`` into ``work``, owned by ``owner`` (uid, gid)."""
-    inputs = {PurePosixPath("code.py"): job.code.encode()}
+def write_inputs(work: Path, job: SandboxJob, *, owner: tuple[int, int] | None = None,
+                 seed: Mapping[str, bytes] | None = None) -> None:
+    """Write ``seed`` (the runtime's prepared files), ``code.py`` and ``job.files`` into
+    ``work``, owned by ``owner`` (uid, gid)."""
+    inputs = {PurePosixPath(name): content for name, content in (seed or {}).items()}
+    inputs[PurePosixPath("code.py")] = job.code.encode()
     for name, content in job.files.items():
         relative = PurePosixPath(name)
         if relative.is_absolute() or not relative.parts or ".." in relative.parts:

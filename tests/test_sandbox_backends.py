@@ -313,3 +313,19 @@ def test_cli_setup_and_check(osprey_host: PluginHost, register_plugin: PluginReg
                                   str(cwd / "nothing")])
     assert missing.exit_code == 1
     assert "osprey sandbox setup" in missing.stdout
+
+
+def test_plots_reuse_the_font_cache_built_at_setup(jail: NsjailBackend, settings: ExecutionSettings,
+                                                   tmp_path: Path) -> None:
+    from osprey_core.sandbox.prepare import load_runtime
+
+    runtime = load_runtime(settings.runtime_dir)
+    assert runtime is not None and ".mpl/fontlist-" in " ".join(runtime.seed_files())
+    code = ("import os\nprint(sorted(os.listdir('.mpl')))\n"  # before matplotlib is imported
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.savefig('plot.png')\n")
+    ran = run(jail, code, tmp_path / "out",
+              limits=SMALL.model_copy(update={"memory_mb": 1024, "cpu_seconds": 20}))
+    assert ran.outcome.exit_reason is ExitReason.OK, ran.outcome.stderr
+    assert "fontlist-" in ran.outcome.stdout
+    assert (ran.output_dir / "plot.png").is_file()
+    assert not (ran.output_dir / ".mpl").exists()  # the runtime's files stay out of results
