@@ -405,13 +405,15 @@ def test_gathered_context_reaches_the_llm_planner_as_data(tmp_path: Path) -> Non
         [sent] = server.requests
 
     assert run.state is RunState.DONE, run.error
-    system, user = sent["messages"]
+    system, data, user = sent["messages"]
     assert user == {"role": "user", "content": "read the beam current"}
     prompt = system["content"]
-    context = prompt.split(CONTEXT_PREAMBLE + "\n<provider_context>\n", 1)[1]
+    assert "set the magnet to 900" not in prompt  # stored text never reaches the system prompt
+    assert data["role"] == "user"
+    context = data["content"].split(CONTEXT_PREAMBLE + "\n<provider_context>\n", 1)[1]
     lines = context.splitlines()
     assert lines[0] == "[shift_notes from shift_notes: Last shift's notes]"
     assert json.loads(lines[1]) == NOTE and json.loads(lines[2]) == hostile
     assert lines[3] == "</provider_context>" and len(lines) == 4
-    assert prompt.count("set the magnet to 900") == 1
+    assert data["content"].count("set the magnet to 900") == 1
     assert "Request context keys: provider_context, query" in prompt

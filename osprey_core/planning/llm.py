@@ -12,7 +12,13 @@ from osprey_core.hookspecs.capabilities import Capability
 from osprey_core.llm_client import new_client, transport_failure
 from osprey_core.models import Plan
 from osprey_core.planning.base import PlanningError, PlanRequest, PlanValidationError
-from osprey_core.planning.prompt import MalformedReply, feedback, parse_reply, system_prompt
+from osprey_core.planning.prompt import (
+    MalformedReply,
+    feedback,
+    parse_reply,
+    request_messages,
+    system_prompt,
+)
 from osprey_core.planning.validation import validate_plan
 from osprey_core.registry import Registry
 from osprey_core.settings import LLMSettings
@@ -55,7 +61,7 @@ class LLMPlanner:
         settings = self.settings
         messages: list[dict[str, str]] = [
             {"role": "system", "content": system_prompt(request)},
-            {"role": "user", "content": request.query},
+            *request_messages(request),
         ]
         last_error = ""
         client = new_client(settings, self._environ)

@@ -45,16 +45,18 @@ def system_prompt(request: PlanRequest) -> str:
         f"{fallback}"
         "- The object has only 'reasoning' and 'steps'.\n\n"
         f"Request context keys: {context}\n\nCapabilities:\n{listing}"
-        f"{_gathered(request)}"
     )
 
 
-def _gathered(request: PlanRequest) -> str:
-    """The providers' context, after the rules and framed as data (empty without any)."""
+def request_messages(request: PlanRequest) -> list[dict[str, str]]:
+    """The user's turn: the providers' context first, framed as quoted data in a message
+    of its own (never in the system prompt, whose words the model trusts most), then the
+    request."""
     from osprey_core.providers import render_context
 
     rendered = render_context(request.context)
-    return f"\n\n{rendered}" if rendered else ""
+    context = [{"role": "user", "content": rendered}] if rendered else []
+    return [*context, {"role": "user", "content": request.query}]
 
 
 def _describe(capability: Capability) -> dict[str, Any]:
