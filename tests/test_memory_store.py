@@ -18,6 +18,7 @@ from osprey_core.memory.errors import (
     MemoryCorruptError,
     MemoryLimitError,
     MemoryNotFoundError,
+    MemoryStoreError,
 )
 from osprey_core.memory.naming import decode_stem, encode_user
 from osprey_core.memory.store import MemoryStore
@@ -328,3 +329,27 @@ def test_twenty_processes_adding_a_hundred_each_lose_nothing(tmp_path: Path) -> 
     assert (document["format"], document["version"], document["user"]) == (
         "osprey-memory", 1, "ana")
     assert not [path for path in store.directory.iterdir() if path.suffix == ".tmp"]
+
+
+def test_a_lock_held_too_long_fails_clearly_and_changes_nothing(
+        store: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import os
+
+    import osprey_core.memory.store as store_module
+
+    store.add("ana", "first")
+    before = store.path_for("ana").read_bytes()
+    monkeypatch.setattr(store_module, "LOCK_TIMEOUT", 0.2)
+    # Another open file description holding the lock, as a hung process would.
+    holder = os.open(store.path_for("ana").with_suffix(".lock"), os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(MemoryStoreError, match=r"held by another process for over 0\.2 s; "
+                                                   r"nothing was changed"):
+            store.add("ana", "second")
+    finally:
+        os.close(holder)
+    assert store.path_for("ana").read_bytes() == before
+    assert [entry.text for entry in store.entries("ana")] == ["first"]
+    store.add("ana", "second")  # released: writes go through again

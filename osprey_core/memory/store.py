@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,9 @@ from osprey_core.memory.naming import encode_user
 from osprey_core.memory.repair import salvage
 from osprey_core.memory.search import rank
 from osprey_core.settings import MemorySettings
+
+#: Seconds a writer waits for another process's lock on the same user's memory.
+LOCK_TIMEOUT = 30.0
 
 SUFFIX = ".json"
 _FILE_KEYS = frozenset({"format", "version", "user", "entries"})
@@ -247,11 +251,26 @@ class MemoryStore:
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        """An exclusive lock on the user's lock file; the kernel drops it if we die."""
+        """An exclusive lock on the user's lock file; the kernel drops it if we die. A
+        holder that hangs makes others give up after :data:`LOCK_TIMEOUT` seconds with an
+        error, instead of waiting for ever."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock = path.with_suffix(".lock")
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            deadline, pause = time.monotonic() + LOCK_TIMEOUT, 0.001
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise MemoryStoreError(
+                            f"{lock} has been held by another process for over "
+                            f"{LOCK_TIMEOUT:g} s; nothing was changed. Try again, or stop the "
+                            f"process that holds it (see `fuser {lock}`)") from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
             yield
         finally:
             os.close(descriptor)
