@@ -9,6 +9,8 @@ import pytest
 from helpers_cli import assert_exit, json_of, osprey
 from helpers_dist import osprey_env, write_distribution
 
+from osprey_core.api import default_user
+
 pytestmark = [pytest.mark.exercises_hook("register_commands"),
               pytest.mark.exercises_hook("register_data_providers")]
 
@@ -101,7 +103,9 @@ def test_test_reports_every_provider_and_exits_1_when_one_failed(
 
     table = osprey("providers", "test", "why was the beam lost?", env=env, cwd=tmp_path)
     assert_exit(table, 1)
-    assert 'Notes for operator (2 items): {"text": "RF trip in sector 4"}' in table.stdout
+    # without --user, the request is the login name's, as for `osprey run`
+    assert f'Notes for {default_user()} (2 items): {{"text": "RF trip in sector 4"}}' in \
+        table.stdout
     assert "1 ok, 1 timeout, 1 error" in table.stdout
 
 

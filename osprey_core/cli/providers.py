@@ -51,7 +51,8 @@ def list_providers(ctx: typer.Context, as_json: bool = JSON) -> None:
 def test_providers(
     ctx: typer.Context,
     query: str = typer.Argument(..., metavar="QUERY", help="The request to gather context for."),
-    user: str = typer.Option("operator", "--user", "-u", help="Whose request it is."),
+    user: str | None = typer.Option(None, "--user", "-u", help="Whose request it is "
+                                    "(default: your login name, as for 'osprey run')."),
     session: str = typer.Option("default", "--session", "-s", help="Conversation/thread id."),
     only: list[str] | None = typer.Option(None, "--only", metavar="NAME", help="Ask only this "
                                           "provider (repeatable)."),
@@ -63,6 +64,7 @@ def test_providers(
     """
     import asyncio
 
+    from osprey_core.api import default_user
     from osprey_core.hookspecs.data_providers import ProviderRequest
     from osprey_core.providers import gather_context
 
@@ -72,7 +74,8 @@ def test_providers(
     for name in only or ():
         if name not in registry:
             raise typer.BadParameter(_unknown(name, registry.names()), param_hint="'--only'")
-    request = ProviderRequest(query=query, user=user, session=session, config=config)
+    request = ProviderRequest(query=query, user=user or default_user(), session=session,
+                              config=config)
     result = asyncio.run(gather_context(registry, request, config.section("providers"),
                                         only=only or None))
     if as_json:
