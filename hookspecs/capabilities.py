@@ -85,6 +85,12 @@ class Capability(ABC):
     #: True if an operator may edit the pending artifact (``osprey approvals edit``).
     editable: ClassVar[bool] = False
 
+    def approval_mode(self, config: Any) -> str | None:
+        """The approval mode this capability's own settings ask for (the memory plugin's
+        ``memory.approve_saves: false`` gives ``disabled``); ``None``: the configured mode.
+        An ``approval.capabilities`` entry naming the capability always wins."""
+        return None
+
     async def prepare(self, step: StepContext) -> PreparedAction:
         """Describe exactly what ``execute`` will do; side-effecting capabilities override
         this to show the operator current values, limits and the like."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import typing
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from osprey_core.models import (
     sha256_of,
 )
 from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState, new_machine
-from osprey_core.settings import ApprovalSettings, LLMSettings, PlanningSettings
+from osprey_core.settings import ApprovalMode, ApprovalSettings, LLMSettings, PlanningSettings
 from osprey_core.store import ConflictError, RunStore
 
 if TYPE_CHECKING:
@@ -91,6 +92,9 @@ def split_planning_prefix(query: str) -> tuple[str, bool]:
     return stripped, False
 
 
+APPROVAL_MODES = frozenset(typing.get_args(ApprovalMode))
+
+
 @dataclass
 class Runtime:
     """Services shared by every run in this process."""
@@ -121,13 +125,16 @@ class Runtime:
 
     def approval_settings(self) -> ApprovalSettings:
         """Read fresh each time, so a policy tightened while a run waits applies on resume.
-        ``memory.approve_saves: false`` means ``memory_save: disabled`` unless the approval
-        section names ``memory_save`` itself."""
+        A capability's own setting (:meth:`Capability.approval_mode`) is its default mode;
+        an ``approval.capabilities`` entry naming it wins."""
         settings: ApprovalSettings = self.config.section("approval")
-        if self.config.section("memory").approve_saves:
+        # Anything but a known mode is ignored: the configured mode applies (fail closed).
+        defaults = {capability.name: mode for capability in self.host.capabilities()
+                    if (mode := capability.approval_mode(self.config)) in APPROVAL_MODES}
+        if not defaults:
             return settings
-        return settings.model_copy(update={
-            "capabilities": {"memory_save": "disabled", **settings.capabilities}})
+        return settings.model_copy(update={"capabilities": {**defaults,
+                                                            **settings.capabilities}})
 
     def planning_settings(self) -> PlanningSettings:
         return self.config.section("planning")
@@ -455,7 +462,11 @@ class RunController:
             services=_Services(
                 {"config": self.rt.capability_config, "host": self.rt.host,
                  "capabilities": self.rt.host.capabilities().names(),
-                 "audit": self.step_audit},
+                 "audit": self.step_audit,
+                 # What the policies say about another artifact for this very step (code a
+                 # generator rewrote after a failure), judged on the live settings.
+                 "rule": lambda artifact: self.rt.rule(self._step_action(capability,
+                                                                         artifact))},
                 {"control_system": lambda: self.rt.control_system,
                  "archiver": lambda: self.rt.archiver,
                  "providers": lambda: ProviderService.for_run(self.rt, self.run)}),

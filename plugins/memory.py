@@ -54,6 +54,9 @@ class MemorySave(Capability):
     def match(self, query: str) -> dict[str, Any] | None:
         return self.logic.match_save(query)
 
+    def approval_mode(self, config: Any) -> str | None:
+        return None if config.section("memory").approve_saves else "disabled"
+
     async def prepare(self, step: StepContext) -> PreparedAction:
         return self.logic.prepare_save(step)
 

@@ -36,11 +36,13 @@ def memory_host() -> PluginHost:
 class Desk:
     """An osprey with the memory plugin over its own home."""
 
-    def __init__(self, root: Path, **memory: Any) -> None:
+    def __init__(self, root: Path, approval: dict[str, Any] | None = None,
+                 **memory: Any) -> None:
         self.host = memory_host()
         root.mkdir(parents=True, exist_ok=True)
         path = root / "osprey.yml"
-        path.write_text(json.dumps({"home": "home", "memory": memory}), encoding="utf-8")
+        path.write_text(json.dumps({"home": "home", "memory": memory,
+                                    "approval": approval or {}}), encoding="utf-8")
         self.config = load_config(self.host, path, environ={})
         self.osprey = Osprey(host=self.host, config=self.config)
         self.store = MemoryStore(self.config.home, self.config.section("memory"))
@@ -137,6 +139,23 @@ def _step(desk: Desk, **fields: Any) -> StepContext:
         "session": "s1", "parameters": SaveParameters(text="x"),
         "services": {"config": desk.config}, **fields}
     return StepContext(**values)
+
+
+def test_saves_without_approval_when_configured_off_unless_approval_names_them(
+        tmp_path: Path) -> None:
+    quiet = Desk(tmp_path / "quiet", approve_saves=False)
+    run = quiet.run("remember that the septum is cabled to rack 3")
+    assert run.state is RunState.DONE, run.error
+    assert [entry.text for entry in quiet.store.entries("ana")] == [
+        "the septum is cabled to rack 3"]
+    # An explicit approval setting for the capability wins over the plugin's own default.
+    strict = Desk(tmp_path / "strict", approval={"capabilities": {"memory_save": "all_code"}},
+                  approve_saves=False)
+    run = strict.run("remember that the septum is cabled to rack 3")
+    assert run.state is RunState.AWAITING_STEP_APPROVAL
+    assert strict.store.entries("ana") == []
+    for desk in (quiet, strict):
+        desk.osprey.close()
 
 
 def test_execute_saves_the_approved_artifact_never_the_request(desk: Desk) -> None:

@@ -9,7 +9,7 @@ it without a human; otherwise the step ends and says so.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,9 +25,6 @@ from osprey_core.execution.service import (
 )
 from osprey_core.hookspecs.approval_policies import ApprovalPolicy, Verdict, Vote
 from osprey_core.hookspecs.capabilities import Capability, PreparedAction, StepContext
-
-if TYPE_CHECKING:
-    from osprey_core.approvals import Action
 
 #: Requests the offline planner routes to generated code.
 _ANALYSIS_WORDS = re.compile(
@@ -108,7 +105,7 @@ class PythonStep(Capability):
         how = f"approved ({step.approval_id})" if step.approval_id else "allowed by policy"
         service = _service(step)
         result = await service.run(
-            request, lambda regenerated: _authorize(self, step, regenerated), first=proposal,
+            request, lambda regenerated: _authorize(step, regenerated), first=proposal,
             first_authorization=Authorization(Decision.RUN, [how], step.approval_id,
                                               artifact["code_sha256"]))
         if not result.ok:
@@ -171,29 +168,17 @@ def _service(step: StepContext) -> ExecutionService:
     )
 
 
-async def _authorize(capability: PythonStep, step: StepContext,
-                     proposal: Proposal) -> Authorization:
-    """Regenerated code faces the same policies; only an outright allow lets it run."""
-    from osprey_core.approvals import Outcome, rule
+async def _authorize(step: StepContext, proposal: Proposal) -> Authorization:
+    """Regenerated code faces the same policies, through the orchestrator's ``rule``
+    service; only an outright allow lets it run."""
+    from osprey_core.approvals import Outcome
 
-    outcome = rule(step.services["host"].approval_policies(), _action(capability, step,
-                                                                       proposal))
+    ruling = step.services["rule"](proposal.artifact())
     decision = {Outcome.ALLOW: Decision.RUN, Outcome.ASK: Decision.ASK}.get(
-        outcome.outcome, Decision.REFUSE)
-    reasons = outcome.reasons if decision is not Decision.ASK else [
-        "regenerated code needs a human's approval", *outcome.reasons]
+        ruling.outcome, Decision.REFUSE)
+    reasons = ruling.reasons if decision is not Decision.ASK else [
+        "regenerated code needs a human's approval", *ruling.reasons]
     return Authorization(decision, reasons, code_sha256=proposal.code_sha256)
-
-
-def _action(capability: PythonStep, step: StepContext, proposal: Proposal) -> Action:
-    from osprey_core.approvals import Action
-
-    return Action(kind="step", run_id=step.run_id, session=step.session, user=step.user,
-                  planning_mode=False,
-                  settings=step.services["config"].section("approval"),
-                  artifact=proposal.artifact(), capability=capability.name,
-                  side_effects=capability.side_effects, runs_code=True,
-                  approval_kind=capability.approval_kind)
 
 
 __all__ = ["CodePolicy", "PythonParameters", "PythonStep", "PythonWriteStep",
