@@ -146,6 +146,21 @@ def test_a_failed_attempt_goes_back_to_the_generator(tmp_path: Path, runtime_dir
     lab.osprey.close()
 
 
+def test_code_a_person_wrote_is_never_regenerated(lab: Lab) -> None:
+    run = lab.code("raise ValueError('wrong sign')\n")
+    assert run.state is RunState.FAILED
+    assert "ValueError: wrong sign after 1 attempt(s)" in (run.error or "")
+
+
+def test_a_sandbox_that_cannot_start_ends_the_loop_at_once(tmp_path: Path) -> None:
+    lab = Lab(tmp_path, tmp_path / "not-prepared")
+    run = lab.ask("compute the mean of SR:CURRENT")
+    assert run.state is RunState.FAILED
+    assert "start_failed" in (run.error or "") and "osprey sandbox setup" in (run.error or "")
+    assert "after 1 attempt(s)" in (run.error or "")
+    lab.osprey.close()
+
+
 def test_regenerated_code_that_needs_a_human_ends_the_loop(tmp_path: Path,
                                                            runtime_dir: Path) -> None:
     lab = Lab(tmp_path, runtime_dir, scripts=[

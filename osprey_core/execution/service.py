@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 #: Feedback to the generator is trimmed to this many characters per attempt.
 FEEDBACK_CHARS = 2000
+#: ``Proposal.generator`` of code a person wrote (given to run, or edited at approval):
+#: it runs as it is and is never regenerated after a failure.
+GIVEN, EDITED = "given", "edited by an operator"
 
 
 class ExecutionError(OspreyError):
@@ -214,7 +217,7 @@ class ExecutionService:
 
         if request.code is not None:
             return Proposal(request, request.code, analyze(request.code, filename="code.py"),
-                            attempts, "given")
+                            attempts, GIVEN)
         assert generator is not None
         while True:
             number = len(attempts) + 1
@@ -273,8 +276,8 @@ class ExecutionService:
                     "around it.")
             last = await self.execute(proposal, authorization, attempts=attempts,
                                       on_output=on_output)
-            if last.ok or request.code is not None:
-                return last
+            if last.ok or request.code is not None or last.exit_reason == "start_failed":
+                return last  # success, a person's code, or a sandbox that cannot start
             attempts = list(last.attempts)
             feedback.append(feedback_for(attempts[-1], last))
             if len(attempts) >= self.settings.max_attempts:

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from osprey_core.execution.models import AttemptRecord, ExecutionMode, ExecutionRequest
 from osprey_core.execution.service import (
+    EDITED,
+    GIVEN,
     Authorization,
     Decision,
     ExecutionError,
@@ -88,7 +90,7 @@ class PythonStep(Capability):
             raise ExecutionError("the edit must give the new code as a non-empty 'code' string")
         request = _request_from(step.artifact or {}, self.mode)
         proposal = Proposal(request, code, analyze(code, filename="edited code"), [],
-                            "edited by an operator")
+                            EDITED)
         return PreparedAction(proposal.artifact(), proposal.summary())
 
     async def execute(self, step: StepContext) -> Any:
@@ -155,7 +157,11 @@ class CodePolicy(ApprovalPolicy):
 
 
 def _request_from(artifact: dict[str, Any], mode: ExecutionMode) -> ExecutionRequest:
-    return ExecutionRequest.model_validate({**artifact.get("request", {}), "mode": mode})
+    """The request behind an artifact; code a person wrote stays the request's code, so a
+    failure never has it regenerated."""
+    given = artifact.get("generator") in (GIVEN, EDITED)
+    return ExecutionRequest.model_validate({**artifact.get("request", {}), "mode": mode,
+                                            "code": artifact.get("code") if given else None})
 
 
 def _service(step: StepContext) -> ExecutionService:
