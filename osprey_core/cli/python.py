@@ -27,7 +27,7 @@ def analyze_file(source: Path = SOURCE, as_json: bool = JSON) -> None:
     from osprey_core.analysis import analyze
     from osprey_core.cli.approvals import read_text_file
 
-    analysis = analyze(read_text_file(source, "code", "Python source"), filename=str(source))
+    analysis = analyze(read_text_file(source, "code", "Python source"))  # lines say the file
     if as_json:
         print_json(analysis.to_json())
     else:
