@@ -216,7 +216,9 @@ def _read_yaml(path: Path) -> tuple[dict[Any, Any], dict[tuple[str, ...], int]]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-    loader = yaml.SafeLoader(text)
+    from osprey_core.yamlio import BoundedLoader
+
+    loader = BoundedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
@@ -229,9 +231,9 @@ def _read_yaml(path: Path) -> tuple[dict[Any, Any], dict[tuple[str, ...], int]]:
         _index_lines(node, (), lines, path, set())  # before construction flattens merge keys
         return loader.construct_document(node), lines
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
+        from osprey_core.yamlio import describe_error
+
+        where, _, problem = describe_error(exc, path).partition(": ")
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     finally:
         loader.dispose()
@@ -320,8 +322,10 @@ def _env_value(raw: str, annotation: Any) -> Any:
     survives; everything else is parsed as YAML, as in the file (``8080``, ``[a, b]``)."""
     if not raw.strip() or _is_text(annotation):
         return raw
+    from osprey_core.yamlio import safe_load
+
     try:
-        return yaml.safe_load(raw)
+        return safe_load(raw)
     except yaml.YAMLError:
         return raw
 

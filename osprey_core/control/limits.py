@@ -94,8 +94,10 @@ class LimitsDatabase:
     def load(cls, path: Path) -> LimitsDatabase:
         import yaml
 
+        from osprey_core.yamlio import load_file
+
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = load_file(path) or {}
             return cls(LimitsConfig.model_validate(data))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(f"limits file {path}: cannot read it: {exc}") from None

@@ -39,6 +39,7 @@ from osprey_core.control.errors import (
 from osprey_core.control.types import ChannelMetadata, ChannelValue, Severity, is_number
 from osprey_core.errors import ConfigError
 from osprey_core.fileio import atomic_write_text
+from osprey_core.yamlio import load_file
 
 BUILTIN_MACHINE = Path(__file__).with_name("machine.yml")
 STATE_FILE_NAME = "mock-machine.json"
@@ -251,7 +252,7 @@ def load_machine(path: Path | None = None) -> MachineSpec:
         stamp = (stat.st_mtime_ns, stat.st_size)
         if (cached := _MODELS.get(path)) and cached[0] == stamp:
             return cached[1]
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_file(path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"machine file {path}: cannot read it: {exc}") from None
     try:
