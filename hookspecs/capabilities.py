@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,13 +40,110 @@ class StepContext:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     #: The approved (or, without approval, the prepared) artifact; ``None`` before prepare.
     artifact: Mapping[str, Any] | None = None
-    #: Services the core offers capabilities (config, plugin host, control_system,
-    #: archiver, ...), by name.
+    #: Services the core offers capabilities (:class:`StepServices`; readable by name too:
+    #: ``services["control_system"]``).
     services: Mapping[str, Any] = field(default_factory=dict)
     #: The approval the artifact was approved under (``None``: it ran without one).
     approval_id: str | None = None
     #: The interface the run was submitted through (``cli``, ``api``, ...), for the audit.
     interface: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityInfo:
+    """A read-only description of a registered capability, fixed when plugins are loaded.
+
+    The approval engine judges steps on these traits, not on the live capability objects,
+    so nothing a step does at run time can make another capability look read-only.
+    """
+
+    name: str
+    description: str
+    side_effects: bool
+    runs_code: bool
+    terminal: bool
+    editable: bool
+    approval_kind: str
+
+    @classmethod
+    def of(cls, capability: Capability) -> CapabilityInfo:
+        return cls(capability.name, capability.description, bool(capability.side_effects),
+                   bool(capability.runs_code), bool(capability.terminal),
+                   bool(capability.editable), str(capability.approval_kind))
+
+
+class StepServices(Mapping[str, Any]):
+    """What the core offers a capability while it prepares or runs one step.
+
+    Typed attributes, also readable by name (``services["config"]``). Deliberately narrow:
+    a private copy of the configuration, read-only views of the plugin registries, and
+    the run's own audit and policy questions. The plugin host is not among them, so a
+    step cannot change which plugins or approval policies exist. The control system,
+    archiver, provider service and configuration copy are made on first use.
+    """
+
+    __slots__ = ("_lazy", "_ready")
+    _ready: dict[str, Any]
+    _lazy: dict[str, Callable[[], Any]]
+
+    def __init__(self, *, config: Callable[[], Any], plugins: Any,
+                 capabilities: tuple[CapabilityInfo, ...],
+                 audit: Callable[[str, dict[str, Any]], None], rule: Callable[[Any], Any],
+                 control_system: Callable[[], Any], archiver: Callable[[], Any],
+                 providers: Callable[[], Any]) -> None:
+        object.__setattr__(self, "_ready", {
+            "plugins": plugins, "capabilities": capabilities, "audit": audit, "rule": rule})
+        object.__setattr__(self, "_lazy", {
+            "config": config, "control_system": control_system, "archiver": archiver,
+            "providers": providers})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("step services are read-only")
+
+    @property
+    def config(self) -> Any:
+        """A private copy of the configuration: changing it changes nothing else."""
+        return self["config"]
+
+    @property
+    def plugins(self) -> Any:
+        """Read-only registries (code generators, execution backends, data providers)."""
+        return self._ready["plugins"]
+
+    @property
+    def capabilities(self) -> tuple[CapabilityInfo, ...]:
+        return self._ready["capabilities"]
+
+    def audit(self, what: str, details: dict[str, Any]) -> None:
+        """Add an entry to the run's audit log (code runs, broker decisions, ...)."""
+        self._ready["audit"](what, details)
+
+    def rule(self, artifact: dict[str, Any]) -> Any:
+        """What the approval policies say about another artifact for this same step."""
+        return self._ready["rule"](artifact)
+
+    @property
+    def control_system(self) -> Any:
+        return self["control_system"]
+
+    @property
+    def archiver(self) -> Any:
+        return self["archiver"]
+
+    @property
+    def providers(self) -> Any:
+        return self["providers"]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._ready:
+            self._ready[name] = self._lazy[name]()  # KeyError for an unknown service
+        return self._ready[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._lazy, **self._ready})
+
+    def __len__(self) -> int:
+        return len({**self._lazy, **self._ready})
 
 
 class Capability(ABC):

@@ -22,7 +22,7 @@ import functools
 import os
 import typing
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from osprey_core.approvals import Action, Outcome, Ruling, rule
 from osprey_core.errors import OspreyError
 from osprey_core.fileio import atomic_write_text
-from osprey_core.hookspecs.capabilities import Capability, StepContext
+from osprey_core.hookspecs.capabilities import (
+    Capability,
+    CapabilityInfo,
+    StepContext,
+    StepServices,
+)
 from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.models import (
     ApprovalKind,
@@ -55,7 +60,7 @@ if TYPE_CHECKING:
     from osprey_core.control.system import ControlSystem
     from osprey_core.hookspecs.archivers import ArchiverConnector
     from osprey_core.planning import Planner
-    from osprey_core.plugin_host import PluginHost
+    from osprey_core.plugin_host import PluginHost, PluginView
 
 PLANNING_PREFIX = "/planning"
 #: States whose commit is synced to disk before anything else happens.
@@ -110,11 +115,37 @@ class Runtime:
         """One state machine for every run: building one per run cost ~0.3 ms."""
         return new_machine()
 
+    def __post_init__(self) -> None:
+        # Nothing a plugin does from here on can change which capabilities and approval
+        # policies exist; attempts are refused and audited.
+        self.host.freeze()
+        self.host.on_refused_change(self._audit_refused_change)
+
     @functools.cached_property
-    def capability_config(self) -> OspreyConfig:
-        """A private copy for capabilities: nothing they do to it reaches the live
-        settings the policies read. Made once; copying per step cost ~0.4 ms."""
+    def capability_info(self) -> dict[str, CapabilityInfo]:
+        """The traits policies judge steps by, fixed at load: a step that changes a live
+        capability object cannot make another capability look read-only."""
+        return {capability.name: CapabilityInfo.of(capability)
+                for capability in self.host.capabilities()}
+
+    @functools.cached_property
+    def plugin_view(self) -> PluginView:
+        from osprey_core.plugin_host import PluginView
+
+        return PluginView(self.host)
+
+    def private_config(self) -> OspreyConfig:
+        """A fresh copy of the configuration for plugin code (a step, a provider): nothing
+        it does to the copy reaches the live settings or any other step."""
         return copy.deepcopy(self.config)
+
+    def _audit_refused_change(self, message: str) -> None:
+        entry = AuditRecord(at=self.now(), actor="system", interface="plugin_host",
+                            action="plugin_change_refused", details={"reason": message})
+        if self.store.conn.in_transaction:
+            raise RunError(f"refused plugin change during a commit: {message}")
+        with self.store.transaction() as store:
+            store.append_audit(entry)
 
     @property
     def plans_dir(self) -> Path:
@@ -128,13 +159,19 @@ class Runtime:
         A capability's own setting (:meth:`Capability.approval_mode`) is its default mode;
         an ``approval.capabilities`` entry naming it wins."""
         settings: ApprovalSettings = self.config.section("approval")
-        # Anything but a known mode is ignored: the configured mode applies (fail closed).
-        defaults = {capability.name: mode for capability in self.host.capabilities()
-                    if (mode := capability.approval_mode(self.config)) in APPROVAL_MODES}
+        defaults = self.capability_modes
         if not defaults:
             return settings
         return settings.model_copy(update={"capabilities": {**defaults,
                                                             **settings.capabilities}})
+
+    @functools.cached_property
+    def capability_modes(self) -> dict[str, str]:
+        """Each capability's own default mode, asked once, of a private copy of the
+        settings. Anything but a known mode is ignored: the configured mode applies."""
+        config = self.private_config()
+        return {capability.name: mode for capability in self.host.capabilities()
+                if (mode := capability.approval_mode(config)) in APPROVAL_MODES}
 
     def planning_settings(self) -> PlanningSettings:
         return self.config.section("planning")
@@ -151,6 +188,12 @@ class Runtime:
 
     def capability(self, name: str) -> Capability:
         return self.host.capabilities().get(name)
+
+    def info(self, name: str) -> CapabilityInfo:
+        """The load-time traits of capability ``name`` (what policies judge)."""
+        if name not in self.capability_info:
+            self.capability(name)  # the registry's error, with a did-you-mean
+        return self.capability_info[name]
 
     def rule(self, action: Action) -> Ruling:
         return rule(self.host.approval_policies(), action)
@@ -365,7 +408,7 @@ class RunController:
             index = self.run.next_step
             step = self.run.plan.steps[index]
             capability = self.rt.capability(step.capability)
-            if capability.terminal:
+            if self.rt.info(capability.name).terminal:
                 return "respond"
             record = done.get(index)
             if record is not None and record.status is StepStatus.SUCCEEDED:
@@ -386,7 +429,8 @@ class RunController:
                 raise RunError(f"step {index + 1} ({capability.name}) refused by policy: "
                                + "; ".join(ruling.reasons))
             if ruling.outcome is Outcome.ASK and approved is None:
-                self._stage_approval(ApprovalKind.STEP, index, capability.approval_kind,
+                self._stage_approval(ApprovalKind.STEP, index,
+                                     self.rt.info(capability.name).approval_kind,
                                      artifact, summary, ruling.reasons)
                 return "pause_for_step"
             await self._run_step(index, capability, _with_artifact(
@@ -411,14 +455,15 @@ class RunController:
         first. With ``commit=False`` the result rides on the next state change's commit."""
         assert self.run.plan is not None
         step = self.run.plan.steps[index]
+        side_effects = self.rt.info(capability.name).side_effects
         artifact_hash = sha256_of(dict(context.artifact)) if context.artifact else None
         record = StepRecord(
             run_id=self.run.id, index=index, capability=capability.name,
-            status=StepStatus.RUNNING, side_effects=capability.side_effects,
+            status=StepStatus.RUNNING, side_effects=side_effects,
             idempotency_key=f"{self.run.id}:{index}", artifact_sha256=artifact_hash,
             started_at=self.rt.now(),
         )
-        if capability.side_effects:
+        if side_effects:
             # A crash from here on leaves it running, so recovery marks it indeterminate.
             self.stage(lambda store: store.save_step(record))
             self.audit("step_started", self.run.user, self.run.interface, sha256=artifact_hash,
@@ -439,7 +484,7 @@ class RunController:
         self.run.context[step.output] = result
         self.run.next_step = index + 1
         self.stage(lambda store: store.save_step(finished))
-        if capability.side_effects:
+        if side_effects:
             self.audit("step_succeeded", self.run.user, self.run.interface, sha256=artifact_hash,
                        durable=True, step=index + 1, capability=capability.name)
         if commit:
@@ -458,18 +503,15 @@ class RunController:
             run_id=self.run.id, index=index, query=self.run.query, user=self.run.user,
             session=self.run.session, parameters=parameters,
             inputs={key: self.run.context.get(key) for key in step.inputs},
-            # A copy: a capability must not be able to loosen the live approval settings.
-            services=_Services(
-                {"config": self.rt.capability_config, "host": self.rt.host,
-                 "capabilities": self.rt.host.capabilities().names(),
-                 "audit": self.step_audit,
-                 # What the policies say about another artifact for this very step (code a
-                 # generator rewrote after a failure), judged on the live settings.
-                 "rule": lambda artifact: self.rt.rule(self._step_action(capability,
-                                                                         artifact))},
-                {"control_system": lambda: self.rt.control_system,
-                 "archiver": lambda: self.rt.archiver,
-                 "providers": lambda: ProviderService.for_run(self.rt, self.run)}),
+            services=StepServices(
+                config=self.rt.private_config, plugins=self.rt.plugin_view,
+                capabilities=tuple(self.rt.capability_info.values()), audit=self.step_audit,
+                # What the policies say about another artifact for this very step (code a
+                # generator rewrote after a failure), judged on the live settings.
+                rule=lambda artifact: self.rt.rule(self._step_action(capability, artifact)),
+                control_system=lambda: self.rt.control_system,
+                archiver=lambda: self.rt.archiver,
+                providers=lambda: ProviderService.for_run(self.rt, self.run)),
             interface=self.run.interface,
         )
 
@@ -481,11 +523,12 @@ class RunController:
                       settings=self.rt.approval_settings(), artifact=plan.model_dump(mode="json"))
 
     def _step_action(self, capability: Capability, artifact: dict[str, Any]) -> Action:
+        info = self.rt.info(capability.name)
         return Action(kind="step", run_id=self.run.id, session=self.run.session,
                       user=self.run.user, planning_mode=self.run.planning,
                       settings=self.rt.approval_settings(), artifact=dict(artifact),
-                      capability=capability.name, side_effects=capability.side_effects,
-                      runs_code=capability.runs_code, approval_kind=capability.approval_kind)
+                      capability=info.name, side_effects=info.side_effects,
+                      runs_code=info.runs_code, approval_kind=info.approval_kind)
 
     def _stage_approval(self, kind: ApprovalKind, index: int | None, action: str,
                         artifact: dict[str, Any], summary: str, reasons: list[str]) -> None:
@@ -531,26 +574,6 @@ def _with_artifact(context: StepContext, artifact: dict[str, Any],
     return replace(context, artifact=artifact, approval_id=approval_id)
 
 
-class _Services(Mapping[str, Any]):
-    """The services a step sees; ``lazy`` ones are built when first looked up (most steps
-    never touch the control system, and building it may print a notice)."""
-
-    def __init__(self, ready: dict[str, Any], lazy: dict[str, Callable[[], Any]]) -> None:
-        self._ready = ready
-        self._lazy = lazy
-
-    def __getitem__(self, name: str) -> Any:
-        if name in self._ready:
-            return self._ready[name]
-        return self._lazy[name]()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([*self._ready, *self._lazy])
-
-    def __len__(self) -> int:
-        return len(self._ready) + len(self._lazy)
-
-
 def approval_event(approval: ApprovalRecord, actor: str | None, interface: str) -> ApprovalEvent:
     return ApprovalEvent(
         approval_id=approval.id, run_id=approval.run_id, kind=approval.action,
@@ -570,12 +593,12 @@ def plan_summary(rt: Runtime, run: RunRecord, plan: Plan) -> str:
     """Every step with its parameters, and which steps will ask again before running."""
     lines = [f"Plan for: {run.query}"]
     for number, step in enumerate(plan.steps, start=1):
-        capability = rt.capability(step.capability)
+        info = rt.info(step.capability)
         preview = Action(kind="step", run_id=run.id, session=run.session, user=run.user,
                          planning_mode=True, settings=rt.approval_settings(),
                          artifact={"capability": step.capability, "parameters": step.parameters},
-                         capability=step.capability, side_effects=capability.side_effects,
-                         runs_code=capability.runs_code)
+                         capability=step.capability, side_effects=info.side_effects,
+                         runs_code=info.runs_code)
         asks = rt.rule(preview).outcome is not Outcome.ALLOW
         params = canonical_json(step.parameters)
         inputs = f" reads {', '.join(step.inputs)}" if step.inputs else ""
@@ -678,7 +701,7 @@ class Orchestrator:
         assert run.plan is not None and approval.step_index is not None
         index = approval.step_index
         capability = self.rt.capability(run.plan.steps[index].capability)
-        if not capability.editable:
+        if not self.rt.info(capability.name).editable:
             raise ApprovalError(f"approval {approval.id}: '{capability.name}' artifacts "
                                 "cannot be edited; approve or reject it")
         if not isinstance(data, dict):
@@ -696,7 +719,8 @@ class Orchestrator:
         controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
                                   "replaced by an edited artifact")
         # Edited by a human, so it is always shown to a human again, even if policy allows it.
-        controller._stage_approval(ApprovalKind.STEP, index, capability.approval_kind,
+        controller._stage_approval(ApprovalKind.STEP, index,
+                                   self.rt.info(capability.name).approval_kind,
                                    revised.artifact, revised.summary,
                                    [*ruling.reasons, f"edited by {actor}"])
         controller.audit("artifact_edited", actor, interface, approval_id=run.approval_id,

@@ -11,6 +11,7 @@ import functools
 import importlib
 import logging
 import os
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -43,6 +44,8 @@ ENTRY_POINT_GROUP = PROJECT_NAME
 CORE_DISTRIBUTION = "osprey-core"
 #: Built-ins that cannot be blocked: the core's own commands and its safety defaults.
 ESSENTIAL_PLUGINS = frozenset({"core_commands", "core_capabilities", "approval_modes"})
+#: Hooks that only listen: plugins implementing nothing else may come and go at any time.
+OBSERVER_HOOKS = frozenset({"on_run_event", "on_approval_requested", "on_approval_decided"})
 
 
 class Source(enum.StrEnum):
@@ -230,6 +233,8 @@ class PluginHost:
         self._shadowed: list[PluginInfo] = []
         self._registries: dict[str, Registry[Any]] = {}
         self._config_sections: dict[str, tuple[type[BaseModel], str]] | None = None
+        self._frozen = False
+        self._refusal_listeners: list[Callable[[str], None]] = []
 
     # -- loading -----------------------------------------------------------------------
 
@@ -258,7 +263,11 @@ class PluginHost:
         return self._register(plugin, info)
 
     def register(self, plugin: object, name: str | None = None) -> PluginInfo:
-        """Register an in-process plugin (embedding, tests); failures always raise."""
+        """Register an in-process plugin (embedding, tests); failures always raise.
+
+        Once the host is frozen only observers (plugins implementing nothing but
+        :data:`OBSERVER_HOOKS`) may be added: anything else would change what runs.
+        """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         if name in self._plugins:
             raise PluginError(f"a plugin named '{name}' is already registered")
@@ -268,6 +277,10 @@ class PluginHost:
         strict, self.strict = self.strict, True
         try:
             self._register(plugin, info)
+            if self._frozen and not set(info.hooks) <= OBSERVER_HOOKS:
+                self._forget(plugin, name)
+                self._refuse_change(f"registering plugin '{name}' is refused: the plugin set "
+                                    "is frozen once loaded (only observers may be added)")
         except PluginError:
             del self._plugins[name]
             raise
@@ -276,9 +289,46 @@ class PluginHost:
         return info
 
     def unregister(self, name: str) -> None:
+        """Remove a plugin. Essential plugins can never be removed, and once the host is
+        frozen only observers can; refused attempts raise and are reported."""
+        info = self._plugins.get(name)
+        if info is not None and info.essential:
+            self._refuse_change(f"unregistering plugin '{name}' is refused: it is essential")
+        if self._frozen and (info is None or not set(info.hooks) <= OBSERVER_HOOKS):
+            self._refuse_change(f"unregistering plugin '{name}' is refused: the plugin set is "
+                                "frozen once loaded (only observers may be removed)")
         self._pm.unregister(name=name)
         self._plugins.pop(name, None)
         self._invalidate()
+
+    # -- freezing ----------------------------------------------------------------------
+
+    def freeze(self) -> None:
+        """Fix the plugin set before anything runs: every registry is built and sealed, and
+        from now on only observers may be registered or removed. Idempotent."""
+        if self._frozen:
+            return
+        for family in FAMILIES:
+            self.registry(family).seal()
+        self.config_sections()
+        self._frozen = True
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def on_refused_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(message)`` whenever a change to the plugin set is refused (the
+        orchestrator audits it)."""
+        self._refusal_listeners.append(listener)
+
+    def _refuse_change(self, message: str) -> typing.NoReturn:
+        for listener in self._refusal_listeners:
+            try:
+                listener(message)
+            except Exception:  # a failing audit must not turn the refusal into success
+                log.exception("could not report a refused plugin change")
+        raise PluginError(message)
 
     def _register(self, plugin: object, info: PluginInfo) -> PluginInfo:
         if (owner := self._pm.get_name(plugin)) is not None:
@@ -334,6 +384,8 @@ class PluginHost:
             raise PluginError(f"plugin '{name}': {exc}") from exc
 
     def _invalidate(self) -> None:
+        if self._frozen:  # only observers come and go now: the registries stay as built
+            return
         self._registries.clear()
         self._config_sections = None
 
@@ -526,3 +578,24 @@ def _canonical(name: str) -> str:
 def _oneline(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PluginView:
+    """What plugin code running inside a step may see of the plugin set: the sealed
+    registries it needs to look things up, and no way back to the host."""
+
+    __slots__ = ("_code_generators", "_data_providers", "_execution_backends")
+
+    def __init__(self, host: PluginHost) -> None:
+        self._code_generators = host.code_generators()
+        self._execution_backends = host.execution_backends()
+        self._data_providers = host.data_providers()
+
+    def code_generators(self) -> Registry[type[CodeGenerator]]:
+        return self._code_generators
+
+    def execution_backends(self) -> Registry[type[ExecutionBackend]]:
+        return self._execution_backends
+
+    def data_providers(self) -> Registry[DataProvider]:
+        return self._data_providers

@@ -44,8 +44,16 @@ class Registry[T]:
         self.kind = kind
         self.expects = expects
         self._entries: dict[str, Entry[T]] = {}
+        self._sealed = False
+
+    def seal(self) -> None:
+        """Refuse every later :meth:`add`: the set is fixed once the plugins are loaded."""
+        self._sealed = True
 
     def add(self, item: T, *, plugin: str) -> None:
+        if self._sealed:
+            raise RegistryError(f"plugin '{plugin}' cannot add a {self.label} now: the "
+                                f"{self.label} registry is sealed once plugins are loaded")
         name = self._validate(item, plugin)
         if existing := self._entries.get(name):
             raise DuplicateNameError(

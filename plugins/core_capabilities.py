@@ -70,10 +70,9 @@ class ListCapabilities(Capability):
         return {} if any(phrase in text for phrase in self._phrases) else None
 
     async def execute(self, step: StepContext) -> dict[str, str]:
-        host = step.services["host"]
         return {capability.name: capability.description + (
                     " (asks for approval)" if capability.side_effects else "")
-                for capability in host.capabilities() if not capability.terminal}
+                for capability in step.services["capabilities"] if not capability.terminal}
 
 
 def render_answer(message: str, inputs: Mapping[str, Any]) -> str:

@@ -187,7 +187,8 @@ def test_yaml_anchors_and_merge_keys_work(host, tmp_path):
 def test_recursive_yaml_alias_refused(bare_host, tmp_path):
     path = write(tmp_path, "home: &h [1, *h]\n")
     message = config_error(bare_host, path)
-    assert message == f"{path}:1: 'home.1' refers to itself through a YAML alias"
+    assert message == (f"{path}:1:7: invalid YAML: an alias refers to the collection that "
+                       "contains it (an infinitely deep value)")
 
 
 def test_top_level_list_refused(bare_host, tmp_path):

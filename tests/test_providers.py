@@ -287,7 +287,7 @@ def test_a_run_gathers_context_before_planning_and_a_failing_provider_fails_noth
     planner = RecordingPlanner()
     with open_osprey(lab, good, broken, slow, planner=planner) as osprey:
         run = osprey.run("read the beam current", user="alice", session="ctl")
-        config = osprey.runtime.capability_config
+        live = osprey.runtime.config
 
     assert run.state is RunState.DONE, run.error
     [request] = planner.requests
@@ -297,7 +297,8 @@ def test_a_run_gathers_context_before_planning_and_a_failing_provider_fails_noth
     [asked] = good.requests
     assert (asked.query, asked.user, asked.session, asked.run_id) == (
         "read the beam current", "alice", "ctl", run.id)
-    assert asked.config is config  # the capabilities' copy, never the live settings
+    assert asked.config is not live  # a private copy, never the live settings
+    assert asked.config.home == live.home
     stored = GatherResult.from_json(lab.osprey().get_run(run.id).context[PROVIDER_CONTEXT])
     statuses = {o.provider: o.status for o in stored.outcomes}
     assert {name: statuses[name] for name in ("broken", "shift_notes", "slow")} == {

@@ -55,8 +55,11 @@ class Lab:
     """An osprey on the simulated machine with the real sandbox, in its own home."""
 
     def __init__(self, root: Path, runtime_dir: Path, *, scripts: list[str] | None = None,
-                 control_system: dict[str, Any] | None = None, **execution: Any) -> None:
+                 control_system: dict[str, Any] | None = None, plugins: tuple[Any, ...] = (),
+                 **execution: Any) -> None:
         self.host: PluginHost = load_plugins(environ={"OSPREY_STRICT_PLUGINS": "1"})
+        for plugin in plugins:  # before the osprey is built: the plugin set is then frozen
+            self.host.register(plugin)
         self.generator = None
         if scripts is not None:
             self.generator = MockGenerator.scripted(scripts)
@@ -322,8 +325,8 @@ def test_the_agentic_generator_dry_runs_in_the_real_sandbox(tmp_path: Path,
 def test_a_generator_that_repeats_failed_code_ends_the_loop(tmp_path: Path,
                                                            runtime_dir: Path) -> None:
     failing = FakeExecutionBackend.named("always_fails", exit_reason=ExitReason.ERROR)
-    lab = Lab(tmp_path, runtime_dir, backend="always_fails", max_attempts=3)
-    lab.host.register(fake_plugin(name="failing_backend", execution_backends=[failing]))
+    lab = Lab(tmp_path, runtime_dir, backend="always_fails", max_attempts=3,
+              plugins=(fake_plugin(name="failing_backend", execution_backends=[failing]),))
     run = lab.ask("compute the mean of SR:CURRENT")
     assert run.state is RunState.FAILED
     assert "the generator returned the same code again" in (run.error or "")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from osprey_core.control.system import ControlSystem
     from osprey_core.hookspecs.code_generators import CodeGenerator, DryRun
     from osprey_core.hookspecs.execution_backends import ExecutionBackend, OutputCallback
-    from osprey_core.plugin_host import PluginHost
+    from osprey_core.plugin_host import PluginHost, PluginView
     from osprey_core.settings import ExecutionSettings
 
 #: Feedback to the generator is trimmed to this many characters per attempt.
@@ -146,14 +146,14 @@ Authorizer = Callable[[Proposal], Awaitable[Authorization]]
 class ExecutionService:
     """Runs requests for one caller; see the module docstring for the safety rules."""
 
-    def __init__(self, config: OspreyConfig, host: PluginHost, *,
+    def __init__(self, config: OspreyConfig, plugins: PluginHost | PluginView, *,
                  control_system: Callable[[], ControlSystem],
                  archiver: Callable[[], Any] | None = None,
                  actor: str = "operator", interface: str = "api", run_id: str | None = None,
                  audit: Callable[[str, dict[str, Any]], None] | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
         self.config = config
-        self.host = host
+        self.plugins = plugins
         self._control_system = control_system
         self._archiver = archiver
         self.actor, self.interface, self.run_id = actor, interface, run_id
@@ -176,7 +176,7 @@ class ExecutionService:
         from osprey_core.hookspecs.code_generators import GeneratorContext
         from osprey_core.sandbox.runtime import RUNTIME_API_DOC
 
-        cls = self.host.code_generators().get(self.generator_name())
+        cls = self.plugins.code_generators().get(self.generator_name())
         context = GeneratorContext(
             llm=self.config.section("llm"), execution=self.settings, environ=self.environ,
             list_channels=self._list_channels, dry_run=self._dry_run,
@@ -184,7 +184,7 @@ class ExecutionService:
         return cls(context)
 
     def make_backend(self) -> ExecutionBackend:
-        cls = self.host.execution_backends().get(self.settings.backend)
+        cls = self.plugins.execution_backends().get(self.settings.backend)
         return cls(self.settings, self.config.home)
 
     async def _list_channels(self, pattern: str = "*") -> list[str]:

@@ -167,7 +167,7 @@ def _request_from(artifact: dict[str, Any], mode: ExecutionMode) -> ExecutionReq
 def _service(step: StepContext) -> ExecutionService:
     services = step.services
     return ExecutionService(
-        services["config"], services["host"],
+        services["config"], services["plugins"],
         control_system=lambda: services["control_system"],
         archiver=lambda: services["archiver"], actor=step.user,
         interface=step.interface or "api", run_id=step.run_id, audit=services.get("audit"),
