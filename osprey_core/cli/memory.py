@@ -151,6 +151,7 @@ def export(ctx: typer.Context,
     """Export a user's memories as JSON (``osprey memory import`` reads it back)."""
     from osprey_core.errors import OspreyError
     from osprey_core.fileio import atomic_write_text
+    from osprey_core.memory.errors import os_error_text
 
     store, user = _open(ctx, user)
     document = store.export(user)
@@ -159,8 +160,13 @@ def export(ctx: typer.Context,
         return
     if file.exists() and not force:
         raise OspreyError(f"{file} exists; choose another file or pass --force")
-    atomic_write_text(file, json.dumps(document, ensure_ascii=False, indent=1) + "\n",
-                      mode=0o600)
+    try:
+        atomic_write_text(file, json.dumps(document, ensure_ascii=False, indent=1) + "\n",
+                          mode=0o600)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(file) else ""
+        raise OspreyError(f"cannot write the export to {file}{where}: {os_error_text(exc)}; "
+                          "nothing was written") from None
     summary = {"path": str(file), "user": user, "entries": len(document["entries"])}
     if as_json:
         print_json(summary)
@@ -196,7 +202,8 @@ def import_memories(ctx: typer.Context,
 
 @memory_app.command("repair")
 def repair(ctx: typer.Context, user: str | None = USER, as_json: bool = JSON) -> None:
-    """Set an unreadable memory file aside (kept byte for byte) and salvage its entries."""
+    """Set an unreadable memory file aside (kept byte for byte) and keep the entries that
+    verify; every line that is dropped is listed with its reason."""
     store, user = _open(ctx, user)
     report = store.repair(user)
     data: dict[str, Any] = {"user": user, **report.to_json()}

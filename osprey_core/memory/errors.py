@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from osprey_core.errors import OspreyError
@@ -41,6 +42,41 @@ class MemoryCorruptError(MemoryStoreError):
             f"memory file {path} is unreadable ({reason}); it was left untouched and no "
             f"memory of user {user!r} can be changed until it is repaired "
             f"(osprey memory repair --user {_shell_word(user)})")
+
+
+class MemoryStorageError(MemoryStoreError):
+    """The disk refused a read or a write (read-only, full, no permission, failing).
+
+    ``written`` is true only when the new file was already in place and merely syncing
+    its directory failed; otherwise nothing was changed.
+    """
+
+    def __init__(self, action: str, path: Path, error: OSError, *, step: str = "",
+                 written: bool = False) -> None:
+        self.path = path
+        self.errno = error.errno
+        self.written = written
+        where = f" ({step})" if step else ""
+        outcome = ("the change is in place but may not survive a power cut" if written
+                   else "nothing was changed")
+        super().__init__(f"cannot {action} {path}{where}: {os_error_text(error)}; {outcome}")
+
+
+#: What an OS error usually means for files under an osprey home.
+_MEANINGS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "check who owns the directory and its permissions",
+    errno.EPERM: "check who owns the directory and its permissions",
+    errno.EIO: "the disk or a network file system failed",
+}
+
+
+def os_error_text(error: OSError) -> str:
+    """The cause of ``error`` in words, e.g. ``No space left on device (disk full)``."""
+    cause = error.strerror or str(error)
+    meaning = _MEANINGS.get(error.errno or 0)
+    return f"{cause} ({meaning})" if meaning else cause
 
 
 def _shell_word(text: str) -> str:

@@ -1,54 +1,147 @@
-"""Salvaging entries from a damaged memory file (truncated, garbled or hand-edited)."""
+"""Salvaging the entries of a damaged memory file, line by line, keeping only what verifies.
+
+A memory file holds a header line, one entry per line and a closing ``]}`` line. Every
+line that holds something is accounted for: it frames the file, or it yields a kept entry,
+or it is dropped with a reason. An entry is kept only if its checksum matches its fields,
+so no damage (a flipped byte, a cut, inserted garbage) can leave an altered entry behind.
+Only a file that shows no sign of checksums (written before them) keeps entries unverified,
+and the report lists them.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from osprey_core.memory.models import (
+    CHECKSUM,
+    FORMAT,
+    LEGACY_VERSION,
+    PROBLEMS,
+    VERSION,
+    EntryProblem,
+    MemoryEntry,
+    parse_line,
+    read_entry,
+)
 
-from osprey_core.memory.models import MemoryEntry
+CLOSING = b"]}"
+_HEADER_KEYS = frozenset({"format", "version", "user", "entries"})
 
 
-def _candidates(value: Any) -> list[Any]:
-    """Objects inside a parsed JSON value that look like entries (they have a ``text``)."""
-    if isinstance(value, dict):
-        if "text" in value:
-            return [value]
-        return [found for item in value.values() for found in _candidates(item)]
-    if isinstance(value, list):
-        return [found for item in value for found in _candidates(item)]
-    return []
+@dataclass(frozen=True, slots=True)
+class DroppedLine:
+    """A line of the damaged file that yields no entry (it remains in the backup)."""
+
+    line: int
+    reason: str
+    detail: str
+    id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line, "reason": self.reason, "id": self.id, "detail": self.detail}
+
+    def describe(self) -> str:
+        which = f" ({self.id})" if self.id else ""
+        return f"line {self.line}: {PROBLEMS[self.reason]}{which}: {self.detail}"
 
 
-def salvage(raw: bytes) -> tuple[list[MemoryEntry], int]:
-    """Every valid entry that can be parsed out of ``raw``, and how many looked like
-    entries but were damaged.
+@dataclass(frozen=True, slots=True)
+class UnverifiedLine:
+    """A kept entry that has no checksum because it was written before checksums."""
 
-    The text is scanned for JSON objects from each ``{``: a truncated file still yields
-    every entry before the cut. Bytes that are not UTF-8 stay undecodable, so an entry
-    they touch is dropped (and counted) rather than saved with altered text.
-    """
-    text = raw.decode("utf-8", errors="surrogateescape")
-    decoder = json.JSONDecoder()
-    found: list[Any] = []
-    position = 0
-    while (start := text.find("{", position)) != -1:
-        try:
-            value, end = decoder.raw_decode(text, start)
-        except ValueError:
-            position = start + 1
+    line: int
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line, "id": self.id}
+
+
+@dataclass(slots=True)
+class Salvage:
+    entries: list[MemoryEntry] = field(default_factory=list)
+    dropped: list[DroppedLine] = field(default_factory=list)
+    unverified: list[UnverifiedLine] = field(default_factory=list)
+    #: Lines that held something (not only whitespace).
+    lines: int = 0
+    #: Of those, the header and closing lines.
+    framing: int = 0
+
+
+def salvage(raw: bytes, user: str) -> Salvage:
+    """Every entry of ``raw`` that can be trusted, and why each other line was dropped."""
+    result = Salvage()
+    candidates: list[tuple[int, Any]] = []
+    header_version: Any = None
+    for number, row in enumerate(raw.split(b"\n"), start=1):
+        if not row.strip():
             continue
-        found += _candidates(value)
-        position = end
-    entries: list[MemoryEntry] = []
-    damaged = 0
-    for candidate in found:
-        try:
-            json.dumps(candidate, ensure_ascii=False).encode("utf-8")
-            entry = MemoryEntry.model_validate(candidate)
-        except (ValidationError, UnicodeEncodeError):
-            damaged += 1
+        result.lines += 1
+        if row.strip() == CLOSING:
+            result.framing += 1
             continue
-        entries.append(entry)
-    return entries, damaged
+        try:
+            text = row.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            result.dropped.append(DroppedLine(number, "bad_utf8",
+                                              f"invalid byte at column {exc.start + 1}"))
+            continue
+        if result.lines == 1 and (header := _header(text)) is not None:
+            header_version = header.get("version")
+            if problem := _header_problem(header, user):
+                result.dropped.append(DroppedLine(number, "bad_header", problem))
+            else:
+                result.framing += 1
+            continue
+        try:
+            candidates.append((number, parse_line(text.removesuffix(","))))
+        except EntryProblem as problem:
+            result.dropped.append(DroppedLine(number, problem.reason, problem.detail))
+    # Checksum-less entries are trusted only in a file that has no checksums at all.
+    legacy = header_version != VERSION and not any(
+        isinstance(item, dict) and CHECKSUM in item for _, item in candidates)
+    first_line: dict[str, int] = {}
+    for number, item in candidates:
+        try:
+            entry, verified = read_entry(item, checksum_required=not legacy)
+        except EntryProblem as problem:
+            result.dropped.append(DroppedLine(number, problem.reason, problem.detail,
+                                              _id_of(item)))
+            continue
+        if entry.id in first_line:
+            result.dropped.append(DroppedLine(
+                number, "duplicate_id", f"{entry.id} is also used by line "
+                f"{first_line[entry.id]}, which is kept", entry.id))
+            continue
+        first_line[entry.id] = number
+        result.entries.append(entry)
+        if not verified:
+            result.unverified.append(UnverifiedLine(number, entry.id))
+    result.dropped.sort(key=lambda dropped: dropped.line)
+    return result
+
+
+def _header(text: str) -> dict[str, Any] | None:
+    """The header a first line holds (``{"format": ..., "entries": [``), if it is one."""
+    try:
+        value = json.loads(text + "]}")
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) and value.get("entries") == [] else None
+
+
+def _header_problem(header: dict[str, Any], user: str) -> str:
+    if set(header) != _HEADER_KEYS or header["format"] != FORMAT:
+        return f"not an {FORMAT} header"
+    if header["version"] not in (VERSION, LEGACY_VERSION):
+        return f"unknown format version {header['version']!r}"
+    if header["user"] != user:
+        return f"the header names user {header['user']!r}, not {user!r}"
+    return ""
+
+
+def _id_of(item: Any) -> str | None:
+    """The id a dropped entry claims, to help find it in the backup."""
+    value = item.get("id") if isinstance(item, dict) else None
+    return value if isinstance(value, str) else None

@@ -1,12 +1,14 @@
 """Per-user memory files under ``<home>/memory/``: locked, atomic, never silently lost.
 
 Each user has one JSON file (``{"format", "version", "user", "entries"}``) named by
-:func:`~osprey_core.memory.naming.encode_user`. Every change is a read-modify-write under
-an exclusive ``flock`` on the user's lock file, written through a temp file, fsync and a
-rename, so concurrent processes never lose each other's entries and readers (who take no
-lock) always see a whole file. A file that cannot be read is never overwritten: every
+:func:`~osprey_core.memory.naming.encode_user`, one entry per line, each with a checksum of
+its fields. Every change is a read-modify-write under an exclusive ``flock`` on the user's
+lock file, written through a temp file, fsync and a rename, so concurrent processes never
+lose each other's entries and readers (who take no lock) always see a whole file. A file
+that cannot be read, or holds an entry that fails its checksum, is never overwritten: every
 operation on that user raises :class:`MemoryCorruptError` until :meth:`MemoryStore.repair`
-keeps the bad file aside and salvages its entries.
+keeps the bad file aside and salvages the entries that verify. A disk that refuses a read
+or a write raises :class:`MemoryStorageError` naming the file and the cause.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,19 +27,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from osprey_core.fileio import atomic_write_text
 from osprey_core.memory.errors import (
     InvalidMemoryError,
     MemoryCorruptError,
     MemoryLimitError,
     MemoryNotFoundError,
+    MemoryStorageError,
     MemoryStoreError,
 )
-from osprey_core.memory.models import FORMAT, VERSION, MemoryEntry, clean_tags, clean_text
+from osprey_core.memory.models import (
+    EXPORT_VERSION,
+    FORMAT,
+    LEGACY_VERSION,
+    VERSION,
+    EntryProblem,
+    MemoryEntry,
+    clean_tags,
+    clean_text,
+    entry_line,
+    read_entry,
+    read_line,
+)
 from osprey_core.memory.naming import encode_user
-from osprey_core.memory.repair import salvage
+from osprey_core.memory.repair import DroppedLine, UnverifiedLine, salvage
 from osprey_core.memory.search import rank
 from osprey_core.settings import MemorySettings
 
@@ -46,8 +59,8 @@ LOCK_TIMEOUT = 30.0
 SUFFIX = ".json"
 _FILE_KEYS = frozenset({"format", "version", "user", "entries"})
 _EXPORT_KEYS = _FILE_KEYS | {"exported_at"}
-_ENTRIES = TypeAdapter(list[MemoryEntry])
-_ENTRY = TypeAdapter(MemoryEntry)
+#: The action a failed write names: "cannot save memory to <file>: ...".
+_SAVE = "save memory to"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +86,46 @@ class ImportReport:
 
 @dataclass(frozen=True, slots=True)
 class RepairReport:
+    """What a repair kept and dropped: ``framing + kept + len(dropped) == lines``."""
+
     path: Path
     repaired: bool
     kept: int
-    #: Objects that looked like entries but could not be read (they remain in the backup).
-    dropped: int = 0
+    #: Every line that yields no entry, with its reason (all remain in the backup).
+    dropped: tuple[DroppedLine, ...] = ()
+    #: Kept entries written before checksums, which nothing could verify.
+    unverified: tuple[UnverifiedLine, ...] = ()
+    #: Lines of the damaged file that held something, and how many of them were its
+    #: header and closing line.
+    lines: int = 0
+    framing: int = 0
     backup: Path | None = None
     problem: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "repaired": self.repaired, "kept": self.kept,
-                "dropped": self.dropped, "backup": self.backup and str(self.backup),
-                "problem": self.problem}
+                "dropped": [item.to_json() for item in self.dropped],
+                "unverified": [item.to_json() for item in self.unverified],
+                "lines": self.lines, "framing": self.framing,
+                "backup": self.backup and str(self.backup), "problem": self.problem}
 
     def describe(self) -> str:
         if not self.repaired:
             return self.problem
-        return (f"{self.path} was unreadable ({self.problem}). The original is kept "
-                f"byte for byte at {self.backup}; {self.kept} entries were salvaged and "
-                f"written back, {self.dropped} damaged entries could not be read.")
+        kept = _count(self.kept, "entry was", "entries were")
+        dropped = _count(len(self.dropped), "line was", "lines were")
+        text = [f"{self.path} was unreadable ({self.problem}). The original is kept byte "
+                f"for byte at {self.backup}. Of its {self.lines} non-empty lines, "
+                f"{self.framing} framed the file, {kept} salvaged and written back, and "
+                f"{dropped} dropped (they remain in the backup)"
+                + (":" if self.dropped else ".")]
+        text += [f"  {item.describe()}" for item in self.dropped]
+        if self.unverified:
+            lines = ", ".join(f"line {item.line} ({item.id})" for item in self.unverified)
+            text.append(f"{_count(len(self.unverified), 'kept entry was', 'kept entries were')} "
+                        "written before entries had checksums, so nothing could verify them; "
+                        f"compare them with the backup: {lines}.")
+        return "\n".join(text)
 
 
 @dataclass(slots=True)
@@ -115,7 +149,11 @@ class MemoryStore:
 
     def exists(self, user: str) -> bool:
         """Whether ``user`` has a memory file (cheap: one ``stat``)."""
-        return self.path_for(user).exists()
+        path = self.path_for(user)
+        try:
+            return path.exists()
+        except OSError as exc:
+            raise MemoryStorageError("read memory from", path, exc) from None
 
     # -- reading (no lock: writes replace the file atomically) ---------------------------
 
@@ -141,7 +179,7 @@ class MemoryStore:
 
     def export(self, user: str) -> dict[str, Any]:
         """Every entry as a JSON document :meth:`import_entries` accepts."""
-        return {"format": FORMAT, "version": VERSION, "user": user,
+        return {"format": FORMAT, "version": EXPORT_VERSION, "user": user,
                 "exported_at": _now().isoformat(),
                 "entries": [entry.to_json() for entry in self.entries(user)]}
 
@@ -214,9 +252,10 @@ class MemoryStore:
 
     def repair(self, user: str) -> RepairReport:
         """Keep an unreadable file aside (``*.corrupt-<time>``), byte for byte, and write
-        a valid file holding every entry that could be salvaged from it."""
+        a valid file holding every entry of it that verifies; if that fails, the damaged
+        file stays as it was and no backup is left behind."""
         path = self.path_for(user)
-        with self._locked(path):
+        with self._locked(path, "repair"):
             try:
                 raw = path.read_bytes()
             except FileNotFoundError:
@@ -224,8 +263,7 @@ class MemoryStore:
                                     problem=f"user {user!r} has no memory file; nothing to "
                                     "repair")
             except OSError as exc:
-                raise MemoryStoreError(f"cannot read {path} ({exc.strerror}); fix its "
-                                       "permissions, then repair again") from None
+                raise MemoryStorageError("repair", path, exc) from None
             try:
                 entries = self._parse(path, user, raw)
             except MemoryCorruptError as exc:
@@ -233,30 +271,42 @@ class MemoryStore:
             else:
                 return RepairReport(path, False, len(entries),
                                     problem=f"{path} is valid; nothing to repair")
-            salvaged, dropped = salvage(raw)
-            kept = _without_duplicates(salvaged)
+            found = salvage(raw, user)
             backup = _set_aside(path)
-            self._write(path, user, kept)
-        return RepairReport(path, True, len(kept), dropped, backup, problem)
+            try:
+                self._write(path, user, found.entries, action="repair")
+            except MemoryStorageError as exc:
+                if not exc.written:
+                    with contextlib.suppress(OSError):
+                        backup.unlink()
+                raise
+        return RepairReport(path, True, len(found.entries), tuple(found.dropped),
+                            tuple(found.unverified), found.lines, found.framing, backup,
+                            problem)
 
     # -- internals -------------------------------------------------------------------------
 
     def _change[T](self, user: str, change: Callable[[_Loaded], T]) -> T:
         path = self.path_for(user)
-        with self._locked(path):
+        with self._locked(path, _SAVE):
             loaded = self._load(user)
             result = change(loaded)
             self._write(path, user, loaded.entries, old_size=loaded.size)
         return result
 
     @contextlib.contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
+    def _locked(self, path: Path, action: str) -> Iterator[None]:
         """An exclusive lock on the user's lock file; the kernel drops it if we die. A
         holder that hangs makes others give up after :data:`LOCK_TIMEOUT` seconds with an
-        error, instead of waiting for ever."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        error, instead of waiting for ever. ``action`` names the operation in errors."""
         lock = path.with_suffix(".lock")
-        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        step = f"creating {self.directory}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            step = f"opening the lock file {lock}"
+            descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise MemoryStorageError(action, path, exc, step=step) from None
         try:
             deadline, pause = time.monotonic() + LOCK_TIMEOUT, 0.001
             while True:
@@ -271,6 +321,9 @@ class MemoryStore:
                             f"process that holds it (see `fuser {lock}`)") from None
                     time.sleep(pause)
                     pause = min(pause * 2, 0.05)
+                except OSError as exc:  # e.g. no locks on this network file system
+                    raise MemoryStorageError(action, path, exc,
+                                             step=f"locking {lock}") from None
             yield
         finally:
             os.close(descriptor)
@@ -282,21 +335,22 @@ class MemoryStore:
         except FileNotFoundError:
             return _Loaded(path, [], 0)
         except OSError as exc:
-            raise MemoryCorruptError(path, f"cannot read it: {exc.strerror}", user) from None
+            raise MemoryStorageError("read memory from", path, exc) from None
         return _Loaded(path, self._parse(path, user, raw), len(raw))
 
     def _parse(self, path: Path, user: str, raw: bytes) -> list[MemoryEntry]:
-        """The entries of a file, fully validated (or :class:`MemoryCorruptError`).
+        """The entries of a file, every one verified (or :class:`MemoryCorruptError`).
 
         A file in the layout :meth:`_write` produces (one entry per line) is checked line
-        by line, and lines seen before in this process are not validated again: a file
+        by line, and lines verified before in this process are not checked again: a file
         of thousands of entries is rewritten on every change.
         """
         try:
             lines = raw.decode("utf-8").split("\n")
-            entries = self._parse_lines(path, lines, user)
         except UnicodeDecodeError as exc:
-            raise MemoryCorruptError(path, f"not UTF-8 text: {exc}", user) from None
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise MemoryCorruptError(path, f"line {line}: not UTF-8 text", user) from None
+        entries = self._parse_lines(path, lines, user)
         if entries is None:
             entries = self._parse_document(path, raw, user)
             self._lines.pop(path, None)
@@ -307,23 +361,30 @@ class MemoryStore:
     def _parse_lines(self, path: Path, lines: list[str],
                      user: str) -> list[MemoryEntry] | None:
         """``None`` if the file is not in the canonical layout."""
-        if len(lines) < 3 or lines[0] != _header(user) or lines[-2:] != ["]}", ""]:
+        if len(lines) < 3 or lines[-2:] != ["]}", ""]:
             return None
+        version = next((version for version in (VERSION, LEGACY_VERSION)
+                        if lines[0] == _header(user, version)), None)
         body = lines[1:-2]
         # Every entry line but the last ends with a comma.
-        if not all(line.endswith(",") for line in body[:-1]):
+        if version is None or not all(line.endswith(",") for line in body[:-1]):
             return None
-        items = [line[:-1] for line in body[:-1]] + body[-1:]
-        known = dict(self._lines.get(path, {}))
-        for number, item in enumerate(items, start=2):
-            if item not in known:
+        known = self._lines.get(path, {})
+        verified: dict[str, MemoryEntry] = {}
+        entries = []
+        for number, line in enumerate(body, start=2):
+            item = line.removesuffix(",")
+            if (entry := known.get(item)) is None:
                 try:
-                    known[item] = _ENTRY.validate_json(item)
-                except ValidationError as exc:
-                    raise MemoryCorruptError(path, f"line {number}: {_first_error(exc)}",
-                                             user) from None
-        entries = [known[item] for item in items]
-        self._lines[path] = dict(zip(items, entries, strict=True))
+                    entry, checked = read_line(item, checksum_required=version == VERSION)
+                except EntryProblem as problem:
+                    raise MemoryCorruptError(path, f"line {number}: {problem}", user) from None
+            else:
+                checked = True
+            if checked:  # only verified lines are trusted later without a new check
+                verified[item] = entry
+            entries.append(entry)
+        self._lines[path] = verified
         return entries
 
     def _parse_document(self, path: Path, raw: bytes, user: str) -> list[MemoryEntry]:
@@ -334,38 +395,44 @@ class MemoryStore:
             raise corrupt("the file is empty")
         try:
             data = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise corrupt(f"not valid JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise corrupt(f"not an {FORMAT} file")
-        if data.get("version") != VERSION:
-            raise corrupt(f"format version {data.get('version')!r}; this osprey reads "
-                          f"version {VERSION}")
+        version = data.get("version")
+        if version not in (VERSION, LEGACY_VERSION):
+            raise corrupt(f"format version {version!r}; this osprey reads versions "
+                          f"{LEGACY_VERSION} and {VERSION}")
         if set(data) != _FILE_KEYS:
             raise corrupt(f"unexpected keys {sorted(set(data) ^ _FILE_KEYS)}")
         if data["user"] != user:
             raise corrupt(f"it holds the memory of user {data['user']!r}")
-        try:
-            return _ENTRIES.validate_python(data["entries"])
-        except ValidationError as exc:
-            raise corrupt(f"invalid entries: {_first_error(exc)}") from None
+        if not isinstance(data["entries"], list):
+            raise corrupt("\"entries\" is not a list")
+        entries = []
+        for number, item in enumerate(data["entries"], start=1):
+            try:
+                entries.append(read_entry(item, checksum_required=version == VERSION)[0])
+            except EntryProblem as problem:
+                raise corrupt(f"entry {number}: {problem}") from None
+        return entries
 
     def _write(self, path: Path, user: str, entries: list[MemoryEntry],
-               old_size: int | None = None) -> None:
+               old_size: int | None = None, action: str = _SAVE) -> None:
         """Write atomically, one entry per line; growth past ``max_user_bytes`` is refused
         (a file already too big may still shrink; a repair never drops entries for size)."""
         # By identity: the cache keeps these entries alive, so no new entry can reuse an id.
         known = {id(entry): line for line, entry in self._lines.get(path, {}).items()}
-        lines = [known.get(id(entry)) or entry.model_dump_json() for entry in entries]
+        lines = [known.get(id(entry)) or entry_line(entry) for entry in entries]
         text = "\n".join([_header(user), ",\n".join(lines), "]}", ""]) if lines else (
             f"{_header(user)}\n]}}\n")
-        size = len(text.encode("utf-8"))
+        data = text.encode("utf-8")
         limit = self.settings.max_user_bytes
-        if old_size is not None and size > limit and size > old_size:
+        if old_size is not None and len(data) > limit and len(data) > old_size:
             raise MemoryLimitError(
-                f"the memory of user {user!r} would grow to {size} bytes; the limit is "
+                f"the memory of user {user!r} would grow to {len(data)} bytes; the limit is "
                 f"{limit} (memory.max_user_bytes). Delete or shorten some memories first.")
-        atomic_write_text(path, text, mode=0o600)
+        _replace(path, data, action)
         self._lines[path] = dict(zip(lines, entries, strict=True))
 
     def checked_text(self, text: Any) -> str:
@@ -395,12 +462,16 @@ class MemoryStore:
                                   f"(in {loaded.path})")
 
     def _validated_import(self, document: Any) -> list[MemoryEntry]:
+        """The entries of an export, or of a memory file copied from another home (whose
+        checksums are then checked)."""
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise InvalidMemoryError(f"not an {FORMAT} export (expected a JSON object with "
                                      f"\"format\": \"{FORMAT}\")")
-        if document.get("version") != VERSION:
-            raise InvalidMemoryError(f"export format version {document.get('version')!r}; "
-                                     f"this osprey reads version {VERSION}")
+        version = document.get("version")
+        if version not in (EXPORT_VERSION, VERSION):
+            raise InvalidMemoryError(f"export format version {version!r}; this osprey reads "
+                                     f"exports (version {EXPORT_VERSION}) and memory files "
+                                     f"(version {VERSION})")
         if unknown := set(document) - _EXPORT_KEYS:
             raise InvalidMemoryError(f"unexpected keys in the export: {sorted(unknown)}")
         items = document.get("entries")
@@ -409,21 +480,25 @@ class MemoryStore:
         entries = []
         for number, item in enumerate(items, start=1):
             try:
-                entry = MemoryEntry.model_validate(item)
+                entry = read_entry(item, checksum_required=version == VERSION)[0]
                 self.checked_text(entry.text)
-            except ValidationError as exc:
-                raise InvalidMemoryError(f"entry {number}: {_first_error(exc)}") from None
+            except EntryProblem as problem:
+                raise InvalidMemoryError(f"entry {number}: {problem}") from None
             except MemoryStoreError as exc:
                 raise type(exc)(f"entry {number} ({entry.id}): {exc}") from None
             entries.append(entry)
         return entries
 
 
-def _header(user: str) -> str:
+def _header(user: str, version: int = VERSION) -> str:
     """The first line of a memory file (``"entries"`` follow, one per line)."""
-    prefix = json.dumps({"format": FORMAT, "version": VERSION, "user": user},
+    prefix = json.dumps({"format": FORMAT, "version": version, "user": user},
                         ensure_ascii=False)
     return f"{prefix[:-1]}, \"entries\": ["
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
 
 
 def _now() -> datetime:
@@ -446,26 +521,9 @@ def checked_tags(tags: Any) -> tuple[str, ...]:
         raise InvalidMemoryError(str(exc)) from None
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "value"
-    return f"{where}: {error['msg']} ({exc.error_count()} problem(s) in all)"
-
-
-def _without_duplicates(entries: list[MemoryEntry]) -> list[MemoryEntry]:
-    """Drop exact repeats; a different entry reusing an id gets a new id."""
-    kept: dict[str, MemoryEntry] = {}
-    for entry in entries:
-        if kept.get(entry.id) == entry:
-            continue
-        if entry.id in kept:
-            entry = entry.model_copy(update={"id": _new_id(kept.values())})
-        kept[entry.id] = entry
-    return list(kept.values())
-
-
 def _set_aside(path: Path) -> Path:
-    """A byte-for-byte copy of ``path`` next to it, named ``<name>.corrupt-<UTC time>``."""
+    """A byte-for-byte copy of ``path`` next to it, named ``<name>.corrupt-<UTC time>``.
+    The directory is synced by the write that follows."""
     stamp = _now().strftime("%Y%m%dT%H%M%S.%fZ")
     backup = path.with_name(f"{path.name}.corrupt-{stamp}")
     number = 1
@@ -475,7 +533,55 @@ def _set_aside(path: Path) -> Path:
     try:
         os.link(path, backup)  # the same bytes under a second name, instantly
     except OSError:
-        shutil.copy2(path, backup)
-        with open(backup, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            shutil.copy2(path, backup)
+            with open(backup, "rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                backup.unlink()
+            raise MemoryStorageError("repair", path, exc,
+                                     step=f"keeping the original as {backup}") from None
     return backup
+
+
+def _replace(path: Path, data: bytes, action: str) -> None:
+    """Put ``data`` at ``path`` through a temp file, fsync, rename and a directory fsync.
+
+    Until the rename, any failure removes the temp file and leaves ``path`` as it was; a
+    failed directory fsync after it is reported too (``written``), as the new content
+    might not survive a power cut. Each error names the step the disk refused.
+    """
+    step = f"creating a temporary file in {path.parent}"
+    try:
+        descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                            suffix=".tmp")  # mode 0600
+    except OSError as exc:
+        raise MemoryStorageError(action, path, exc, step=step) from None
+    try:
+        try:
+            step = f"writing {temp}"
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+            step = f"flushing {temp} to disk"
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        step = f"renaming {temp} over it"
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise MemoryStorageError(action, path, exc, step=step) from None
+        raise
+    try:
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        raise MemoryStorageError(action, path, exc, step=f"syncing the directory "
+                                 f"{path.parent}", written=True) from None
