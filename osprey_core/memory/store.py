@@ -117,7 +117,7 @@ class RepairReport:
         text = [f"{self.path} was unreadable ({self.problem}). The original is kept byte "
                 f"for byte at {self.backup}. Of its {self.lines} non-empty lines, "
                 f"{self.framing} framed the file, {kept} salvaged and written back, and "
-                f"{dropped} dropped (they remain in the backup)"
+                f"{dropped} dropped (kept in the backup)"
                 + (":" if self.dropped else ".")]
         text += [f"  {item.describe()}" for item in self.dropped]
         if self.unverified:
