@@ -297,6 +297,8 @@ class _Analyzer(ast.NodeVisitor):
     def __init__(self, depth: int, bindings: dict[str, str] | None = None) -> None:
         self.bindings: dict[str, str] = dict(bindings or {})
         self.functions: dict[str, _Function] = {}
+        #: Classes defined in the code (``local:NAME``) -> their methods.
+        self.classes: dict[str, dict[str, _Function]] = {}
         self.star_modules: list[str] = []
         self.findings: list[Finding] = []
         self._seen: set[Finding] = set()
@@ -311,6 +313,7 @@ class _Analyzer(ast.NodeVisitor):
         self._resolving: set[int] = set()
         #: Names declared ``global``/``nonlocal`` in the body being visited (they escape it).
         self._escaping: set[str] = set()
+        self._class_depth = 0
 
     # ---- helpers
 
@@ -393,9 +396,13 @@ class _Analyzer(ast.NodeVisitor):
         if target is not None:
             base, attr = self.resolve(target[0]), _const_str(target[1])
             return canonical(f"{base}.{attr}") if base is not None and attr else None
+        local = self._local_function(node.func)
+        if func in self.classes:
+            return func  # an instance of a class defined in the code
+        if local is not None:
+            return self._resolve_returned(*local, node)
         if func is None:
-            local = self._local_function(node.func)
-            return None if local is None else self._resolve_returned(local, node)
+            return None
         if func in _ITERATING and len(args) == 1:
             inner = self.resolve(args[0])
             return inner if inner is not None and inner.startswith("list:") else None
@@ -430,12 +437,14 @@ class _Analyzer(ast.NodeVisitor):
             return self._namespace_member(owner, args[0])
         return CONSTRUCTORS.get(func)
 
-    def _resolve_returned(self, function: _Function, call: ast.Call) -> str | None:
+    def _resolve_returned(self, function: _Function, bound: str | None, call: ast.Call
+                          ) -> str | None:
         """What a call of a function defined in the code returns, when a return says."""
         if id(function) in self._resolving:
             return None
         outer = self.bindings
-        self.bindings = outer | self._parameters(function, self._call_arguments(function, call))
+        arguments = self._call_arguments(function, call, bound=bound)
+        self.bindings = outer | self._parameters(function, arguments)
         self._resolving.add(id(function))
         try:
             return next(filter(None, map(self.resolve, _returned(function))), None)
@@ -502,8 +511,8 @@ class _Analyzer(ast.NodeVisitor):
     ) -> None:
         """Report a resolved name as write / read / dangerous, as a call or a reference.
 
-        ``via`` names the caller a reference is handed to (``map``, a thread): it will be
-        called, so it is judged as a call.
+        ``via`` says how a reference will be called later (handed to ``map`` or a thread,
+        stored where the analyzer cannot follow it): it is judged as a call.
         """
         if called and name.endswith(".__call__"):
             name = name.removesuffix(".__call__")
@@ -549,7 +558,7 @@ class _Analyzer(ast.NodeVisitor):
             what = f"Tango device command {member}" if tango else name
             why = ("commands are writes" if tango
                    else "not a known read of a control-system package: treated as a write")
-            reason = f"{what} passed to {via}, which calls it" if via else f"call to {what}"
+            reason = f"{what} {via}" if via else f"call to {what}"
             severity = Severity.CRITICAL if tango else Severity.HIGH
             self.add(node, Category.CONTROL_WRITE, severity, f"{reason} ({why})", name)
             self.dynamic_writes = True
@@ -621,11 +630,24 @@ class _Analyzer(ast.NodeVisitor):
     def visit_Assign(self, node: ast.Assign) -> None:
         self.visit(node.value)
         resolved = self.resolve(node.value)
+        if resolved is not None and (
+            self._class_depth or any(isinstance(t, ast.Attribute | ast.Subscript)
+                                     for t in node.targets)
+        ):
+            self._escapes(node.value, resolved)
         for target in node.targets:
             self._visit_target(target)
             self.bind(target, node.value, resolved)
             if isinstance(node.value, ast.Lambda) and isinstance(target, ast.Name):
                 self.functions[target.id] = node.value
+
+    def _escapes(self, node: ast.AST, name: str) -> None:
+        """A control-system function stored in an attribute, an item or a class body can be
+        called from where the analyzer does not follow it: judged as a call."""
+        owner = unknown_member(name)
+        if owner is not None and owner not in OBJECT_TYPES:
+            self.check_name(node, name, called=False,
+                            via="stored where it can be called later")
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         if node.value is not None:
@@ -717,8 +739,7 @@ class _Analyzer(ast.NodeVisitor):
     # ---- scopes: functions, lambdas, classes, comprehensions
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        for decorator in node.decorator_list:
-            self.visit(decorator)
+        self._decorators(node.decorator_list)
         self.visit(node.args)
         if node.returns is not None:
             self.visit(node.returns)
@@ -781,12 +802,15 @@ class _Analyzer(ast.NodeVisitor):
                 params[param.arg] = kind
         return params
 
-    def _call_arguments(self, function: _Function, call: ast.Call | None = None,
-                        positional: list[str | None] | None = None) -> dict[str, str | None]:
-        """Parameter name -> type of what a call (or a caller, ``positional``) passes."""
+    def _call_arguments(
+        self, function: _Function, call: ast.Call | None = None,
+        positional: list[str | None] | None = None, bound: str | None = None,
+    ) -> dict[str, str | None]:
+        """Parameter name -> type of what a call (or a caller, ``positional``) passes;
+        ``bound`` is the instance a method is called on."""
         names = [p.arg for p in [*function.args.posonlyargs, *function.args.args]]
         if call is not None:
-            positional = []
+            positional = [bound] if bound is not None else []
             for argument in call.args:
                 if isinstance(argument, ast.Starred):  # f(*pvs): the rest get its elements
                     element = _element(self.resolve(argument.value))
@@ -822,15 +846,22 @@ class _Analyzer(ast.NodeVisitor):
         if name is None:
             return False
         base = _element(name) or name
-        return (self._on_control_object(base) or ":" in base or base == _MAIN
-                or base in DISPATCHERS or base in WRITE_FUNCTIONS)
+        return (self._on_control_object(base) or base.startswith("operator.")
+                or base == _MAIN or base in DISPATCHERS or base in WRITE_FUNCTIONS)
 
-    def _local_function(self, node: ast.AST) -> _Function | None:
+    def _local_function(self, node: ast.AST) -> tuple[_Function, str | None] | None:
+        """The function defined in the code that calling ``node`` runs, with the instance
+        it is bound to (methods and constructors of classes defined in the code)."""
         if isinstance(node, ast.Lambda):
-            return node
-        if isinstance(node, ast.Name):
-            return self.functions.get(node.id)
-        return None
+            return node, None
+        if isinstance(node, ast.Name) and node.id in self.functions:
+            return self.functions[node.id], None
+        name = self.resolve(node) if isinstance(node, ast.Name | ast.Attribute) else None
+        if name is None or not name.startswith("local:"):
+            return None
+        cls, _, method = name.partition(".")
+        function = self.classes.get(cls, {}).get(method or "__init__")
+        return None if function is None else (function, cls)
 
     def finish(self) -> None:
         """Visit every function body once more, with the module's final bindings."""
@@ -839,23 +870,40 @@ class _Analyzer(ast.NodeVisitor):
             self._visit_body(function, {})
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        """A class body is its own scope; a subclass of a channel type is that type."""
-        for expression in [*node.decorator_list, *node.bases,
-                           *(k.value for k in node.keywords)]:
+        """A class body is its own scope; a subclass of a channel type is that type, any
+        other class is ``local:NAME``, whose methods are followed like functions."""
+        self._decorators(node.decorator_list)
+        for expression in [*node.bases, *(k.value for k in node.keywords)]:
             self.visit(expression)
         outer_bindings, outer_functions = self.bindings, self.functions
         self.bindings, self.functions = dict(outer_bindings), dict(outer_functions)
+        self._class_depth += 1
         try:
             for statement in node.body:
                 self.visit(statement)
         finally:
             self.bindings, self.functions = outer_bindings, outer_functions
+            self._class_depth -= 1
         self.functions.pop(node.name, None)
-        base = next((b for b in map(self.resolve, node.bases) if b in CONSTRUCTORS), None)
-        if base is None:
-            self.bindings.pop(node.name, None)
-        else:
-            self.bindings[node.name] = base
+        bases = [self.resolve(b) for b in node.bases]
+        channel = next((b for b in bases if b in CONSTRUCTORS), None)
+        if channel is not None:
+            self.bindings[node.name] = channel
+            return
+        methods: dict[str, _Function] = {}
+        for base in bases:
+            methods |= self.classes.get(base or "", {})
+        methods |= {f.name: f for f in node.body
+                    if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}
+        self.classes[f"local:{node.name}"] = methods
+        self.bindings[node.name] = f"local:{node.name}"
+
+    def _decorators(self, decorators: list[ast.expr]) -> None:
+        """A decorator is called with what it decorates."""
+        for decorator in decorators:
+            self.visit(decorator)
+            if isinstance(decorator, ast.Name | ast.Attribute):
+                self._check_chain(decorator, called=True)
 
     def _visit_comprehension(
         self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp,
@@ -958,7 +1006,8 @@ class _Analyzer(ast.NodeVisitor):
         self._callables_passed(node, func)
         local = self._local_function(node.func)
         if local is not None:
-            self._expand(local, self._call_arguments(local, node))
+            function, bound = local
+            self._expand(function, self._call_arguments(function, node, bound=bound))
 
     def _special_call(self, node: ast.Call, func: str) -> None:
         """Builtins and calls whose meaning depends on their arguments."""
@@ -1069,7 +1118,9 @@ class _Analyzer(ast.NodeVisitor):
                 types = [_element(t) for t in types]
             local = self._local_function(candidate)
             if local is not None:
-                self._expand(local, self._call_arguments(local, positional=types))
+                function, bound = local
+                types = [bound, *types] if bound is not None else types
+                self._expand(function, self._call_arguments(function, positional=types))
                 continue
             name = self.resolve(candidate)
             if name is None:
@@ -1080,7 +1131,8 @@ class _Analyzer(ast.NodeVisitor):
                 for owner in types:
                     self._apply_dispatcher(node, name, owner)
             elif unknown_member(name) is not None:
-                self.check_name(candidate, name, called=False, via=label)
+                self.check_name(candidate, name, called=False,
+                                via=f"passed to {label}, which calls it")
 
     def _dispatcher_passed(self, node: ast.Call, name: str, label: str, later: list[ast.expr],
                            others: list[ast.expr], candidate: ast.AST) -> None:

@@ -321,6 +321,33 @@ UNKNOWN_CONTROL_CALLS = {
         "C().go()\n"
     ),
     "nested attribute chain": "import epics\nepics.autosave.restore_pvs.__call__('f')\n",
+    "decorator": "import epics.autosave\n@epics.autosave.restore_pvs\ndef f():\n    pass\n",
+    "stored in a class": (
+        "import epics.autosave\nclass C:\n    f = epics.autosave.restore_pvs\nC.f('x')\n"
+    ),
+    "stored in an attribute": (
+        "import epics.autosave\nclass C:\n    def __init__(self):\n"
+        "        self.f = epics.autosave.restore_pvs\nC().f('x')\n"
+    ),
+    "stored in an item": (
+        "import epics.autosave\nd = {}\nd['k'] = epics.autosave.restore_pvs\nd['k']('x')\n"
+    ),
+    "constructor of a local class": (
+        "import tango\nclass Ctl:\n    def __init__(self, dev):\n        dev.Init()\n"
+        "Ctl(tango.DeviceProxy('x'))\n"
+    ),
+    "method of a local class": (
+        "import epics\nclass Ctl:\n    def set(self, pv, v):\n        pv.put(v)\n"
+        "c = Ctl()\nc.set(epics.PV('X'), 1)\n"
+    ),
+    "inherited method": (
+        "import epics\nclass A:\n    def set(self, pv):\n        pv.put(1)\nclass B(A):\n"
+        "    pass\nB().set(epics.PV('X'))\n"
+    ),
+    "method passed to map": (
+        "import epics\nclass C:\n    def go(self, m):\n        m.autosave.restore_pvs('f')\n"
+        "list(map(C().go, [epics]))\n"
+    ),
 }
 
 
@@ -419,6 +446,15 @@ KNOWN_READS = {
         "    vals = list(ex.map(read_channel, ['A', 'B']))\n"
     ),
     "function reading a PV": PV + "def show(p):\n    return p.get() * 2\nprint(show(pv))\n",
+    "method reading a PV": (
+        PV + "class Reader:\n    def read(self, p):\n        return p.get()\n"
+        "print(Reader().read(pv))\n"
+    ),
+    "tango value stored": DEV + "results = {}\nresults['current'] = dev.Current\n",
+    "tango value in an attribute": (
+        DEV + "class C:\n    def __init__(self, d):\n        self.current = d.Current\nC(dev)\n"
+    ),
+    "constant in a class": "import epics\nclass C:\n    kind = epics.dbr.DOUBLE\n",
 }
 
 
@@ -443,6 +479,8 @@ ANALYSIS_CODE = {
         "from datetime import timedelta\nhistory = read_archiver(['A'], timedelta(hours=1))\n"
         "for name, samples in history.items():\n    print(name, len(samples))\n"
     ),
+    "decorator": "import functools\n@functools.lru_cache\ndef f(x):\n    return x\n",
+    "local class": "class C:\n    def put(self, v):\n        self.v = v\nC().put(1)\n",
     "helper functions": (
         "def fit(xs, ys):\n    return sum(x * y for x, y in zip(xs, ys))\n"
         "values = read_channels(['A', 'B'])\nprint(fit(list(values), [1, 2]))\n"
