@@ -24,9 +24,15 @@ from helpers_dist import osprey_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from osprey_core.memory.errors import MemoryCorruptError, MemoryStorageError, MemoryStoreError
+from osprey_core.memory.errors import (
+    MemoryCorruptError,
+    MemoryLimitError,
+    MemoryStorageError,
+    MemoryStoreError,
+)
 from osprey_core.memory.models import CHECKSUM, VERSION, entry_checksum
 from osprey_core.memory.store import MemoryStore, RepairReport
+from osprey_core.settings import MemorySettings
 
 OLD_HEADER = '{"format": "osprey-memory", "version": 1, "user": "ana", "entries": ['
 
@@ -182,6 +188,17 @@ def test_a_file_written_before_checksums_is_read_and_gains_them_on_the_next_writ
     assert all(item[CHECKSUM] == entry_checksum(
         {key: value for key, value in item.items() if key != CHECKSUM}) for item in written)
     assert MemoryStore(store.directory.parent).entries("ana")[:3] == old
+
+
+def test_an_old_file_at_the_size_cap_can_still_be_shrunk(tmp_path: Path) -> None:
+    path = MemoryStore(tmp_path).path_for("ana")
+    raw = _legacy_file(path, _legacy_items(10))
+    store = MemoryStore(tmp_path, MemorySettings(max_user_bytes=len(raw)))
+    with pytest.raises(MemoryLimitError, match="max_user_bytes"):
+        store.add("ana", "one more")  # checksums alone would take it over the cap
+    store.delete("ana", "mem-00000000")
+    assert len(store.entries("ana")) == 9
+    assert all(CHECKSUM in item for item in _entry_lines(path))
 
 
 def test_repairing_an_old_file_keeps_its_entries_as_unverified_and_says_so(

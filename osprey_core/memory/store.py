@@ -218,10 +218,12 @@ class MemoryStore:
         return self._change(user, change)
 
     def delete(self, user: str, entry_id: str) -> MemoryEntry:
+        """Never refused for size: a file written before checksums grows by them on its
+        first rewrite, and deleting must stay possible even then."""
         def change(loaded: _Loaded) -> MemoryEntry:
             return loaded.entries.pop(self._index(loaded, user, entry_id))
 
-        return self._change(user, change)
+        return self._change(user, change, capped=False)
 
     def import_entries(self, user: str, document: Any) -> ImportReport:
         """Merge an export into ``user``'s memory; everything is validated first.
@@ -286,12 +288,13 @@ class MemoryStore:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _change[T](self, user: str, change: Callable[[_Loaded], T]) -> T:
+    def _change[T](self, user: str, change: Callable[[_Loaded], T], *,
+                   capped: bool = True) -> T:
         path = self.path_for(user)
         with self._locked(path, _SAVE):
             loaded = self._load(user)
             result = change(loaded)
-            self._write(path, user, loaded.entries, old_size=loaded.size)
+            self._write(path, user, loaded.entries, old_size=loaded.size if capped else None)
         return result
 
     @contextlib.contextmanager
