@@ -29,3 +29,12 @@ class UnknownNameError(RegistryError, LookupError):
 
 class DuplicateNameError(RegistryError):
     """Two plugins registered the same name in one family; the message names both."""
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was left out: errors
+    quote what they refuse, never a megabyte of it."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 40, 10)
+    return f"{text[:keep]}... ({len(text) - keep} more characters)"

@@ -168,7 +168,10 @@ class RunRecord(BaseModel):
     approval_id: str | None = None
     response: str | None = None
     error: str | None = None
+    #: The process working on the run (pid, boot id, process start time in clock ticks):
+    #: only a run whose owner is gone is recovered.
     owner_pid: int | None = None
     owner_boot: str | None = None
+    owner_start: int | None = None
     created_at: datetime
     updated_at: datetime

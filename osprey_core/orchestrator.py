@@ -17,19 +17,20 @@ Durability rules kept here:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from osprey_core.approvals import Action, Outcome, Ruling, rule
-from osprey_core.errors import OspreyError
+from osprey_core.errors import OspreyError, shorten
 from osprey_core.fileio import atomic_write_text
 from osprey_core.hookspecs.capabilities import (
     Capability,
@@ -53,13 +54,14 @@ from osprey_core.models import (
 )
 from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState, new_machine
 from osprey_core.settings import ApprovalMode, ApprovalSettings, LLMSettings, PlanningSettings
-from osprey_core.store import ConflictError, RunStore
+from osprey_core.store import ConflictError, RunStore, owner_key
 
 if TYPE_CHECKING:
     from osprey_core.config import OspreyConfig
     from osprey_core.control.system import ControlSystem
     from osprey_core.hookspecs.archivers import ArchiverConnector
     from osprey_core.planning import Planner
+    from osprey_core.planning.base import PlanLimits
     from osprey_core.plugin_host import PluginHost, PluginView
 
 PLANNING_PREFIX = "/planning"
@@ -70,6 +72,9 @@ Write = Callable[[RunStore], None]
 
 class ApprovalError(OspreyError):
     """A decision was refused: unknown, already decided, expired, foreign or tampered."""
+
+    #: True once the refusal is in the audit log (so it is written exactly once).
+    audited = False
 
 
 class RunError(OspreyError):
@@ -86,6 +91,25 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return "unknown"
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot), ``None`` if it is gone or a
+    zombie. With the pid and boot id it names one process: a reused pid starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2:].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+@functools.cache
+def own_start() -> int | None:
+    return process_start(os.getpid())
 
 
 def split_planning_prefix(query: str) -> tuple[str, bool]:
@@ -176,6 +200,12 @@ class Runtime:
     def planning_settings(self) -> PlanningSettings:
         return self.config.section("planning")
 
+    def plan_limits(self) -> PlanLimits:
+        from osprey_core.planning.base import PlanLimits
+
+        settings = self.planning_settings()
+        return PlanLimits(settings.max_steps, settings.max_plan_bytes)
+
     def llm_settings(self) -> LLMSettings:
         return self.config.section("llm")
 
@@ -232,6 +262,10 @@ class RunController:
         self.rt = runtime
         self.run = run
         self._staged: list[Write] = []
+        #: The owner the store holds for this run as this controller last saw it: every
+        #: commit is a compare-and-set on it, so a run another process took over (after
+        #: recovery) is never written by this one.
+        self._seen_owner = owner_key(run)
         self._durable = False
         self._after_commit: list[Callable[[], None]] = []
         #: A plan given with the request (``osprey python run``) instead of a planned one.
@@ -267,6 +301,16 @@ class RunController:
         self._commit(expect_state=previous, new_state=RunState(self.state),
                      event=("state", {"from": str(previous), "to": str(self.state)}))
 
+    def set_context(self, key: str, value: Any) -> None:
+        """Add a value to the run's context, stored with the next commit."""
+        self.run.context[key] = value
+        self.stage(lambda store: store.put_context(self.run.id, key, value))
+
+    def set_plan(self, plan: Plan) -> None:
+        """Make ``plan`` the run's plan, stored with the next commit."""
+        self.run.plan, self.run.plan_sha256 = plan, plan.sha256()
+        self.stage(lambda store: store.put_plan(self.run.id, plan))
+
     def save(self, kind: str, data: dict[str, Any], *, durable: bool = False) -> None:
         """Commit staged writes and the run record without a state change."""
         self._durable = self._durable or durable
@@ -284,14 +328,16 @@ class RunController:
         self.run.state = new_state
         self.run.updated_at = now
         self.run.owner_pid, self.run.owner_boot = os.getpid(), boot_id()
+        self.run.owner_start = own_start()
         staged, self._staged = self._staged, []
         notify, self._after_commit = self._after_commit, []
         record = EventRecord(run_id=self.run.id, at=now, kind=event[0], data=event[1])
         with self.rt.store.transaction(durable=durable) as store:
-            store.update_run(self.run, expect_state=expect_state)
+            store.update_run(self.run, expect_state=expect_state, expect_owner=self._seen_owner)
             for write in staged:
                 write(store)
             store.append_event(record)
+        self._seen_owner = owner_key(self.run)
         self.rt.host.notify_run_event(RunEvent(self.run.id, event[0], now, event[1]))
         for callback in notify:
             callback()
@@ -327,7 +373,7 @@ class RunController:
                 and PROVIDER_CONTEXT not in self.run.context):
             gathered = await ProviderService.for_run(self.rt, self.run).gather()
             if gathered.outcomes:
-                self.run.context[PROVIDER_CONTEXT] = gathered.to_json()
+                self.set_context(PROVIDER_CONTEXT, gathered.to_json())
         capabilities = list(self.rt.host.capabilities())
         limit = self.rt.planning_settings().max_candidates
         shortlist = rank_capabilities(self.run.query, capabilities, limit)
@@ -341,16 +387,18 @@ class RunController:
         shortlist = [self.rt.capability(name) for name in self.run.candidates]
         request = PlanRequest(query=self.run.query, capabilities=shortlist,
                               context_keys=sorted(self.run.context), user=self.run.user,
-                              session=self.run.session, context=gathered_blocks(self.run))
+                              session=self.run.session, context=gathered_blocks(self.run),
+                              limits=self.rt.plan_limits())
         try:
             plan = self.given_plan or await self.rt.planner().plan(request)
+            request.limits.check(plan)  # a planner plugin may not have checked
         except OspreyError as exc:
             await self._fail(f"planning failed: {exc}")
             return
         except Exception as exc:  # a planner bug must fail the run, not strand it
             await self._fail(f"planning failed: {type(exc).__name__}: {exc}")
             return
-        self.run.plan, self.run.plan_sha256 = plan, plan.sha256()
+        self.set_plan(plan)
         write_plan_file(self.rt.plan_file(self.run.id), plan)
         if self.run.planning:
             ruling = self.rt.rule(self._plan_action(plan))
@@ -424,6 +472,8 @@ class RunController:
                 artifact, summary = prepared.artifact, prepared.summary
             else:
                 artifact, summary = approved.artifact, approved.summary
+                if self._lapsed(approved):
+                    approved = None  # the same artifact, asked again below if policy asks
             ruling = self.rt.rule(self._step_action(capability, artifact))
             if ruling.outcome is Outcome.DENY:
                 raise RunError(f"step {index + 1} ({capability.name}) refused by policy: "
@@ -436,6 +486,21 @@ class RunController:
             await self._run_step(index, capability, _with_artifact(
                 context, artifact, None if approved is None else approved.id))
         return "respond"
+
+    def _lapsed(self, approval: ApprovalRecord) -> bool:
+        """Has an approved step missed its chance to start? It must start before the
+        request's expiry or within ``approval.execution_window_seconds`` of the decision,
+        whichever is later; after a crash and a late resume it is asked for again."""
+        window = timedelta(seconds=self.rt.approval_settings().execution_window_seconds)
+        decided = approval.decided_at or approval.created_at
+        deadline = max(approval.expires_at, decided + window)
+        if self.rt.now() <= deadline:
+            return False
+        self.run.approval_id = None
+        self.audit("approval_lapsed", "system", "orchestrator", approval_id=approval.id,
+                   sha256=approval.artifact_sha256, deadline=deadline.isoformat(),
+                   step=(approval.step_index or 0) + 1)
+        return True
 
     def _approved_artifact(self, index: int) -> ApprovalRecord | None:
         if self.run.approval_id is None:
@@ -481,7 +546,7 @@ class RunController:
             raise RunError(f"step {index + 1} ({capability.name}) failed: {failed.error}") from exc
         finished = record.model_copy(update={"status": StepStatus.SUCCEEDED, "result": result,
                                              "finished_at": self.rt.now()})
-        self.run.context[step.output] = result
+        self.set_context(step.output, result)
         self.run.next_step = index + 1
         self.stage(lambda store: store.save_step(finished))
         if side_effects:
@@ -626,13 +691,14 @@ class Orchestrator:
         if plan is not None:
             from osprey_core.planning import validate_plan
 
-            plan = validate_plan(plan, self.rt.host.capabilities(), ["query"])
+            plan = validate_plan(plan, self.rt.host.capabilities(), ["query"],
+                                 self.rt.plan_limits())
         now = self.rt.now()
         run = RunRecord(
             id=new_id("run"), session=session, user=user, query=text,
             planning=bool(planning or prefixed or self.rt.planning_settings().enabled),
             interface=interface, context={"query": text}, owner_pid=os.getpid(),
-            owner_boot=boot_id(), created_at=now, updated_at=now,
+            owner_boot=boot_id(), owner_start=own_start(), created_at=now, updated_at=now,
         )
         submitted = AuditRecord(at=now, actor=user, interface=interface, action="run_submitted",
                                 run_id=run.id, details={"query": text, "planning": run.planning})
@@ -655,13 +721,24 @@ class Orchestrator:
 
     async def decide(self, approval_id: str, *, approve: bool, actor: str, interface: str,
                      reason: str | None = None, session: str | None = None) -> RunRecord:
+        """Approve or reject; a refused decision raises :class:`ApprovalError` and is
+        written to the audit log as ``approval_refused``."""
+        with self._refusals_audited(approval_id, "approve" if approve else "reject", actor,
+                                    interface):
+            return await self._decide(approval_id, approve=approve, actor=actor,
+                                      interface=interface, reason=reason, session=session)
+
+    async def _decide(self, approval_id: str, *, approve: bool, actor: str, interface: str,
+                      reason: str | None, session: str | None) -> RunRecord:
         approval, run = self._open_approval(approval_id, session)
         with RunController(self.rt, run) as controller:
             await self._refuse_if_overdue(approval, controller)
             if approve:
                 if problem := self._tamper_problem(approval, controller.run):
                     self._refuse(controller, approval, actor, interface, problem)
-                    raise ApprovalError(problem)
+                    refused = ApprovalError(problem)
+                    refused.audited = True
+                    raise refused
                 if problem := self._policy_problem(approval, controller):
                     # A policy tightened while the run waited wins over the human: fail closed.
                     controller.audit("approval_refused", actor, interface,
@@ -687,7 +764,14 @@ class Orchestrator:
     async def edit(self, approval_id: str, data: Any, *, actor: str, interface: str,
                    session: str | None = None) -> ApprovalRecord:
         """Replace a pending plan or step artifact with an edited one, which is validated
-        and needs its own approval; the old request is superseded."""
+        and needs its own approval; the old request is superseded. A refused edit raises
+        :class:`ApprovalError` and is audited like a refused decision."""
+        with self._refusals_audited(approval_id, "edit", actor, interface):
+            return await self._edit(approval_id, data, actor=actor, interface=interface,
+                                    session=session)
+
+    async def _edit(self, approval_id: str, data: Any, *, actor: str, interface: str,
+                    session: str | None) -> ApprovalRecord:
         approval, run = self._open_approval(approval_id, session)
         with RunController(self.rt, run) as controller:
             await self._refuse_if_overdue(approval, controller)
@@ -731,18 +815,18 @@ class Orchestrator:
 
     async def _edit_plan(self, controller: RunController, approval: ApprovalRecord,
                          plan_data: Any, actor: str, interface: str) -> ApprovalRecord:
-        from osprey_core.planning import parse_plan, validate_plan
+        from osprey_core.planning import validate_plan
 
         run = controller.run
-        plan = validate_plan(parse_plan(plan_data), self.rt.host.capabilities(),
-                             sorted(run.context))
+        plan = validate_plan(plan_data, self.rt.host.capabilities(), sorted(run.context),
+                             self.rt.plan_limits())
         ruling = self.rt.rule(controller._plan_action(plan))
         if ruling.outcome is Outcome.DENY:
             raise ApprovalError("the edited plan is refused by policy: "
                                 + "; ".join(ruling.reasons))
         controller.stage_decision(approval, ApprovalStatus.SUPERSEDED, actor, interface,
                                   "replaced by an edited plan")
-        run.plan, run.plan_sha256 = plan, plan.sha256()
+        controller.set_plan(plan)
         controller._stage_approval(ApprovalKind.PLAN, None, "plan",
                                    plan.model_dump(mode="json"),
                                    plan_summary(self.rt, run, plan), ruling.reasons)
@@ -753,6 +837,31 @@ class Orchestrator:
         write_plan_file(self.rt.plan_file(run.id), plan)
         return self.rt.store.get_approval(run.approval_id or "")
 
+    @contextlib.contextmanager
+    def _refusals_audited(self, approval_id: str, attempted: str, actor: str,
+                          interface: str) -> Iterator[None]:
+        """Write every refused decision or edit to the audit log (unknown id, another
+        session's request, already decided, expired, tampered, refused by policy)."""
+        from osprey_core.planning.base import PlanValidationError
+        from osprey_core.store import StoreError
+
+        try:
+            yield
+        except (ApprovalError, PlanValidationError, RunError) as exc:
+            if not getattr(exc, "audited", False):
+                try:
+                    run_id: str | None = self.rt.store.get_approval(approval_id).run_id
+                except StoreError:
+                    run_id = None
+                entry = AuditRecord(
+                    at=self.rt.now(), actor=actor, interface=interface,
+                    action="approval_refused", run_id=run_id,
+                    approval_id=shorten(approval_id, 80),
+                    details={"attempted": attempted, "reason": shorten(str(exc), 2000)})
+                with self.rt.store.transaction() as store:
+                    store.append_audit(entry)
+            raise
+
     def _open_approval(self, approval_id: str,
                        session: str | None) -> tuple[ApprovalRecord, RunRecord]:
         from osprey_core.store import StoreError
@@ -760,10 +869,10 @@ class Orchestrator:
         try:
             approval = self.rt.store.get_approval(approval_id)
         except StoreError:
-            raise ApprovalError(f"unknown approval '{approval_id}'") from None
+            raise ApprovalError(f"unknown approval '{shorten(approval_id, 80)}'") from None
         if session is not None and approval.session != session:
             raise ApprovalError(f"approval {approval.id} belongs to another session, "
-                                f"not '{session}'")
+                                f"not '{shorten(session, 80)}'")
         if approval.status is not ApprovalStatus.PENDING:
             by = f" by {approval.decided_by}" if approval.decided_by else ""
             raise ApprovalError(f"approval {approval.id} is already {approval.status}{by}")
@@ -935,14 +1044,11 @@ class Orchestrator:
 
 
 def _owner_alive(run: RunRecord) -> bool:
+    """Is the process that holds ``run`` still running? Same boot, same pid, and the same
+    start time (a pid reused by another process is not the owner)."""
     if run.owner_pid is None or run.owner_boot != boot_id():
         return False
-    if run.owner_pid == os.getpid():
-        return True
-    try:
-        os.kill(run.owner_pid, 0)
-    except ProcessLookupError:
+    started = process_start(run.owner_pid)
+    if started is None:
         return False
-    except PermissionError:
-        return True
-    return True
+    return run.owner_start is None or started == run.owner_start

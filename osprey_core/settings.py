@@ -46,6 +46,12 @@ class PlanningSettings(BaseModel):
         False, description="Planning mode by default: every plan waits for approval.")
     max_candidates: int = Field(
         8, ge=1, description="Capabilities shortlisted for the planner per request.")
+    max_steps: int = Field(
+        50, ge=1, le=10_000, description="Longest plan accepted (from a model, an edit or "
+        "a caller); longer plans are refused, never cut.")
+    max_plan_bytes: int = Field(
+        262_144, ge=1024, le=16_777_216, description="Largest plan accepted, as JSON bytes "
+        "(parameters included).")
 
 
 class ApprovalSettings(BaseModel):
@@ -60,6 +66,10 @@ class ApprovalSettings(BaseModel):
         default_factory=dict, description="Per-capability mode, e.g. {python: all_code}.")
     expiry_seconds: float = Field(
         3600.0, gt=0, description="Unanswered requests expire (count as rejected) after this.")
+    execution_window_seconds: float = Field(
+        60.0, gt=0, description="An approved side effect must start before the request's "
+        "expiry or this long after the decision, whichever is later (a crash in between "
+        "asks again).")
 
     def mode_for(self, capability: str | None) -> ApprovalMode:
         return self.capabilities.get(capability or "", self.mode)

@@ -9,12 +9,13 @@ processes deciding the same approval are serialised and only one compare-and-set
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,6 +25,7 @@ from osprey_core.models import (
     ApprovalStatus,
     AuditRecord,
     EventRecord,
+    Plan,
     RunRecord,
     StepRecord,
 )
@@ -66,9 +68,45 @@ SCHEMA_V1 = (
 )
 
 
+def _split_runs(conn: sqlite3.Connection) -> None:
+    """Version 2: a run's plan and its context values get tables of their own, so saving a
+    run after each step rewrites a small row, not every earlier step's output; and the
+    process working on a run (its owner) gets a column that compare-and-set can check."""
+    for statement in (
+        "ALTER TABLE runs ADD COLUMN owner TEXT",
+        """CREATE TABLE run_plans (run_id TEXT PRIMARY KEY REFERENCES runs(id),
+            sha256 TEXT NOT NULL, data TEXT NOT NULL)""",
+        """CREATE TABLE run_context (run_id TEXT NOT NULL REFERENCES runs(id),
+            key TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (run_id, key))""",
+    ):
+        conn.execute(statement)
+    for run_id, data in conn.execute("SELECT id, data FROM runs").fetchall():
+        record = json.loads(data)
+        plan, context = record.pop("plan", None), record.pop("context", {}) or {}
+        if plan is not None:
+            conn.execute("INSERT INTO run_plans VALUES (?, ?, ?)",
+                         [run_id, record.get("plan_sha256") or "", json.dumps(plan)])
+        conn.executemany("INSERT INTO run_context VALUES (?, ?, ?)",
+                         [(run_id, key, json.dumps(value)) for key, value in context.items()])
+        conn.execute("UPDATE runs SET data=?, owner=? WHERE id=?",
+                     [json.dumps(record), owner_key(RunRecord.model_validate(
+                         {**record, "plan": plan, "context": context})), run_id])
+
+
+Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
 #: Schema migrations in order; version N runs ``MIGRATIONS[N - 1]``. Only ever append.
 #: (Statements run one by one: ``executescript`` would commit the open transaction.)
-MIGRATIONS: list[tuple[str, ...]] = [SCHEMA_V1]
+MIGRATIONS: list[Migration] = [SCHEMA_V1, _split_runs]
+#: Run fields kept in tables of their own (see :func:`_split_runs`).
+SPLIT_FIELDS = frozenset({"plan", "context"})
+
+
+def owner_key(run: RunRecord) -> str | None:
+    """The identity of the process working on ``run``: boot id, pid and the process's
+    start time, so a reused pid or a reboot never passes for the same process."""
+    if run.owner_pid is None:
+        return None
+    return f"{run.owner_boot}/{run.owner_pid}/{run.owner_start}"
 
 
 class RunStore:
@@ -103,8 +141,11 @@ class RunStore:
                     f"{self.path} has schema version {current}, newer than this osprey-core "
                     f"understands ({len(MIGRATIONS)}); upgrade osprey-core"
                 )
-            for statements in MIGRATIONS[current:]:
-                for statement in statements:
+            for migration in MIGRATIONS[current:]:
+                if callable(migration):
+                    migration(self.conn)
+                    continue
+                for statement in migration:
                     self.conn.execute(statement)
             self.conn.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?) "
@@ -145,34 +186,84 @@ class RunStore:
 
     def insert_run(self, run: RunRecord) -> None:
         self.conn.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (id, session, state, created_at, updated_at, data, owner) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [run.id, run.session, run.state, _iso(run.created_at), _iso(run.updated_at),
-             run.model_dump_json()],
+             _run_row(run), owner_key(run)],
         )
+        if run.plan is not None:
+            self.put_plan(run.id, run.plan)
+        for key, value in run.context.items():
+            self.put_context(run.id, key, value)
 
-    def update_run(self, run: RunRecord, *, expect_state: RunState | None = None) -> None:
-        """Write ``run``; with ``expect_state`` only if the stored state still matches."""
-        sql = "UPDATE runs SET state=?, updated_at=?, data=? WHERE id=?"
-        params: list[object] = [run.state, _iso(run.updated_at), run.model_dump_json(), run.id]
+    def update_run(self, run: RunRecord, *, expect_state: RunState | None = None,
+                   expect_owner: str | Literal[False] | None = False) -> None:
+        """Write ``run``'s row (not its plan or context: see :meth:`put_plan` and
+        :meth:`put_context`); with ``expect_state`` / ``expect_owner`` only if the stored
+        state and owner still match (compare-and-set)."""
+        sql = "UPDATE runs SET state=?, updated_at=?, data=?, owner=? WHERE id=?"
+        params: list[object] = [run.state, _iso(run.updated_at), _run_row(run), owner_key(run),
+                                run.id]
         if expect_state is not None:
             sql += " AND state=?"
             params.append(expect_state)
+        if expect_owner is not False:
+            sql += " AND owner IS ?"
+            params.append(expect_owner)
         if self.conn.execute(sql, params).rowcount != 1:
-            if expect_state is None:
+            if expect_state is None and expect_owner is False:
                 raise StoreError(f"unknown run '{run.id}'")
-            actual = self.get_run(run.id).state
-            raise ConflictError(f"run '{run.id}' is {actual}, not {expect_state}")
+            actual = self.get_run(run.id)
+            if expect_state is not None and actual.state != expect_state:
+                raise ConflictError(f"run '{run.id}' is {actual.state}, not {expect_state}")
+            raise ConflictError(f"run '{run.id}' is now held by another process "
+                                f"(pid {actual.owner_pid})")
+
+    def put_plan(self, run_id: str, plan: Plan) -> None:
+        """Store a run's plan (written when it is made or edited, not after each step)."""
+        self.conn.execute(
+            "INSERT INTO run_plans VALUES (?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET "
+            "sha256=excluded.sha256, data=excluded.data",
+            [run_id, plan.sha256(), plan.model_dump_json()])
+
+    def put_context(self, run_id: str, key: str, value: Any) -> None:
+        """Store one context value of a run (the request, gathered context, a step's output)."""
+        self.conn.execute(
+            "INSERT INTO run_context VALUES (?, ?, ?) ON CONFLICT(run_id, key) DO UPDATE SET "
+            "data=excluded.data", [run_id, key, json.dumps(value, ensure_ascii=False)])
 
     def get_run(self, run_id: str) -> RunRecord:
-        return self._one(RunRecord, "SELECT data FROM runs WHERE id=?", run_id, f"run '{run_id}'")
+        runs = self._runs("SELECT id, data FROM runs WHERE id=?", [run_id])
+        if not runs:
+            raise StoreError(f"unknown run '{run_id}'")
+        return runs[0]
 
     def list_runs(
         self, *, session: str | None = None, states: set[RunState] | None = None,
         limit: int = 100,
     ) -> list[RunRecord]:
         where, params = _filters(session=session, state=states)
-        sql = f"SELECT data FROM runs {where} ORDER BY created_at DESC, id LIMIT ?"
-        return self._many(RunRecord, sql, [*params, limit])
+        sql = f"SELECT id, data FROM runs {where} ORDER BY created_at DESC, id LIMIT ?"
+        return self._runs(sql, [*params, limit])
+
+    def _runs(self, sql: str, params: list[object]) -> list[RunRecord]:
+        """Runs with their plans and context, reassembled from their three tables."""
+        rows = self.conn.execute(sql, params).fetchall()
+        if not rows:
+            return []
+        records = {run_id: json.loads(data) for run_id, data in rows}
+        for record in records.values():
+            record.setdefault("context", {})
+        for chunk in _chunks(list(records), 500):
+            marks = ", ".join("?" for _ in chunk)
+            for run_id, data in self.conn.execute(
+                    f"SELECT run_id, data FROM run_plans WHERE run_id IN ({marks})", chunk):
+                records[run_id]["plan"] = json.loads(data)
+            for run_id, key, data in self.conn.execute(
+                    f"SELECT run_id, key, data FROM run_context WHERE run_id IN ({marks}) "
+                    "ORDER BY rowid", chunk):
+                records[run_id]["context"][key] = json.loads(data)
+        return [RunRecord.model_validate(records[run_id]) for run_id, _ in rows]
 
     # -- steps -----------------------------------------------------------------------
 
@@ -276,3 +367,12 @@ def _filters(**columns: object) -> tuple[str, list[object]]:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat()
+
+
+def _run_row(run: RunRecord) -> str:
+    return run.model_dump_json(exclude=set(SPLIT_FIELDS))
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

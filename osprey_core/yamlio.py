@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from osprey_core.errors import shorten
+
 #: Values (scalars and collections) a document may hold once every alias is expanded.
 MAX_EXPANDED_NODES = 100_000
 #: Alias references a document may use (ordinary configs use a handful).
@@ -122,10 +124,3 @@ def describe_error(exc: yaml.YAMLError, source: Path | str) -> str:
     where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
     problem = getattr(exc, "problem", None) or str(exc)
     return f"{where}: {shorten(problem, 300)}"
-
-
-def shorten(text: str, limit: int = 200) -> str:
-    """``text`` cut to about ``limit`` characters, saying how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[: limit - 40]}... ({len(text) - limit + 40} more characters)"

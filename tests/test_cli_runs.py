@@ -162,7 +162,8 @@ def test_approve_from_a_second_process_completes_the_run_once(env, cwd, stored):
     assert "already approved" in late.stderr
     decisions = [entry for entry in stored.audit() if entry["approval_id"] == approval_id]
     assert [entry["action"] for entry in decisions] == ["approval_requested",
-                                                        "approval_approved"]
+                                                        "approval_approved",
+                                                        "approval_refused", "approval_refused"]
 
 
 def test_unknown_approval_and_wrong_session_are_refused(env, cwd, stored):

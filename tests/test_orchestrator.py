@@ -178,7 +178,8 @@ def test_cancel_is_the_operators_way_out_and_withdraws_the_request(lab: Lab) -> 
     assert (withdrawn.status, withdrawn.decided_by) == (ApprovalStatus.WITHDRAWN, "bob")
     with pytest.raises(ApprovalError, match="already withdrawn"):
         osprey.approve(withdrawn.id)
-    assert actions(osprey, run.id)[-2:] == ["approval_withdrawn", "run_cancelled"]
+    assert actions(osprey, run.id)[-3:] == ["approval_withdrawn", "run_cancelled",
+                                           "approval_refused"]
     assert lab_counts(lab) == {}
 
 
@@ -205,7 +206,13 @@ def test_decision_naming_another_session_is_refused_and_leaves_both_runs_unchang
 
     assert [osprey.get_run(run_id) for run_id in ids] == runs_before
     assert osprey.approvals() == approvals_before
-    assert osprey.audit() == audit_before
+    refused = osprey.audit()[len(audit_before):]
+    assert osprey.audit()[:len(audit_before)] == audit_before
+    assert [(entry.action, entry.approval_id, entry.details["attempted"], entry.actor)
+            for entry in refused] == [
+        ("approval_refused", first.approval_id, "approve", osprey_user()),
+        ("approval_refused", first.approval_id, "reject", osprey_user()),
+        ("approval_refused", second.approval_id, "approve", osprey_user())]
     assert lab_counts(lab) == {}
     assert osprey.approve(first.approval_id or "", session="s1").state is RunState.DONE
     assert [entry["artifact"]["value"] for entry in lab.ledger.entries("set_magnet")] == [1.0]
@@ -258,13 +265,19 @@ def test_second_approval_of_one_request_is_refused_and_nothing_runs_twice(lab: L
 # -- tampering --------------------------------------------------------------------------
 
 
-def tamper_row(lab: Lab, table: str, row_id: str, change: Any) -> None:
+def osprey_user() -> str:
+    from osprey_core.api import default_user
+
+    return default_user()
+
+
+def tamper_row(lab: Lab, table: str, row_id: str, change: Any, key: str = "id") -> None:
     """Edit a row's JSON directly in SQLite, as someone with file access could."""
     with contextlib.closing(lab.db()) as conn:
-        [data] = conn.execute(f"SELECT data FROM {table} WHERE id=?", [row_id]).fetchone()
+        [data] = conn.execute(f"SELECT data FROM {table} WHERE {key}=?", [row_id]).fetchone()
         record = json.loads(data)
         change(record)
-        conn.execute(f"UPDATE {table} SET data=? WHERE id=?", [json.dumps(record), row_id])
+        conn.execute(f"UPDATE {table} SET data=? WHERE {key}=?", [json.dumps(record), row_id])
 
 
 def assert_refused(lab: Lab, osprey: Any, run_id: str, approval_id: str, state: RunState,
@@ -315,10 +328,10 @@ def test_plan_changed_in_the_run_record_after_the_request_is_refused(lab: Lab) -
     osprey = lab.osprey()
     run = osprey.run("/planning set the magnet to 2")
 
-    def raise_value(record: dict[str, Any]) -> None:
-        record["plan"]["steps"][0]["parameters"]["value"] = 200.0
+    def raise_value(plan: dict[str, Any]) -> None:
+        plan["steps"][0]["parameters"]["value"] = 200.0
 
-    tamper_row(lab, "runs", run.id, raise_value)
+    tamper_row(lab, "run_plans", run.id, raise_value, key="run_id")
 
     assert_refused(lab, osprey, run.id, run.approval_id or "", RunState.AWAITING_PLAN_APPROVAL,
                    "the plan stored with run .* no longer matches")
@@ -408,7 +421,11 @@ def test_invalid_edit_is_rejected_precisely_and_the_pending_request_stays(
         osprey.edit(run.approval_id or "", plan, user="bob")
 
     assert osprey.approvals() == approvals_before
-    assert osprey.audit() == audit_before
+    *unchanged, refused = osprey.audit()
+    assert unchanged == audit_before
+    assert (refused.action, refused.actor, refused.approval_id, refused.run_id,
+            refused.details["attempted"]) == ("approval_refused", "bob", run.approval_id,
+                                              run.id, "edit")
     assert osprey.get_run(run.id) == run
     assert osprey.plan_file(run.id).read_bytes() == plan_file
     assert osprey.approve(run.approval_id or "").state is RunState.AWAITING_STEP_APPROVAL

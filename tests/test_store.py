@@ -76,7 +76,7 @@ def decided(approval: ApprovalRecord, by: str,
 
 def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(path: Path) -> None:
     first = RunStore(path)
-    assert first.schema_version == len(MIGRATIONS) == 1
+    assert first.schema_version == len(MIGRATIONS) == 2
     seed(first, an_approval())
     with first.transaction() as tx:
         tx.append_audit(an_audit())
@@ -85,7 +85,7 @@ def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(path:
 
     again = RunStore(path)
     try:
-        assert again.schema_version == 1
+        assert again.schema_version == 2
         assert again.get_run("run-1") == a_run()
         assert again.get_approval("apv-1") == an_approval()
         assert [entry.action for entry in again.audit()] == ["approval_requested"]
@@ -101,7 +101,7 @@ def test_a_store_from_a_newer_osprey_is_refused_and_left_alone(path: Path) -> No
     before = path.read_bytes()
 
     with pytest.raises(StoreError, match=r"has schema version 99, newer than this osprey-core "
-                       r"understands \(1\); upgrade osprey-core"):
+                       r"understands \(2\); upgrade osprey-core"):
         RunStore(path)
 
     assert path.read_bytes() == before

@@ -12,7 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from osprey_core.hookspecs.capabilities import Capability
-from osprey_core.planning.base import Planner, PlanningError, PlanRequest, PlanValidationError
+from osprey_core.planning.base import (
+    PlanLimits,
+    Planner,
+    PlanningError,
+    PlanRequest,
+    PlanValidationError,
+)
 from osprey_core.planning.classifier import rank_capabilities
 from osprey_core.planning.llm import LLMPlanner
 from osprey_core.planning.offline import OfflinePlanner
@@ -32,6 +38,7 @@ __all__ = [
     "ClarifyParameters",
     "LLMPlanner",
     "OfflinePlanner",
+    "PlanLimits",
     "PlanRequest",
     "PlanValidationError",
     "Planner",

@@ -76,12 +76,20 @@ class LLMPlanner:
                     if not retry:
                         raise self._failed(attempt, last_error) from exc
                     continue
+                # A reply far larger than any acceptable plan is refused unread, and only
+                # its start goes back to the model with the feedback.
+                limit = 2 * request.limits.max_bytes
                 try:
-                    return validate_plan(
-                        parse_reply(content), self.capabilities, request.context_keys)
+                    if content is not None and len(content) > limit:
+                        raise MalformedReply(
+                            f"the reply is {len(content)} characters long; a plan has at most "
+                            f"{request.limits.max_steps} steps (planning.max_steps) and "
+                            f"{request.limits.max_bytes} bytes (planning.max_plan_bytes)")
+                    return validate_plan(parse_reply(content), self.capabilities,
+                                         request.context_keys, request.limits)
                 except (MalformedReply, PlanValidationError) as exc:
                     last_error = str(exc)
-                    messages.append({"role": "assistant", "content": content or ""})
+                    messages.append({"role": "assistant", "content": (content or "")[:limit]})
                     messages.append({"role": "user", "content": feedback(exc)})
         raise self._failed(settings.max_attempts, last_error)
 

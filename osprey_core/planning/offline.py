@@ -37,7 +37,8 @@ class OfflinePlanner:
             and (parameters := _match(capability, request.query)) is not None
         ]
         if not matched:
-            return validate_plan(self._clarify(request), self.capabilities, request.context_keys)
+            return validate_plan(self._clarify(request), self.capabilities, request.context_keys,
+                                 request.limits)
         steps: list[PlanStep] = []
         taken = set(request.context_keys)
         providers: dict[str, str] = {key: key for key in request.context_keys}
@@ -51,7 +52,7 @@ class OfflinePlanner:
             providers.update(dict.fromkeys(capability.provides, output))
         names = ", ".join(f"'{capability.name}'" for capability, _ in matched)
         plan = Plan(steps=steps, reasoning=f"Offline plan: {names} matched the request.")
-        return validate_plan(plan, self.capabilities, request.context_keys)
+        return validate_plan(plan, self.capabilities, request.context_keys, request.limits)
 
     def _clarify(self, request: PlanRequest) -> Plan:
         if CLARIFY not in self.capabilities:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from osprey_core.hookspecs.capabilities import Capability
 from osprey_core.models import Plan, PlanStep
-from osprey_core.planning.base import PlanValidationError
+from osprey_core.planning.base import PlanLimits, PlanValidationError
 from osprey_core.planning.terminal import RESPOND
 from osprey_core.registry import Registry, did_you_mean
 from osprey_core.run_machine import RunState
@@ -28,6 +28,7 @@ def validate_plan(
     plan: Plan | Mapping[str, Any],
     capabilities: Registry[Capability],
     context_keys: Iterable[str] = (),
+    limits: PlanLimits | None = None,
 ) -> Plan:
     """The plan with parameters normalised to validated JSON, or :class:`PlanValidationError`.
 
@@ -39,6 +40,8 @@ def validate_plan(
     reads every step's output (only when ``respond`` is registered), so every run ends
     by answering the user.
     """
+    if limits is not None:
+        limits.check(plan)
     context = list(dict.fromkeys(context_keys))
     checked = _check(parse_plan(plan), capabilities, context)
     if RESPOND in capabilities and not capabilities.get(checked.steps[-1].capability).terminal:
