@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab, ManualClock, plan_reply, respond, step
+from orch_helpers import Lab, ManualClock, plan_reply, step
 
 from osprey_core.models import ApprovalStatus, Plan, PlanStep, RunRecord, StepRecord, StepStatus
 from osprey_core.orchestrator import ApprovalError, RunController, boot_id, own_start
@@ -247,7 +247,7 @@ def test_a_huge_plan_in_bytes_is_refused(lab: Lab) -> None:
     osprey = lab.osprey()
     fat = Plan(steps=[PlanStep(capability="read_beam", output="beam",
                                description="x" * 300_000)])
-    with pytest.raises(PlanValidationError, match="planning.max_plan_bytes"):
+    with pytest.raises(PlanValidationError, match=r"planning\.max_plan_bytes"):
         osprey.run("read the beam current", plan=fat)
 
 
