@@ -10,10 +10,16 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from osprey_core.config import load_config
 from osprey_core.control.errors import ServerRejectedError
@@ -26,7 +32,15 @@ from osprey_core.control.service import (
     store_audit_sink,
 )
 from osprey_core.control.system import ControlSystem
-from osprey_core.control.types import Reason, WriteAck, WriteRequest, WriteResult, WriteStatus
+from osprey_core.control.types import (
+    ChannelValue,
+    Reason,
+    WriteAck,
+    WriteRequest,
+    WriteResult,
+    WriteStatus,
+    type_name,
+)
 from osprey_core.errors import ConfigError
 from osprey_core.models import AuditRecord
 from osprey_core.store import RunStore
@@ -454,7 +468,8 @@ uses_connectors = pytest.mark.exercises_hook("register_connectors")
 
 
 @uses_connectors
-def test_the_connector_is_chosen_by_type_and_built_with_timeouts_and_home(tmp_path) -> None:
+def test_the_connector_is_chosen_by_type_and_built_with_timeouts_home_and_lock_dir(
+        tmp_path) -> None:
     cls = FakeConnector.named("plant", channels=CHANNELS)
     host = host_with(fake_plugin(name="plant", connectors=[cls]))
     config = config_for(tmp_path, host, {"control_system": {
@@ -467,6 +482,7 @@ def test_the_connector_is_chosen_by_type_and_built_with_timeouts_and_home(tmp_pa
     assert (connector.connection_timeout, connector.read_timeout, connector.write_timeout) == (
         0.5, 0.75, 1.25)
     assert connector.home == tmp_path / "site" / "home"
+    assert control.lock_dir == tmp_path / "site" / "home" / "locks" / "writes"
     assert (control.writes_enabled, control.verify_timeout) == (True, 3.0)
     assert notices.shown == []  # the type was set explicitly
 
@@ -622,3 +638,258 @@ def test_an_enum_written_by_index_verifies_against_its_label() -> None:
     assert (by_label.status, by_label.verified) == (WriteStatus.OK, True)
     blocked(write(control, "SR:MODE", 3), Reason.NOT_ALLOWED_VALUE)
     assert connector.writes == [("SR:MODE", "User"), ("SR:MODE", "Machine development")]
+
+
+# -- any Python value: a result and an audit trail, never an exception -------------------------
+
+TYPED = {"F:SP": 0.0, "I:SP": 3, "B:SP": False, "S:SP": "a", "E:SP": "OFF",
+         "A:SP": [0.0, 0.0], "U:SP": 0.0}
+TYPED_LIMITS = {"channels": {
+    "F:SP": {"type": "float", "min": -5, "max": 5, "max_step": 2, "verification": "readback"},
+    "I:SP": {"type": "int", "min": -10, "max": 10, "verification": "readback"},
+    "B:SP": {"type": "bool", "verification": "readback"},
+    "S:SP": {"type": "string", "allowed": ["a", "b"], "verification": "readback"},
+    "E:SP": {"type": "enum", "allowed": ["OFF", "ON"], "verification": "readback"},
+    "A:SP": {"type": "array", "min": -5, "max": 5, "verification": "readback"},
+    "U:SP": {"verification": "none"}},
+    "defaults": {"writable": True}}
+
+
+class Liar(float):
+    """Claims to be within every range and converts to 0; holds 99 or whatever it was given."""
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    __gt__ = __le__ = __ge__ = __lt__
+
+    def __float__(self) -> float:
+        return 0.0
+
+    def __sub__(self, other: object) -> float:
+        return 0.0
+
+    __rsub__ = __sub__
+
+
+class Alias(str):
+    """A channel name that says it is F:SP, whatever it holds."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash("F:SP")
+
+
+class Hostile:
+    """Every dunder a serialiser or a check might call raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no eq")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __float__(self) -> float:
+        raise RuntimeError("no float")
+
+    def __index__(self) -> int:
+        raise RuntimeError("no index")
+
+
+def typed_system(audit: Any = None) -> tuple[ControlSystem, FakeConnector]:
+    connector = FakeConnector.named("typed", channels=TYPED)()
+    control = ControlSystem(connector, LimitsDatabase(LimitsConfig.model_validate(TYPED_LIMITS)),
+                            writes_enabled=True, verify_timeout=0.05, audit=audit or Recorder())
+    return control, connector
+
+
+@pytest.mark.parametrize(("channel", "value", "written"), [
+    ("F:SP", np.float32(0.5), 0.5),
+    ("F:SP", np.float64(1.25), 1.25),
+    ("F:SP", np.float16(-1.5), -1.5),
+    ("F:SP", np.array(1.5), 1.5),
+    ("I:SP", np.int64(4), 4),
+    ("I:SP", np.uint8(2), 2),
+    ("B:SP", np.bool_(True), True),
+    ("S:SP", np.str_("b"), "b"),
+    ("A:SP", np.array([1.0, -2.5]), [1.0, -2.5]),
+    ("A:SP", np.array([1, 2], dtype=np.int32), [1, 2]),
+    ("A:SP", (np.float32(0.25), 1), [0.25, 1]),
+])
+def test_numpy_values_are_written_as_the_python_values_they_equal(
+        channel: str, value: Any, written: Any) -> None:
+    audit = Recorder()
+    control, connector = typed_system(audit)
+    result = write(control, channel, value)
+    assert result.ok, result
+    [(_, sent)] = connector.writes
+    assert sent == written and type(sent) is type(written)
+    if isinstance(sent, list):
+        assert [type(item) for item in sent] == [type(item) for item in written]
+    assert audit.actions() == ["channel_write_started", "channel_write_ok"]
+    assert audit.records[0].details["requested"] == written
+    assert audit.records[0].details["given"] == type_name(value)  # what the caller passed
+    json.dumps([record.details for record in audit.records], allow_nan=False)
+
+
+longdouble_is_wider = np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant
+
+
+@pytest.mark.parametrize(("channel", "value", "reason"), [
+    ("A:SP", np.array([[1.0, 2.0]]), Reason.WRONG_TYPE),
+    ("F:SP", np.array([1.0]), Reason.WRONG_TYPE),
+    ("A:SP", np.float32(1.0), Reason.WRONG_TYPE),
+    ("F:SP", np.float64("nan"), Reason.NOT_FINITE),
+    ("F:SP", np.float32("inf"), Reason.NOT_FINITE),
+    ("A:SP", np.array([1.0, np.nan]), Reason.NOT_FINITE),
+    ("F:SP", np.complex128(1), Reason.WRONG_TYPE),
+    ("F:SP", np.datetime64("2024-01-01"), Reason.WRONG_TYPE),
+    ("I:SP", np.int64(11), Reason.ABOVE_MAX),
+    pytest.param("F:SP", np.longdouble(1) / 3, Reason.WRONG_TYPE, marks=pytest.mark.skipif(
+        not longdouble_is_wider, reason="long double is double here")),
+])
+def test_numpy_values_that_are_not_a_legitimate_value_are_refused_and_audited(
+        channel: str, value: Any, reason: Reason) -> None:
+    audit = Recorder()
+    control, connector = typed_system(audit)
+    blocked(write(control, channel, value), reason)
+    assert connector.writes == []
+    assert audit.actions() == ["channel_write_blocked"]
+    json.dumps(audit.records[0].details, allow_nan=False)
+
+
+def test_a_number_that_lies_in_its_comparisons_is_checked_by_what_it_holds() -> None:
+    control, connector = typed_system()
+    blocked(write(control, "F:SP", Liar(99.0)), Reason.ABOVE_MAX)
+    assert write(control, "F:SP", Liar(1.0)).ok
+    assert connector.writes == [("F:SP", 1.0)] and type(connector.writes[0][1]) is float
+
+
+def test_a_channel_name_that_lies_about_equality_is_looked_up_by_what_it_holds() -> None:
+    control, connector = typed_system()
+    blocked(write(control, Alias("Q:SP"), 1.0), Reason.UNLISTED_CHANNEL)
+    assert connector.writes == []
+
+
+def test_an_outcome_that_cannot_be_audited_is_still_returned() -> None:
+    control, connector = typed_system(Recorder(fail=True))
+    result = write(control, "F:SP", 1.0)
+    blocked(result, Reason.VALIDATION_ERROR)  # the intent could not be recorded: no put
+    assert "audit" in result.message
+    assert connector.writes == []
+
+
+class StoreSink:
+    """The real store sink, with any exception it raises kept for the test to see."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.sink = store_audit_sink(store)
+        self.records: list[AuditRecord] = []
+        self.errors: list[BaseException] = []
+
+    def __call__(self, record: AuditRecord) -> None:
+        try:
+            self.sink(record)
+        except BaseException as exc:
+            self.errors.append(exc)
+            raise
+        self.records.append(record)
+
+
+HOSTILE_VALUES = [
+    None, Hostile(), object(), {"a": 1}, {1: 2}, {1, 2}, frozenset(), b"\xff", bytearray(b"x"),
+    1j, Decimal("1.5"), Decimal("NaN"), Fraction(1, 3), 10**400, -(10**5000), 2**63,
+    "\ud800", "x" * 50_000, [1.0, [2.0, [3.0]]], [[[[[[[[[[[[1.0]]]]]]]]]]]], [Hostile()],
+    (1.0, None), [1.0] * 200_000, Liar(2.0), Alias("x"), math.nan, -math.inf, True, ...,
+    lambda: None, ValueError("boom"), np.float64("nan"), np.array([np.inf]),
+    np.zeros((2, 2, 2)), np.array([], dtype=float), np.array(["a", "b"]),
+    np.array([Hostile()], dtype=object), np.array(1, dtype=object), np.void(b"\x00"),
+    np.bytes_(b"x"), np.timedelta64(1, "s"), np.float16("inf"), np.uint64(2**64 - 1),
+]
+try:
+    import pandas
+except ImportError:  # pandas is optional
+    pass
+else:
+    HOSTILE_VALUES += [pandas.NA, pandas.NaT, pandas.Timestamp("2024-01-01"),
+                       pandas.Series([1.0, 2.0]), pandas.DataFrame({"a": [1]})]
+
+NUMPY_DTYPES = st.sampled_from(["float16", "float32", "float64", "longdouble", "int8", "int64",
+                                "uint16", "uint64", "bool", "complex64", "U3", "S2", "M8[s]",
+                                "m8[s]", "O"])
+LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(
+        st.characters(exclude_categories=()), max_size=5), st.binary(max_size=3),
+    st.complex_numbers(), st.decimals(), st.fractions(),
+    st.integers(0, len(HOSTILE_VALUES) - 1).map(lambda index: HOSTILE_VALUES[index]),
+    NUMPY_DTYPES.flatmap(lambda dtype: hnp.from_dtype(np.dtype(dtype))),
+    NUMPY_DTYPES.flatmap(lambda dtype: hnp.arrays(np.dtype(dtype), hnp.array_shapes(
+        min_dims=0, max_dims=3, min_side=0, max_side=3))))
+ANY_VALUE = st.recursive(LEAVES, lambda children: st.one_of(
+    st.lists(children, max_size=3), st.tuples(children, children),
+    st.dictionaries(st.text(max_size=2), children, max_size=2)), max_leaves=6)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    store = RunStore(tmp_path_factory.mktemp("audit") / "osprey.db")
+    yield store
+    store.close()
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(channel=st.sampled_from(sorted(TYPED)), value=ANY_VALUE)
+def test_any_value_ends_in_a_result_and_one_stored_outcome(store: RunStore, channel: str,
+                                                           value: Any) -> None:
+    sink = StoreSink(store)
+    control, connector = typed_system(sink)
+    result = write(control, channel, value)
+
+    assert isinstance(result, WriteResult)
+    assert sink.errors == []
+    json.dumps(result.to_json(), allow_nan=False)
+    actions = [record.action for record in sink.records]
+    assert actions[-1] == f"channel_write_{result.status}"
+    assert actions[:-1] == (["channel_write_started"] if connector.writes else [])
+    if connector.writes:
+        [(_, sent)] = connector.writes
+        for item in sent if isinstance(sent, list) else [sent]:
+            assert type(item) in (bool, int, float, str), sent
+    if result.ok:
+        assert connector.writes
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(requested=ANY_VALUE, value=ANY_VALUE, channel=ANY_VALUE,
+       status=st.sampled_from(list(WriteStatus)))
+def test_a_write_result_always_has_a_json_form(requested: Any, value: Any, channel: Any,
+                                               status: WriteStatus) -> None:
+    from datetime import UTC, datetime
+
+    reading = ChannelValue("X", value, datetime.now(UTC))
+    result = WriteResult(channel, requested, status, Reason.WRONG_TYPE, "message",
+                         previous=reading, readback=reading)
+    text = json.dumps(result.to_json(), allow_nan=False)
+    assert len(text) < 2_000_000
+
+
+def test_write_many_audits_every_pair_whatever_the_values() -> None:
+    audit = Recorder()
+    control, connector = typed_system(audit)
+    writes = [("F:SP", np.float32(1.0)), ("U:SP", Hostile()), ("F:SP", 2.0)]
+    results = asyncio.run(control.write_many(writes, REQUEST))
+    assert [(r.status, r.reason) for r in results] == [
+        (WriteStatus.OK, None), (WriteStatus.BLOCKED, Reason.WRONG_TYPE),
+        (WriteStatus.BLOCKED, Reason.SKIPPED)]
+    assert audit.actions() == ["channel_write_started", "channel_write_ok",
+                               "channel_write_blocked", "channel_write_blocked"]
+    json.dumps([record.details for record in audit.records], allow_nan=False)
+    assert connector.writes == [("F:SP", 1.0)]

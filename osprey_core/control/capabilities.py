@@ -33,8 +33,17 @@ from pydantic import (
 )
 
 from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
-from osprey_core.control.limits import ChannelLimits, check_value
-from osprey_core.control.types import ChannelValue, Sample, WriteRequest, WriteResult, is_number
+from osprey_core.control.limits import ChannelLimits, check_value, step_size
+from osprey_core.control.types import (
+    ChannelValue,
+    Sample,
+    WriteRequest,
+    WriteResult,
+    is_number,
+    json_safe,
+    plain_value,
+    value_text,
+)
 from osprey_core.errors import OspreyError
 
 if TYPE_CHECKING:
@@ -96,7 +105,7 @@ class WriteItem(BaseModel):
     @classmethod
     def _finite(cls, value: Any) -> Any:
         for item in value if isinstance(value, list) else [value]:
-            if is_number(item) and not math.isfinite(item):
+            if isinstance(item, float) and not math.isfinite(item):  # ints are finite
                 raise ValueError(f"{item} is not a finite number")
         return value
 
@@ -324,10 +333,12 @@ def _problems(control_system: ControlSystem, channel: str, value: Any,
         return [f"{channel} is not writable (limits database)"]
     if problem := check_value(value, limits):
         return [problem[1]]
-    if limits.max_step is not None and current is not None and is_number(value) \
-            and is_number(current.value) and abs(value - current.value) > limits.max_step:
-        return [f"a step of {abs(value - current.value):g} from {current.value} is above "
-                f"max_step {limits.max_step:g}"]
+    if limits.max_step is None or current is None:
+        return []
+    now = plain_value(current.value)
+    if is_number(value) and is_number(now) and (step := step_size(now, value)) > limits.max_step:
+        return [f"a step of {value_text(step)} from {value_text(now)} is above max_step "
+                f"{limits.max_step:g}"]
     return []
 
 
@@ -381,7 +392,7 @@ async def _describe_write(control_system: ControlSystem,
 
 
 def _with_units(value: Any, units: str | None) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    text = value if isinstance(value, str) else json.dumps(json_safe(value), ensure_ascii=False)
     return f"{text} {units}" if units else text
 
 
@@ -421,7 +432,7 @@ async def prepare_writes(control_system: ControlSystem,
 
 def write_result(result: WriteResult) -> dict[str, Any]:
     """A write outcome as a step result: compact, JSON, with the values read around it."""
-    return {"channel": result.channel, "requested": result.requested,
+    return {"channel": json_safe(result.channel), "requested": json_safe(result.requested),
             "status": str(result.status),
             "reason": None if result.reason is None else str(result.reason),
             "message": result.message,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from osprey_core.control.types import Reason, is_number
+from osprey_core.control.types import Reason, is_number, safe_repr, type_name, value_text
 from osprey_core.errors import ConfigError
 
 Verification = Literal["none", "callback", "readback"]
@@ -123,39 +123,58 @@ class LimitsDatabase:
 
 
 def check_value(value: Any, limits: ChannelLimits) -> tuple[Reason, str] | None:
-    """Why ``value`` may not be written under ``limits``, or ``None`` if it may."""
+    """Why ``value`` may not be written under ``limits``, or ``None`` if it may.
+
+    ``value`` is a plain value (:func:`~osprey_core.control.types.plain_value`): anything
+    that is not a bool, number, text or list of them is refused by its type.
+    """
     kind = limits.type or ("float" if limits.min is not None or limits.max is not None
                            else None)
     if kind in ("string", "enum"):
-        if kind == "enum" and is_number(value) and float(value).is_integer() and limits.allowed:
-            if not 0 <= int(value) < len(limits.allowed):
-                return Reason.NOT_ALLOWED_VALUE, f"enum index {value} is out of range"
+        if kind == "enum" and is_number(value) and _whole(value) and limits.allowed:
+            if not 0 <= value < len(limits.allowed):
+                return Reason.NOT_ALLOWED_VALUE, f"enum index {value_text(value)} is out of range"
             return None
         if not isinstance(value, str):
-            return Reason.WRONG_TYPE, f"expected text, got {type(value).__name__}"
+            return Reason.WRONG_TYPE, f"expected text, got {type_name(value)}"
         if limits.allowed is not None and value not in [str(item) for item in limits.allowed]:
-            return Reason.NOT_ALLOWED_VALUE, f"{value!r} is not one of {limits.allowed}"
+            return Reason.NOT_ALLOWED_VALUE, f"{safe_repr(value)} is not one of {limits.allowed}"
         return None
     if kind == "bool":
         return None if isinstance(value, bool) else (
-            Reason.WRONG_TYPE, f"expected true/false, got {type(value).__name__}")
+            Reason.WRONG_TYPE, f"expected true/false, got {type_name(value)}")
     is_sequence = isinstance(value, list | tuple)
     if kind == "array" and not is_sequence:
-        return Reason.WRONG_TYPE, f"expected a list of numbers, got {type(value).__name__}"
+        return Reason.WRONG_TYPE, f"expected a list of numbers, got {type_name(value)}"
     if kind in ("float", "int") and is_sequence:
-        return Reason.WRONG_TYPE, f"expected one number, got a {type(value).__name__}"
+        return Reason.WRONG_TYPE, f"expected one number, got a {type_name(value)}"
     items = value if is_sequence else [value]
     if kind is None and isinstance(value, str):
         return None  # untyped channel: text goes through, the connector decides
     for item in items:
         if not is_number(item):
-            return Reason.WRONG_TYPE, f"expected a number, got {type(item).__name__} {item!r}"
+            return Reason.WRONG_TYPE, (f"expected a number, got {type_name(item)} "
+                                       f"{safe_repr(item)}")
         if isinstance(item, float) and not math.isfinite(item):  # ints are always finite
             return Reason.NOT_FINITE, f"{item} is not a finite number"
-        if kind == "int" and not float(item).is_integer():
+        if kind == "int" and not _whole(item):
             return Reason.WRONG_TYPE, f"expected an integer, got {item}"
         if limits.min is not None and item < limits.min:
-            return Reason.BELOW_MIN, f"{item} is below the minimum {limits.min}"
+            return Reason.BELOW_MIN, f"{value_text(item)} is below the minimum {limits.min}"
         if limits.max is not None and item > limits.max:
-            return Reason.ABOVE_MAX, f"{item} is above the maximum {limits.max}"
+            return Reason.ABOVE_MAX, f"{value_text(item)} is above the maximum {limits.max}"
     return None
+
+
+def _whole(number: float) -> bool:
+    """An integer value (``float(10**400)`` would overflow, so ints are not converted)."""
+    return isinstance(number, int) or number.is_integer()
+
+
+def step_size(current: float, target: float) -> float:
+    """``|target - current|``, exact; infinite when an int and a float are too far apart
+    to subtract."""
+    try:
+        return abs(target - current)
+    except OverflowError:
+        return math.inf

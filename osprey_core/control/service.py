@@ -14,6 +14,9 @@ working directory when it was set by an environment variable or there is no file
 Audit records of write attempts go to the run store, each in its own durable
 transaction: an audited attempt survives a power cut, and a write whose intent cannot
 be recorded does not happen (the :class:`ControlSystem` fails closed).
+
+Per-channel write locks live in ``<home>/locks/writes``: every process using this home
+on this host takes the same lock files, so their writes to a channel are serialised.
 """
 
 from __future__ import annotations
@@ -150,7 +153,13 @@ def build_control_system(config: OspreyConfig, host: PluginHost, *,
     if notice is not None and (text := default_type_notice(config, "control_system")):
         notice(text)
     return ControlSystem(connector, limits, writes_enabled=settings.writes_enabled,
-                         verify_timeout=settings.verify_timeout, audit=audit)
+                         verify_timeout=settings.verify_timeout, audit=audit,
+                         lock_dir=write_lock_dir(config))
+
+
+def write_lock_dir(config: OspreyConfig) -> Path:
+    """Where the per-channel write locks of this osprey home live."""
+    return config.home / "locks" / "writes"
 
 
 def build_archiver(config: OspreyConfig, host: PluginHost, *,

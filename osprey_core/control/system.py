@@ -5,15 +5,31 @@ Every write from every caller (capability, CLI, sandbox broker) goes through
 the current value read through the same connector, the connector's write, verification
 and an audit record, in that order. Anything unexpected while validating blocks the
 write: the layer fails closed.
+
+From the fresh read for ``max_step`` to the end of verification a write holds its
+channel's lock, so concurrent writers cannot each pass the step check against the same
+old value: one lock per (connector name, channel) shared by every ``ControlSystem``,
+event loop and thread of the process, and, with a lock folder, an ``flock`` on a file
+per channel that serialises the processes of one host. Waiting is bounded; a write that
+cannot get the lock is blocked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import logging
 import math
+import os
+import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from osprey_core.control.errors import (
@@ -21,7 +37,13 @@ from osprey_core.control.errors import (
     ControlSystemError,
     ServerRejectedError,
 )
-from osprey_core.control.limits import ChannelLimits, LimitsDatabase, Tolerance, check_value
+from osprey_core.control.limits import (
+    ChannelLimits,
+    LimitsDatabase,
+    Tolerance,
+    check_value,
+    step_size,
+)
 from osprey_core.control.types import (
     ChannelMetadata,
     ChannelValue,
@@ -31,17 +53,72 @@ from osprey_core.control.types import (
     WriteResult,
     WriteStatus,
     is_number,
+    json_safe,
+    plain_value,
+    safe_repr,
+    type_name,
+    value_text,
 )
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 from osprey_core.models import AuditRecord
 
 AuditSink = Callable[[AuditRecord], None]
 
+logger = logging.getLogger(__name__)
+
 
 class _Blocked(Exception):
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class _ProcessLocks:
+    """One ``threading.Lock`` per (connector name, channel) for the whole process."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def get(self, key: tuple[str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def forget(self) -> None:
+        """In a forked child: locks its parent's threads held would never be released."""
+        self._guard = threading.Lock()
+        self._locks = {}
+
+
+_process_locks = _ProcessLocks()
+os.register_at_fork(after_in_child=_process_locks.forget)
+
+
+async def _poll(attempt: Callable[[], bool], deadline: float) -> bool:
+    """Try ``attempt`` until it succeeds or ``deadline`` passes, without blocking the loop."""
+    delay = 0.0005
+    while not attempt():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, 0.01)
+    return True
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _lock_file_name(connector: str, channel: str) -> str:
+    """The lock file of a channel: readable, and unique by a hash of the exact names."""
+    digest = hashlib.sha256(f"{connector}\0{channel}".encode(errors="surrogatepass"))
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{connector}-{channel}")[:60]
+    return f"{readable}-{digest.hexdigest()[:24]}.lock"
 
 
 class ControlSystem:
@@ -54,11 +131,21 @@ class ControlSystem:
         verify_timeout: float = 2.0,
         audit: AuditSink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lock_dir: Path | None = None,
+        lock_timeout: float | None = None,
     ) -> None:
+        """``lock_dir`` holds the per-channel lock files that serialise writes across the
+        processes of this host (``None``: within this process only). ``lock_timeout`` is
+        how long a write waits for its channel's lock; by default as long as one write
+        may take (connection, read, write and verification timeouts)."""
         self.connector = connector
         self.limits = limits
         self._writes_enabled = writes_enabled
         self.verify_timeout = verify_timeout
+        self.lock_dir = lock_dir
+        self.lock_timeout = lock_timeout if lock_timeout is not None else (
+            connector.connection_timeout + connector.read_timeout + connector.write_timeout
+            + verify_timeout)
         self._audit = audit
         self._clock = clock
         self._connected = False
@@ -91,8 +178,9 @@ class ControlSystem:
 
     def check_name(self, channel: str) -> None:
         if not isinstance(channel, str) or not self.connector.validate_name(channel):
-            raise ControlSystemError(f"invalid channel name {channel!r} for the "
-                                     f"{self.connector.name} control system", channel=channel)
+            raise ControlSystemError(f"invalid channel name {safe_repr(channel)} for the "
+                                     f"{self.connector.name} control system",
+                                     channel=channel if isinstance(channel, str) else None)
 
     async def read(self, channel: str) -> ChannelValue:
         self.check_name(channel)
@@ -133,31 +221,41 @@ class ControlSystem:
         return self.limits.lookup(channel)
 
     async def write(self, channel: str, value: Any, request: WriteRequest) -> WriteResult:
-        """Check, write, verify and audit one value. Never raises for a refused write."""
+        """Check, write, verify and audit one value, of any type. Never raises for a refused
+        write; the result and the audit records are JSON whatever the value."""
         limits: ChannelLimits | None = None
         previous: ChannelValue | None = None
+        requested, put = value, False
         try:
-            limits = self._permit(channel, value)
+            if isinstance(channel, str):  # the name it holds, not what its methods claim
+                channel = str.__str__(channel)
+            requested = self._plain(value)
+            limits = self._permit(channel, requested)
             await self.connect()
-            previous = await self._check_step(channel, value, limits)
-            # Recorded before the put: a write that cannot be audited does not happen.
-            self._record(request, "channel_write_started", {
-                "channel": channel, "requested": value,
-                "previous": None if previous is None else previous.to_json()})
+            async with self._channel_lock(channel):
+                previous = await self._check_step(channel, requested, limits)
+                # Recorded before the put: a write that cannot be audited does not happen.
+                self._record(request, "channel_write_started", {
+                    "channel": channel, "requested": requested,
+                    "previous": None if previous is None else previous.to_json(),
+                    **({} if type(requested) is type(value) else {"given": type_name(value)})})
+                put = True
+                result = await self._put_and_verify(channel, requested, limits, previous)
         except _Blocked as blocked:
-            return self._finish(request, WriteResult(
-                channel, value, WriteStatus.BLOCKED, blocked.reason, str(blocked),
-                previous=previous))
+            result = WriteResult(channel, requested, WriteStatus.BLOCKED, blocked.reason,
+                                 str(blocked), previous=previous)
         except ChannelNotFoundError as missing:
-            return self._finish(request, WriteResult(
-                channel, value, WriteStatus.FAILED, Reason.NOT_FOUND, str(missing)))
-        except Exception as exc:  # fail closed: a validation we could not complete blocks
-            return self._finish(request, WriteResult(
-                channel, value, WriteStatus.BLOCKED, Reason.VALIDATION_ERROR,
-                f"could not validate the write ({type(exc).__name__}: {exc})",
-                previous=previous))
-        return self._finish(request, await self._put_and_verify(channel, value, limits,
-                                                                previous))
+            result = WriteResult(channel, requested, WriteStatus.FAILED, Reason.NOT_FOUND,
+                                 str(missing))
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {safe_repr(exc)}"
+            result = WriteResult(
+                channel, requested, WriteStatus.FAILED, Reason.IO_ERROR,
+                f"the write was sent; its outcome is unknown ({problem})", previous=previous
+            ) if put else WriteResult(  # fail closed: a validation not completed blocks
+                channel, requested, WriteStatus.BLOCKED, Reason.VALIDATION_ERROR,
+                f"could not validate the write ({problem})", previous=previous)
+        return self._finish(request, result)
 
     async def write_many(self, writes: Sequence[tuple[str, Any]],
                          request: WriteRequest) -> list[WriteResult]:
@@ -171,6 +269,50 @@ class ControlSystem:
                 continue
             results.append(await self.write(channel, value, request))
         return results
+
+    @staticmethod
+    def _plain(value: Any) -> Any:
+        try:
+            return plain_value(value)
+        except ValueError as exc:
+            raise _Blocked(Reason.WRONG_TYPE, str(exc)) from None
+
+    @contextlib.asynccontextmanager
+    async def _channel_lock(self, channel: str) -> AsyncIterator[None]:
+        """Hold ``channel``'s lock in this process, then on this host (with ``lock_dir``)."""
+        deadline = time.monotonic() + self.lock_timeout
+        busy = _Blocked(Reason.BUSY, f"another write to {channel} held its lock for more "
+                                     f"than {self.lock_timeout:g} s")
+        local = _process_locks.get((self.connector.name, channel))
+        if not await _poll(lambda: local.acquire(blocking=False), deadline):
+            raise busy
+        try:
+            if self.lock_dir is None:
+                yield
+                return
+            fd = self._open_lock_file(channel)
+            try:
+                if not await _poll(lambda: _try_flock(fd), deadline):
+                    raise busy
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+        finally:
+            local.release()
+
+    def _open_lock_file(self, channel: str) -> int:
+        assert self.lock_dir is not None
+        path = self.lock_dir / _lock_file_name(self.connector.name, channel)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            try:
+                return os.open(path, flags, 0o600)
+            except FileNotFoundError:
+                self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                return os.open(path, flags, 0o600)
+        except OSError as exc:
+            raise _Blocked(Reason.LOCK_ERROR, f"cannot take the write lock of {channel} "
+                                              f"({path}): {exc.strerror or exc}") from None
 
     def _permit(self, channel: str, value: Any) -> ChannelLimits:
         try:
@@ -204,17 +346,18 @@ class ControlSystem:
         except Exception as exc:
             raise _Blocked(Reason.VALIDATION_ERROR, f"cannot read the current value of "
                            f"{channel} to check max_step: {exc}") from None
-        if not (is_number(previous.value) and is_number(value)):
+        current = plain_value(previous.value)
+        if not (is_number(current) and is_number(value)):
             raise _Blocked(Reason.WRONG_TYPE, f"max_step needs numbers; {channel} is "
-                           f"{previous.value!r}")
-        if not math.isfinite(previous.value):  # NaN compares false: the step would pass
+                           f"{safe_repr(previous.value)}")
+        if isinstance(current, float) and not math.isfinite(current):  # NaN compares false
             raise _Blocked(Reason.VALIDATION_ERROR, f"cannot check max_step: the current "
-                           f"value of {channel} is {previous.value}")
-        step = abs(value - previous.value)
+                           f"value of {channel} is {current}")
+        step = step_size(current, value)
         if step > limits.max_step:
-            raise _Blocked(Reason.STEP_TOO_LARGE, f"changing {channel} from {previous.value} "
-                           f"to {value} is a step of {step:g}, above max_step "
-                           f"{limits.max_step:g}")
+            raise _Blocked(Reason.STEP_TOO_LARGE, f"changing {channel} from "
+                           f"{value_text(current)} to {value_text(value)} is a step of "
+                           f"{value_text(step)}, above max_step {limits.max_step:g}")
         return previous
 
     async def _put_and_verify(self, channel: str, value: Any, limits: ChannelLimits,
@@ -271,13 +414,22 @@ class ControlSystem:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
-        seen = "nothing" if readback is None else repr(readback.value)
+        seen = "nothing" if readback is None else safe_repr(readback.value)
         return outcome(WriteStatus.FAILED, Reason.VERIFICATION_FAILED,
-                       f"readback of {target} is {seen}, not {value!r} within tolerance "
+                       f"readback of {target} is {seen}, not {value_text(value)} within tolerance "
                        f"after {self.verify_timeout:g} s{error}", readback, False)
 
     def _finish(self, request: WriteRequest, result: WriteResult) -> WriteResult:
-        self._record(request, f"channel_write_{result.status}", result.to_json())
+        """Audit the outcome. The result is returned even when that fails: after a put,
+        the caller must learn what happened to the machine."""
+        try:
+            self._record(request, f"channel_write_{result.status}", result.to_json())
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {safe_repr(exc)}"
+            logger.error("the outcome of a write to %s could not be audited: %s",
+                         safe_repr(result.channel), problem)
+            return dataclasses.replace(result, message=f"{result.message} (the outcome could "
+                                                       f"not be audited: {problem})")
         return result
 
     def _record(self, request: WriteRequest, action: str, details: dict[str, Any]) -> None:
@@ -285,4 +437,4 @@ class ControlSystem:
             self._audit(AuditRecord(
                 at=self._clock(), actor=request.actor, interface=request.interface,
                 action=action, run_id=request.run_id, approval_id=request.approval_id,
-                details=details))
+                details=json_safe(details)))
