@@ -13,7 +13,7 @@ import re
 import reprlib
 import textwrap
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
@@ -37,6 +37,8 @@ from osprey_core.settings import (
 )
 
 if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
     from osprey_core.plugin_host import PluginHost
 
 DEFAULT_CONFIG_NAME = "osprey.yml"
@@ -193,6 +195,8 @@ def load_config(
     overrides = _env_overrides(env, model)
     for env_key, (key_path, value) in overrides.items():
         _set_path(data, key_path, value, env_key)
+    if problems := _strict_problems(data, model, host):
+        raise ConfigError(_report(problems, config_path, lines, overrides))
     try:
         settings = model.model_validate(data, **_VALIDATE_OPTIONS)
     except ValidationError as exc:
@@ -437,15 +441,87 @@ def _explain(
     lines: dict[tuple[str, ...], int],
     overrides: dict[str, tuple[tuple[str, ...], Any]],
 ) -> str:
+    problems = [(tuple(error["loc"]), _problem(error, tuple(map(str, error["loc"])), model))
+                for error in exc.errors()]
+    return _report(problems, path, lines, overrides)
+
+
+def _report(
+    problems: list[tuple[tuple[Any, ...], str]],
+    path: Path | None,
+    lines: dict[tuple[str, ...], int],
+    overrides: dict[str, tuple[tuple[str, ...], Any]],
+) -> str:
+    """``invalid configuration in FILE:`` and one ``where: key: problem`` line each."""
     env_by_path = {key_path: env_key for env_key, (key_path, _) in overrides.items()}
-    problems = []
-    for error in exc.errors():
-        loc = tuple(str(part) for part in error["loc"])
-        where = _where(loc, path, lines, env_by_path)
-        problems.append(f"{where}: {_dotted(error['loc']) or '(top level)'}: "
-                        f"{_problem(error, loc, model)}")
+    rendered = [f"{_where(tuple(map(str, loc)), path, lines, env_by_path)}: "
+                f"{_dotted(loc) or '(top level)'}: {problem}" for loc, problem in problems]
     source = str(path) if path else "the configuration"
-    return f"invalid configuration in {source}:\n  " + "\n  ".join(problems)
+    return f"invalid configuration in {source}:\n  " + "\n  ".join(rendered)
+
+
+# -- rules pydantic's lax mode would let through -------------------------------------------
+
+
+def _strict_problems(
+    data: Any, model: type[BaseModel], host: PluginHost | None,
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Values that validation would accept but must not be.
+
+    * A ``bool`` setting takes only ``true`` or ``false``: pydantic turns ``"yes"``,
+      ``"on"`` and ``1`` into ``True``, and a safety switch must never guess.
+    * A value marked with :class:`~osprey_core.settings.PluginChoice` must name a
+      registered plugin, so a typo is reported with its line now, not at first use.
+      (Unchecked when no plugin of that family is loaded: nothing could be named then.)
+    """
+    from osprey_core.settings import PluginChoice
+
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for loc, value, info in _set_fields(data, model, ()):
+        options = _options(info.annotation)
+        if bool in options and not isinstance(value, bool) and not (
+                value is None and type(None) in options) and len(options) <= 2:
+            problems.append((loc, f"expected true or false, got {_REPR.repr(value)} "
+                                  "(a switch takes only true or false)"))
+        for choice in (item for item in info.metadata if isinstance(item, PluginChoice)):
+            if host is None:
+                continue
+            registry = host.registry(choice.family)
+            if not len(registry):
+                continue
+            names = list(value) if choice.keys and isinstance(value, dict) else [value]
+            for name in names:
+                if not isinstance(name, str) or name in registry or name in choice.also:
+                    continue
+                known = ", ".join([*choice.also, *registry.names()]) or "none"
+                problems.append(((*loc, name) if choice.keys else loc,
+                                 f"no {registry.label} named {_REPR.repr(name)}"
+                                 f"{did_you_mean(name, registry.names())}; registered: {known}"))
+    return problems
+
+
+def _set_fields(data: Any, annotation: Any,
+                prefix: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any, FieldInfo]]:
+    """Every model field the data sets, with its key path and field info, at any depth
+    (through nested models, lists and mappings of models)."""
+    for option in _options(annotation):
+        if (model := _model_of(option)) is not None and isinstance(data, dict):
+            fields = _fields(model)
+            for key, value in data.items():
+                if (info := fields.get(str(key))) is not None:
+                    loc = (*prefix, str(key))
+                    yield loc, value, info
+                    yield from _set_fields(value, info.annotation, loc)
+            return
+        origin, args = get_origin(option), get_args(option)
+        if origin is dict and len(args) == 2 and isinstance(data, dict):
+            for key, value in data.items():
+                yield from _set_fields(value, args[1], (*prefix, str(key)))
+            return
+        if origin in (list, tuple) and args and isinstance(data, list):
+            for index, value in enumerate(data):
+                yield from _set_fields(value, args[0], (*prefix, index))
+            return
 
 
 def _problem(error: Any, loc: tuple[str, ...], model: type[BaseModel]) -> str:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
 
 from osprey_core.control.limits import LimitsConfig
 
 ApprovalMode = Literal["disabled", "control_writes", "all_code"]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginChoice:
+    """Marks a setting whose value (or, with ``keys``, whose mapping keys) names an entry
+    of a plugin registry family, so a typo is a configuration error when the file is
+    loaded, with its line, instead of a failure at first use. ``also`` lists values that
+    are not plugins (``auto``)."""
+
+    family: str
+    also: tuple[str, ...] = ()
+    keys: bool = False
 
 
 class LLMSettings(BaseModel):
@@ -37,6 +50,10 @@ class LLMSettings(BaseModel):
         return environ.get(self.api_key_env, "not-needed")
 
 
+#: Approval modes by capability name; every key must name a registered capability.
+CapabilityModes = Annotated[dict[str, ApprovalMode], PluginChoice("capabilities", keys=True)]
+
+
 class PlanningSettings(BaseModel):
     """How requests become plans."""
 
@@ -62,7 +79,7 @@ class ApprovalSettings(BaseModel):
     mode: ApprovalMode = Field(
         "control_writes", description="disabled | control_writes (side-effecting steps) | "
         "all_code (side effects and generated code).")
-    capabilities: dict[str, ApprovalMode] = Field(
+    capabilities: CapabilityModes = Field(
         default_factory=dict, description="Per-capability mode, e.g. {python: all_code}.")
     expiry_seconds: float = Field(
         3600.0, gt=0, description="Unanswered requests expire (count as rejected) after this.")
@@ -80,7 +97,8 @@ class ControlSystemSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: str = Field("mock", description="Connector name: mock (simulated machine, the "
+    type: Annotated[str, PluginChoice("connectors")] = Field(
+        "mock", description="Connector name: mock (simulated machine, the "
                       "default), epics, tango, labview, or one a plugin adds.")
     writes_enabled: bool = Field(False, description="Master switch: no write reaches the "
                                  "control system while false.")
@@ -101,7 +119,8 @@ class ArchiverSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: str = Field("mock", description="Archiver name: mock (history of the simulated "
+    type: Annotated[str, PluginChoice("archivers")] = Field(
+        "mock", description="Archiver name: mock (history of the simulated "
                       "machine) or archiver_appliance.")
     timeout: float = Field(30.0, gt=0, description="Seconds to wait for a retrieval.")
 
@@ -138,13 +157,15 @@ class ExecutionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    generator: str = Field("auto", description="Code generator: mock, llm, agentic, a plugin's "
+    generator: Annotated[str, PluginChoice("code_generators", also=("auto",))] = Field(
+        "auto", description="Code generator: mock, llm, agentic, a plugin's "
                            "name, or auto (llm when llm.base_url is set, else mock).")
     max_attempts: int = Field(3, ge=1, le=10, description="Generate/run attempts per request; "
                               "errors and findings of a failed attempt go back to the generator.")
     agentic_max_turns: int = Field(8, ge=1, le=50,
                                    description="Tool-call turns the agentic generator may take.")
-    backend: str = Field("nsjail", description="Execution backend: nsjail (isolated, default) "
+    backend: Annotated[str, PluginChoice("execution_backends")] = Field(
+        "nsjail", description="Execution backend: nsjail (isolated, default) "
                          "or local (no isolation, development only, refused for write mode).")
     limits: SandboxLimits = Field(default_factory=SandboxLimits,
                                   description=SandboxLimits.__doc__)

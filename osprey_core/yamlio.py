@@ -11,8 +11,9 @@ aliases, before anything is built from it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -22,6 +23,7 @@ from osprey_core.errors import shorten
 MAX_EXPANDED_NODES = 100_000
 #: Alias references a document may use (ordinary configs use a handful).
 MAX_ALIASES = 1_000
+BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
 class YAMLBombError(yaml.YAMLError):
@@ -34,7 +36,14 @@ class YAMLBombError(yaml.YAMLError):
 
 
 class BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses alias expansion beyond a small bound."""
+    """``yaml.SafeLoader`` that refuses alias expansion beyond a small bound, and reads
+    booleans as YAML 1.2 does: only ``true`` and ``false``. (YAML 1.1 also turns ``yes``,
+    ``no``, ``on`` and ``off`` into booleans, so ``writes_enabled: on`` would switch a
+    safety setting without anyone writing ``true``.)"""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag != BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
@@ -55,6 +64,10 @@ class BoundedLoader(yaml.SafeLoader):
             check_expansion(node)
         self._aliases = 0
         return node
+
+
+BoundedLoader.add_implicit_resolver(
+    BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def check_expansion(root: yaml.Node, limit: int = MAX_EXPANDED_NODES) -> int:

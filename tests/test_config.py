@@ -199,9 +199,15 @@ def test_top_level_list_refused(bare_host, tmp_path):
 
 
 def test_yaml_boolean_key_refused(bare_host, tmp_path):
-    # YAML 1.1 reads an unquoted ``on:`` as True; pydantic would report a baffling key.
+    # ``true:`` is a boolean key; pydantic would report a baffling one.
+    path = write(tmp_path, "true: 1\n")
+    assert "osprey.yml:1: key 'true' reads as true/false in YAML" in config_error(bare_host, path)
+
+
+def test_yes_and_on_are_words_not_booleans(bare_host, tmp_path):
+    # YAML 1.2, not 1.1: ``on:`` is a key like any other.
     path = write(tmp_path, "on: 1\n")
-    assert "osprey.yml:1: key 'on' reads as true/false in YAML" in config_error(bare_host, path)
+    assert "osprey.yml:1: on: unknown key" in config_error(bare_host, path)
 
 
 @pytest.mark.parametrize("text", ["", "# nothing but comments\n", "---\n"])
