@@ -122,11 +122,11 @@ def test_alias_bombs_in_limits_and_machine_files_are_refused(tmp_path: Path) -> 
     limits = tmp_path / "limits.yml"
     limits.write_text("channels:\n  X:\n" + "".join(
         f"    {line}\n" for line in billion_laughs().splitlines()), encoding="utf-8")
-    with pytest.raises(ConfigError, match="limits file .*expands to more than"):
+    with pytest.raises(ConfigError, match=r"limits file .*expands to more than"):
         LimitsDatabase.load(limits)
     machine = tmp_path / "machine.yml"
     machine.write_text(billion_laughs(), encoding="utf-8")
-    with pytest.raises(ConfigError, match="machine file .*expands to more than"):
+    with pytest.raises(ConfigError, match=r"machine file .*expands to more than"):
         load_machine(machine)
 
 
