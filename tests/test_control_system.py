@@ -490,10 +490,10 @@ def test_the_connector_is_chosen_by_type_and_built_with_timeouts_home_and_lock_d
 @uses_connectors
 def test_an_unknown_type_names_it_and_lists_the_registered_ones(tmp_path) -> None:
     host = host_with(fake_plugin(name="plant", connectors=[FakeConnector.named("plant")]))
-    config = config_for(tmp_path, host, {"control_system": {"type": "epcis"}})
-    with pytest.raises(ConfigError, match=r"control_system.type is 'epcis'.*registered "
-                                          r"connectors: plant"):
-        build_control_system(config, host)
+    with pytest.raises(ConfigError, match=r"control_system\.type.*'epcis'.*registered"
+                                          r"( connectors)?: plant"):  # at load or at build
+        build_control_system(config_for(tmp_path, host, {"control_system": {"type": "epcis"}}),
+                             host)
 
 
 @uses_connectors
@@ -583,9 +583,8 @@ def test_the_archiver_is_chosen_by_type_with_its_timeout_and_a_notice_by_default
     config = config_for(tmp_path, host, {"archiver": {"type": "appliance"}})
     assert build_archiver(config, host, notice=notices).name == "appliance"
     assert notices.shown == []
-    config = config_for(tmp_path, host, {"archiver": {"type": "nope"}})
-    with pytest.raises(ConfigError, match="registered archivers: appliance, mock"):
-        build_archiver(config, host)
+    with pytest.raises(ConfigError, match=r"registered( archivers)?: appliance, mock"):
+        build_archiver(config_for(tmp_path, host, {"archiver": {"type": "nope"}}), host)
 
 
 def test_the_store_audit_sink_commits_each_record_durably(tmp_path) -> None:
