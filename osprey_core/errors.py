@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class OspreyError(Exception):
     """Base of every error osprey-core raises on purpose; its message is for operators."""
@@ -38,3 +41,33 @@ def shorten(text: str, limit: int = 200) -> str:
         return text
     keep = max(limit - 40, 10)
     return f"{text[:keep]}... ({len(text) - keep} more characters)"
+
+
+class StorageError(OspreyError):
+    """The disk refused to read or write one of osprey's own files (read-only, full, no
+    permission, failing); the message names the path and the cause."""
+
+    def __init__(self, action: str, path: Path | str, cause: OSError | str, *,
+                 outcome: str = "nothing was changed") -> None:
+        self.path = Path(path)
+        self.errno = cause.errno if isinstance(cause, OSError) else None
+        text = os_error_text(cause) if isinstance(cause, OSError) else cause
+        super().__init__(f"cannot {action} {path}: {text}" + (f"; {outcome}" if outcome else ""))
+
+
+#: What an OS error usually means for files under an osprey home.
+_MEANINGS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is mounted read-only",
+    errno.EACCES: "check who owns the directory and its permissions",
+    errno.EPERM: "check who owns the directory and its permissions",
+    errno.EIO: "the disk or a network file system failed",
+}
+
+
+def os_error_text(error: OSError) -> str:
+    """The cause of ``error`` in words, e.g. ``No space left on device (disk full)``."""
+    cause = error.strerror or str(error)
+    meaning = _MEANINGS.get(error.errno or 0)
+    return f"{cause} ({meaning})" if meaning else cause

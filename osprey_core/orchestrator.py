@@ -399,7 +399,11 @@ class RunController:
             await self._fail(f"planning failed: {type(exc).__name__}: {exc}")
             return
         self.set_plan(plan)
-        write_plan_file(self.rt.plan_file(self.run.id), plan)
+        try:
+            write_plan_file(self.rt.plan_file(self.run.id), plan)
+        except OspreyError as exc:  # the disk refused the reviewable copy
+            await self._fail(f"planning failed: {exc}")
+            return
         if self.run.planning:
             ruling = self.rt.rule(self._plan_action(plan))
             if ruling.outcome is Outcome.DENY:

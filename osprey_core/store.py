@@ -9,7 +9,10 @@ processes deciding the same approval are serialised and only one compare-and-set
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +22,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from osprey_core.errors import OspreyError
+from osprey_core.errors import OspreyError, os_error_text
 from osprey_core.models import (
     ApprovalRecord,
     ApprovalStatus,
@@ -40,6 +43,113 @@ class StoreError(OspreyError):
 
 class ConflictError(StoreError):
     """A compare-and-set lost: someone else changed the record first."""
+
+
+class StoreDamagedError(StoreError):
+    """The database file is damaged, truncated or not osprey's: osprey refuses to work on
+    it (and never replaces it) until it is restored from a backup or moved away."""
+
+
+class StoreStorageError(StoreError):
+    """The disk refused the database (read-only, full, locked, failing)."""
+
+
+#: The first 16 bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: What to do about a damaged store, said once for every message that needs it.
+RESTORE_HINT = ("nothing was changed. Run 'osprey store check' for details; restore a backup "
+                "with 'osprey store restore BACKUP', or move the file away to start a new, "
+                "empty store")
+
+
+def check_database_file(path: Path) -> None:
+    """Refuse, before SQLite touches it, a store file that is empty, truncated or not a
+    database, and a missing one whose data evidently existed: SQLite would silently
+    create a fresh, empty database in its place."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        wal = path.with_name(path.name + "-wal")
+        plans = path.parent / "plans"
+        if wal.exists() or (plans.is_dir() and any(plans.glob("*.json"))):
+            left = wal if wal.exists() else plans
+            raise StoreDamagedError(
+                f"the store {path} is missing, but {left} is left from it: it was deleted or "
+                f"moved, and osprey will not start an empty one in its place; {RESTORE_HINT}"
+                ) from None
+        return
+    except OSError as exc:
+        raise StoreStorageError(f"cannot read the store {path}: {os_error_text(exc)}") from None
+    if size == 0:
+        raise StoreDamagedError(f"the store {path} is empty (0 bytes): it should hold the "
+                                f"runs, approvals and audit log; {RESTORE_HINT}")
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
+        raise StoreDamagedError(f"the store {path} is not an SQLite database (its first bytes "
+                                f"are {header[:16]!r}); {RESTORE_HINT}")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] == header[92:96] and pages * page_size > size:
+        raise StoreDamagedError(f"the store {path} is truncated: it is {size} bytes but says "
+                                f"it holds {pages} pages of {page_size}; {RESTORE_HINT}")
+
+
+def _file_system_state(path: Path) -> str:
+    """``read-only``, ``full`` or ``''`` for the file system holding ``path``: SQLite often
+    reports either as a bare 'disk I/O error' or 'unable to open database file'."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    if stats.f_flag & os.ST_RDONLY:
+        return "read-only"
+    if stats.f_bavail * stats.f_frsize < 64 * 1024:
+        return "full"
+    return ""
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """An SQLite error as an operator reads it: which file, what is wrong, what to do."""
+    text = str(exc)
+    lowered = text.lower()
+    state = _file_system_state(path)
+    if state == "read-only":
+        lowered += " read-only"
+    elif state == "full":
+        lowered += " full"
+    if any(word in lowered for word in ("malformed", "not a database", "encrypted")):
+        return StoreDamagedError(f"the store {path} is damaged ({text}); {RESTORE_HINT}")
+    if "readonly" in lowered or "read-only" in lowered:
+        return StoreStorageError(f"cannot write the store {path}: it is read-only ({text}); "
+                                 "nothing was changed. Check the file system and the "
+                                 "permissions of its directory (the store needs to write "
+                                 "beside the file even to read it)")
+    if "full" in lowered:
+        return StoreStorageError(f"cannot write the store {path}: the disk is full ({text}); "
+                                 "nothing was changed. Free some space and try again")
+    if "unable to open" in lowered:
+        return StoreStorageError(f"cannot open the store {path} ({text}): check that its "
+                                 "directory exists and is writable")
+    if "locked" in lowered or "busy" in lowered:
+        return StoreStorageError(f"the store {path} is locked by another process ({text}); "
+                                 "nothing was changed. Try again")
+    return StoreError(f"the store {path} failed: {text}")
+
+
+def _translating[**P, R](method: Callable[P, R]) -> Callable[P, R]:
+    """Turn any SQLite error inside ``method`` into a :class:`StoreError` naming the file."""
+
+    @functools.wraps(method)
+    def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            store: Any = args[0]
+            raise store_error(store.path, exc) from exc
+
+    return translated
 
 
 SCHEMA_V1 = (
@@ -117,14 +227,28 @@ class RunStore:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreStorageError(f"cannot create the directory of the store {path}: "
+                                    f"{os_error_text(exc)}") from None
+        check_database_file(path)
         self._synchronous = ""
-        self._migrate()
+        self.conn = self._connect()
+
+    @_translating
+    def _connect(self) -> sqlite3.Connection:
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                    check_same_thread=False)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
+        return self.conn
 
     def close(self) -> None:
         self.conn.close()
@@ -154,6 +278,7 @@ class RunStore:
             )
 
     @property
+    @_translating
     def schema_version(self) -> int:
         return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'")
                    .fetchone()[0])
@@ -170,20 +295,32 @@ class RunStore:
         conn = self.conn
         if conn.in_transaction:
             raise StoreError("nested store transactions are not supported")
-        level = "FULL" if durable else "NORMAL"
-        if level != self._synchronous:
-            conn.execute(f"PRAGMA synchronous={level}")
-            self._synchronous = level
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            level = "FULL" if durable else "NORMAL"
+            if level != self._synchronous:
+                conn.execute(f"PRAGMA synchronous={level}")
+                self._synchronous = level
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from exc
         try:
             yield self
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back by itself (disk full)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise store_error(self.path, exc) from exc
 
     # -- runs ------------------------------------------------------------------------
 
+    @_translating
     def insert_run(self, run: RunRecord) -> None:
         self.conn.execute(
             "INSERT INTO runs (id, session, state, created_at, updated_at, data, owner) "
@@ -196,6 +333,7 @@ class RunStore:
         for key, value in run.context.items():
             self.put_context(run.id, key, value)
 
+    @_translating
     def update_run(self, run: RunRecord, *, expect_state: RunState | None = None,
                    expect_owner: str | Literal[False] | None = False) -> None:
         """Write ``run``'s row (not its plan or context: see :meth:`put_plan` and
@@ -219,6 +357,7 @@ class RunStore:
             raise ConflictError(f"run '{run.id}' is now held by another process "
                                 f"(pid {actual.owner_pid})")
 
+    @_translating
     def put_plan(self, run_id: str, plan: Plan) -> None:
         """Store a run's plan (written when it is made or edited, not after each step)."""
         self.conn.execute(
@@ -226,18 +365,21 @@ class RunStore:
             "sha256=excluded.sha256, data=excluded.data",
             [run_id, plan.sha256(), plan.model_dump_json()])
 
+    @_translating
     def put_context(self, run_id: str, key: str, value: Any) -> None:
         """Store one context value of a run (the request, gathered context, a step's output)."""
         self.conn.execute(
             "INSERT INTO run_context VALUES (?, ?, ?) ON CONFLICT(run_id, key) DO UPDATE SET "
             "data=excluded.data", [run_id, key, json.dumps(value, ensure_ascii=False)])
 
+    @_translating
     def get_run(self, run_id: str) -> RunRecord:
         runs = self._runs("SELECT id, data FROM runs WHERE id=?", [run_id])
         if not runs:
             raise StoreError(f"unknown run '{run_id}'")
         return runs[0]
 
+    @_translating
     def list_runs(
         self, *, session: str | None = None, states: set[RunState] | None = None,
         limit: int = 100,
@@ -267,6 +409,7 @@ class RunStore:
 
     # -- steps -----------------------------------------------------------------------
 
+    @_translating
     def save_step(self, step: StepRecord) -> None:
         self.conn.execute(
             "INSERT INTO steps VALUES (?, ?, ?, ?, ?) ON CONFLICT(run_id, idx) DO UPDATE SET "
@@ -274,12 +417,14 @@ class RunStore:
             [step.run_id, step.index, step.status, step.idempotency_key, step.model_dump_json()],
         )
 
+    @_translating
     def steps(self, run_id: str) -> list[StepRecord]:
         return self._many(StepRecord, "SELECT data FROM steps WHERE run_id=? ORDER BY idx",
                           [run_id])
 
     # -- approvals -------------------------------------------------------------------
 
+    @_translating
     def insert_approval(self, approval: ApprovalRecord) -> None:
         self.conn.execute(
             "INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?)",
@@ -287,6 +432,7 @@ class RunStore:
              _iso(approval.expires_at), approval.model_dump_json()],
         )
 
+    @_translating
     def close_approval(self, approval: ApprovalRecord) -> None:
         """Record a decision on a pending approval; loses (ConflictError) if already closed."""
         cursor = self.conn.execute(
@@ -300,10 +446,12 @@ class RunStore:
                 + (f" by {current.decided_by}" if current.decided_by else "")
             )
 
+    @_translating
     def get_approval(self, approval_id: str) -> ApprovalRecord:
         return self._one(ApprovalRecord, "SELECT data FROM approvals WHERE id=?", approval_id,
                          f"approval '{approval_id}'")
 
+    @_translating
     def list_approvals(
         self, *, status: ApprovalStatus | None = None, session: str | None = None,
         run_id: str | None = None,
@@ -314,6 +462,7 @@ class RunStore:
 
     # -- audit and events ------------------------------------------------------------
 
+    @_translating
     def append_audit(self, record: AuditRecord) -> None:
         self.conn.execute(
             "INSERT INTO audit (at, action, run_id, approval_id, data) VALUES (?, ?, ?, ?, ?)",
@@ -321,18 +470,21 @@ class RunStore:
              record.model_dump_json(exclude={"id"})],
         )
 
+    @_translating
     def audit(self, *, run_id: str | None = None) -> list[AuditRecord]:
         where, params = _filters(run_id=run_id)
         rows = self.conn.execute(f"SELECT id, data FROM audit {where} ORDER BY id", params)
         return [AuditRecord.model_validate_json(data).model_copy(update={"id": row_id})
                 for row_id, data in rows.fetchall()]
 
+    @_translating
     def append_event(self, event: EventRecord) -> None:
         self.conn.execute(
             "INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
             [event.run_id, _iso(event.at), event.kind, event.model_dump_json(exclude={"id"})],
         )
 
+    @_translating
     def events(self, run_id: str) -> list[EventRecord]:
         rows = self.conn.execute("SELECT id, data FROM events WHERE run_id=? ORDER BY id",
                                [run_id])

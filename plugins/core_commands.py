@@ -26,6 +26,7 @@ def register_commands(app: typer.Typer) -> None:
     from osprey_core.cli.run import run_request
     from osprey_core.cli.runs import runs_app
     from osprey_core.cli.sandbox import sandbox_app
+    from osprey_core.cli.store import store_app
     from osprey_core.cli.version import show_version
 
     app.command("run")(run_request)
@@ -42,3 +43,4 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(memory_app, name="memory")
     app.add_typer(providers_app, name="providers")
     app.add_typer(sandbox_app, name="sandbox")
+    app.add_typer(store_app, name="store")

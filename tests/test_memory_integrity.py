@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from helpers_cli import assert_exit
 from helpers_dist import osprey_env
+from helpers_mounts import needs_mounts, read_only, run_osprey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -365,14 +365,14 @@ def test_cli_repair_prints_every_dropped_line(tmp_path: Path) -> None:
     damaged = path.read_bytes().replace(b"note 1", b"note 7", 1)
     path.write_bytes(damaged)
     env = osprey_env(tmp_path / "home", OSPREY_STRICT_PLUGINS="1")
-    result = _osprey(["memory", "repair", "--user", "ana", "--json"], env, tmp_path)
+    result = run_osprey(["memory", "repair", "--user", "ana", "--json"], env, tmp_path)
     assert_exit(result, 0)
     report = json.loads(result.stdout)
     assert (report["user"], report["kept"], report["lines"]) == ("ana", 3, 6)
     assert [(item["line"], item["reason"]) for item in report["dropped"]] == [
         (3, "checksum_mismatch")]
     path.write_bytes(damaged)
-    result = _osprey(["memory", "repair", "--user", "ana"], env, tmp_path)
+    result = run_osprey(["memory", "repair", "--user", "ana"], env, tmp_path)
     assert_exit(result, 0)
     assert "line 3: checksum mismatch" in result.stdout
 
@@ -557,7 +557,7 @@ def test_export_to_a_place_that_cannot_hold_it_is_a_clear_error(tmp_path: Path) 
     MemoryStore(tmp_path / "home").add("ana", "note")
     blocker = tmp_path / "a-file"
     blocker.write_text("", encoding="utf-8")
-    result = _osprey(["memory", "export", str(blocker / "out.json"), "--user", "ana"], env,
+    result = run_osprey(["memory", "export", str(blocker / "out.json"), "--user", "ana"], env,
                      tmp_path)
     assert_exit(result, 1)
     assert f"cannot write the export to {blocker / 'out.json'}" in result.stderr
@@ -573,28 +573,6 @@ def test_text_that_is_not_valid_unicode_is_refused_clearly(store: MemoryStore) -
 # -- storage errors: real read-only and full file systems ---------------------------------------
 
 
-def _osprey(args: list[str], env: dict[str, str], cwd: Path,
-            setup: str = "") -> subprocess.CompletedProcess[str]:
-    """``osprey ARGS``; with ``setup``, in a private mount namespace after those mounts."""
-    command = [sys.executable, "-m", "osprey_core", *args]
-    if setup:
-        command = ["unshare", "-m", "sh", "-ec", f'{setup}\nexec "$@"', "sh", *command]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True,
-                          encoding="utf-8", timeout=120, check=False,
-                          stdin=subprocess.DEVNULL)
-
-
-def _can_mount() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs none /mnt"],
-                           capture_output=True, check=False)
-    return probe.returncode == 0
-
-
-needs_mounts = pytest.mark.skipif(not _can_mount(), reason="needs mount namespaces (root)")
-
-
 @needs_mounts
 def test_a_read_only_memory_directory(tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -604,14 +582,13 @@ def test_a_read_only_memory_directory(tmp_path: Path) -> None:
     before = path.read_bytes()
     env = osprey_env(home, OSPREY_STRICT_PLUGINS="1")
     directory = store.directory
-    read_only = (f"mount --bind '{directory}' '{directory}'\n"
-                 f"mount -o remount,bind,ro '{directory}'")
+    mounts = read_only(directory)
 
-    result = _osprey(["memory", "add", "new", "--user", "ana"], env, tmp_path, read_only)
+    result = run_osprey(["memory", "add", "new", "--user", "ana"], env, tmp_path, mounts)
     assert_exit(result, 1)
     assert f"Error: cannot save memory to {path}" in result.stderr
     assert "Read-only file system" in result.stderr and "nothing was changed" in result.stderr
-    result = _osprey(["memory", "list", "--user", "ana", "--json"], env, tmp_path, read_only)
+    result = run_osprey(["memory", "list", "--user", "ana", "--json"], env, tmp_path, mounts)
     assert_exit(result, 0)  # reading needs no lock and no write
     assert [item["id"] for item in json.loads(result.stdout)] == [entry.id for entry in saved]
     assert path.read_bytes() == before
@@ -650,7 +627,7 @@ def test_a_full_disk(tmp_path: Path) -> None:
              f"{sys.executable} -m osprey_core memory add '{'y' * 1900}' --user ana "
              f"> '{tmp_path / 'add.out'}' 2> '{tmp_path / 'add.err'}' || echo $? > "
              f"'{tmp_path / 'add.code'}'")
-    result = _osprey(["memory", "list", "--user", "ana", "--json"], env, tmp_path, steps)
+    result = run_osprey(["memory", "list", "--user", "ana", "--json"], env, tmp_path, steps)
     assert_exit(result, 0)
     fill = json.loads((tmp_path / "fill.json").read_text(encoding="utf-8"))
     assert len(fill["saved"]) >= 5

@@ -22,7 +22,7 @@ from osprey_core.models import (
     sha256_of,
 )
 from osprey_core.run_machine import RunState
-from osprey_core.store import MIGRATIONS, ConflictError, RunStore, StoreError
+from osprey_core.store import MIGRATIONS, ConflictError, RunStore, StoreDamagedError, StoreError
 
 NOW = datetime(2030, 1, 1, 8, 0, tzinfo=UTC)
 
@@ -111,7 +111,7 @@ def test_a_file_that_is_not_a_database_is_never_replaced(path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"definitely not sqlite" * 100)
 
-    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+    with pytest.raises(StoreDamagedError, match="is not an SQLite database"):
         RunStore(path)
 
     assert path.read_bytes() == b"definitely not sqlite" * 100

@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     except OspreyError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file osprey does not manage itself (an argument, a device)
+        from osprey_core.errors import os_error_text
+
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"Error: {os_error_text(exc)}{where}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -149,9 +149,8 @@ def export(ctx: typer.Context,
            force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
            user: str | None = USER, as_json: bool = JSON) -> None:
     """Export a user's memories as JSON (``osprey memory import`` reads it back)."""
-    from osprey_core.errors import OspreyError
+    from osprey_core.errors import OspreyError, StorageError, os_error_text
     from osprey_core.fileio import atomic_write_text
-    from osprey_core.memory.errors import os_error_text
 
     store, user = _open(ctx, user)
     document = store.export(user)
@@ -163,9 +162,12 @@ def export(ctx: typer.Context,
     try:
         atomic_write_text(file, json.dumps(document, ensure_ascii=False, indent=1) + "\n",
                           mode=0o600)
-    except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(file) else ""
-        raise OspreyError(f"cannot write the export to {file}{where}: {os_error_text(exc)}; "
+    except StorageError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+        where = (f" ({cause.filename})" if cause and cause.filename
+                 and str(cause.filename) != str(file) else "")
+        text = os_error_text(cause) if cause else str(exc)
+        raise OspreyError(f"cannot write the export to {file}{where}: {text}; "
                           "nothing was written") from None
     summary = {"path": str(file), "user": user, "entries": len(document["entries"])}
     if as_json:

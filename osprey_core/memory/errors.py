@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
-from osprey_core.errors import OspreyError
+from osprey_core.errors import OspreyError, os_error_text
 
 
 class MemoryStoreError(OspreyError):
@@ -60,23 +59,6 @@ class MemoryStorageError(MemoryStoreError):
         outcome = ("the change is in place but may not survive a power cut" if written
                    else "nothing was changed")
         super().__init__(f"cannot {action} {path}{where}: {os_error_text(error)}; {outcome}")
-
-
-#: What an OS error usually means for files under an osprey home.
-_MEANINGS = {
-    errno.ENOSPC: "disk full",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "check who owns the directory and its permissions",
-    errno.EPERM: "check who owns the directory and its permissions",
-    errno.EIO: "the disk or a network file system failed",
-}
-
-
-def os_error_text(error: OSError) -> str:
-    """The cause of ``error`` in words, e.g. ``No space left on device (disk full)``."""
-    cause = error.strerror or str(error)
-    meaning = _MEANINGS.get(error.errno or 0)
-    return f"{cause} ({meaning})" if meaning else cause
 
 
 def _shell_word(text: str) -> str:
