@@ -21,7 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from osprey_core.control.errors import ControlSystemError
-from osprey_core.control.types import WriteRequest, WriteResult, WriteStatus, is_number
+from osprey_core.control.types import (
+    WriteRequest,
+    WriteResult,
+    WriteStatus,
+    is_number,
+    json_safe,
+)
 from osprey_core.errors import OspreyError
 from osprey_core.execution.models import ExecutionMode
 from osprey_core.sandbox.runtime import MAX_REQUEST_BYTES
@@ -40,6 +46,8 @@ MAX_CALLS = 10_000
 MAX_NAMES = 10_000
 #: Longest read timeout the child may ask for (seconds).
 MAX_TIMEOUT = 300.0
+#: Furthest back a history request may start, in seconds before now (ten years).
+MAX_LOOKBACK_SECONDS = 10 * 365.25 * 86400
 #: Errors kept in the report (the count goes on).
 MAX_ERRORS = 100
 #: How long :meth:`Broker.close` lets a request still in flight finish (seconds).
@@ -325,7 +333,7 @@ class Broker:
     # -- bookkeeping ------------------------------------------------------------------
 
     def _block(self, channel: str, value: Any, reason: str, message: str) -> dict[str, Any]:
-        entry = {"channel": channel, "requested": value, "status": "blocked",
+        entry = {"channel": channel, "requested": json_safe(value), "status": "blocked",
                  "reason": reason, "message": message, "by": "broker"}
         self.report.blocked.append(entry)
         if reason != "skipped":
@@ -336,7 +344,7 @@ class Broker:
         self.report.writes.append(result.to_json())
         if result.status is WriteStatus.BLOCKED:
             self.report.blocked.append({
-                "channel": result.channel, "requested": result.requested,
+                "channel": result.channel, "requested": json_safe(result.requested),
                 "status": "blocked", "reason": str(result.reason), "message": result.message,
                 "by": "control_system"})
 
@@ -378,14 +386,14 @@ def _timeout(args: dict[str, Any]) -> float | None:
     value = args.get("timeout")
     if value is None:
         return None
-    if not is_number(value) or not value > 0 or not math.isfinite(value):
+    if not _finite(value) or not value > 0:
         raise _Refused("protocol", f"'timeout' must be a positive number, not {value!r:.80}")
     return min(float(value), MAX_TIMEOUT)
 
 
 def _moment(value: Any, now: datetime, what: str) -> datetime:
     """An ISO 8601 time (naive = UTC) or a number of seconds before ``now``."""
-    if is_number(value) and math.isfinite(value) and value >= 0:
+    if _finite(value) and 0 <= value <= MAX_LOOKBACK_SECONDS:
         return now - timedelta(seconds=value)
     if isinstance(value, str):
         try:
@@ -394,6 +402,17 @@ def _moment(value: Any, now: datetime, what: str) -> datetime:
             raise _Refused("protocol", f"{what} {value!r:.80} is not an ISO 8601 time") from None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     raise _Refused("protocol", f"{what} must be an ISO 8601 time or seconds before now")
+
+
+def _finite(value: Any) -> bool:
+    """A finite number; JSON integers beyond float range count as not finite (Python's
+    ``math.isfinite`` raises OverflowError on them)."""
+    if not is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 async def _bounded[T](work: Awaitable[T], timeout: float | None) -> T:

@@ -310,3 +310,38 @@ def test_on_an_ioc_an_approved_run_writes_exactly_its_values(ioc: IOC, tmp_path:
     assert ran.report is not None
     assert [(w["requested"], w["status"]) for w in ran.report.writes] == [
         (2.5, "ok"), (3.25, "ok"), (7.5, "blocked")]
+
+
+# -- hostile arguments from the jail ---------------------------------------------------------
+
+@pytest.mark.parametrize("value", [10 ** 400, -(10 ** 400), float("nan"), float("inf"), "5",
+                                   True, 0])
+def test_a_timeout_beyond_any_float_is_a_protocol_refusal(value: Any) -> None:
+    from osprey_core.sandbox import broker
+
+    with pytest.raises(broker._Refused, match="'timeout' must be a positive number"):
+        broker._timeout({"timeout": value})
+
+
+@pytest.mark.parametrize("value", [10 ** 400, 1e300, -1, float("nan")])
+def test_a_start_too_far_back_is_a_protocol_refusal(value: Any) -> None:
+    from datetime import UTC, datetime
+
+    from osprey_core.sandbox import broker
+
+    with pytest.raises(broker._Refused, match="ISO 8601 time or seconds before now"):
+        broker._moment(value, datetime.now(UTC), "start")
+
+
+def test_a_blocked_value_the_store_cannot_hold_is_reported_and_audited_safely(
+        tmp_path: Path) -> None:
+    import json
+
+    control, _ = mock_machine(tmp_path)
+    audit = Audit()
+    broker = Broker(control, None, BrokerPolicy(ExecutionMode.READ, "a", "a", run_id="r"),
+                    audit)
+    entry = broker._block("HCM1:SP", "bad \udcff text", "read_only_run", "read-only run")
+    json.dumps(entry, ensure_ascii=False).encode("utf-8")  # storable: no lone surrogate left
+    json.dumps(audit[0][1], ensure_ascii=False).encode("utf-8")
+    assert audit.actions() == ["sandbox_write_blocked"]
