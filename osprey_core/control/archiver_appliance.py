@@ -37,7 +37,7 @@ from osprey_core.control.errors import (
     ReadTimeoutError,
 )
 from osprey_core.control.http import check_http_url, tls_context
-from osprey_core.control.types import Sample, Severity
+from osprey_core.control.types import Sample, Severity, safe_repr
 from osprey_core.errors import ConfigError, OspreyError
 from osprey_core.hookspecs.archivers import ArchiverConnector
 
@@ -162,7 +162,7 @@ class ArchiverApplianceConnector(ArchiverConnector):
             raise ArchiverRequestError(f"start {begin} is after end {finish}")
         for channel in channels:
             if not isinstance(channel, str) or not channel.strip() or not channel.isprintable():
-                raise ArchiverRequestError(f"invalid channel name {channel!r}")
+                raise ArchiverRequestError(f"invalid channel name {safe_repr(channel)}")
         wrapped = {channel: self.wrap(channel, operator) for channel in channels}
         url = self.config.url
         if url is None:

@@ -160,7 +160,10 @@ class HistoryParameters(BaseModel):
 
 # -- phrasings the offline planner understands ----------------------------------------------
 
-_TOKEN = r"[A-Za-z0-9_$][A-Za-z0-9_:./\-\[\]{}<>$]*"
+# A channel token is a whole word: everything up to white space or a separator, so a name
+# with a character no control system accepts is refused whole ("SR:CÜRRENT"), never read
+# as the valid name it starts with ("SR:C").
+_TOKEN = r"[^\s,;&\"'()]+"
 _LIST = rf"{_TOKEN}(?:\s*(?:,|\band\b|&)\s*{_TOKEN})*"
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _UNITS = r"[A-Za-zµμ°Ω%][A-Za-z0-9µμ°Ω%/^*.\-]*"

@@ -63,6 +63,7 @@ from osprey_core.control.types import (
     Reason,
     Severity,
     WriteAck,
+    safe_repr,
 )
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 
@@ -1127,7 +1128,7 @@ class EpicsConnector(ControlSystemConnector):
 
     def _check(self, channel: str) -> None:
         if not self.validate_name(channel):
-            raise ControlSystemError(f"invalid EPICS channel name {channel!r}",
+            raise ControlSystemError(f"invalid EPICS channel name {safe_repr(channel)}",
                                      channel=channel if isinstance(channel, str) else None)
 
 

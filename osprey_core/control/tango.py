@@ -41,7 +41,14 @@ from osprey_core.control.errors import (
     ServerRejectedError,
     WriteTimeoutError,
 )
-from osprey_core.control.types import ChannelMetadata, ChannelValue, Reason, Severity, WriteAck
+from osprey_core.control.types import (
+    ChannelMetadata,
+    ChannelValue,
+    Reason,
+    Severity,
+    WriteAck,
+    safe_repr,
+)
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 
 log = logging.getLogger(__name__)
@@ -106,11 +113,11 @@ class TangoName:
 def parse_name(channel: str, tango_host: str | None, database: bool = True) -> TangoName:
     """Split a channel name; ``ControlSystemError`` when it is not a Tango attribute name."""
     if not isinstance(channel, str):
-        raise ControlSystemError(f"invalid Tango attribute name {channel!r}")
+        raise ControlSystemError(f"invalid Tango attribute name {safe_repr(channel)}")
     full = _FULL_NAME.fullmatch(channel)
     if full is not None:
         if not 0 < int(full["port"]) < 65536:
-            raise ControlSystemError(f"invalid port in Tango attribute name {channel!r}",
+            raise ControlSystemError(f"invalid port in Tango attribute name {safe_repr(channel)}",
                                      channel=channel)
         fragment = (full["fragment"] or "").lower()
         device = f"tango://{full['host']}:{full['port']}/{full['device']}{fragment}"
@@ -118,7 +125,7 @@ def parse_name(channel: str, tango_host: str | None, database: bool = True) -> T
     short = _SHORT_NAME.fullmatch(channel)
     if short is None:
         raise ControlSystemError(
-            f"invalid Tango attribute name {channel!r}: expected domain/family/member/"
+            f"invalid Tango attribute name {safe_repr(channel)}: expected domain/family/member/"
             "attribute or tango://host:port/domain/family/member/attribute[#dbase=no]",
             channel=channel)
     if tango_host is None or "," in tango_host:
