@@ -16,7 +16,7 @@ from osprey_core.control.capabilities import match_history, match_read, match_wr
 from osprey_core.control.errors import ControlSystemError
 from osprey_core.run_machine import RunState
 
-ACCENTED = ["SR:CÜRRENT", "SR:C\u0301URRENT", "HCM1:SPé", "BPM1:Ｘ", "SR:CURRENT\u200b"]
+ACCENTED = ["SR:CÜRRENT", "SR:C\u0301URRENT", "HCM1:SPé", "BPM1:\uff38", "SR:CURRENT\u200b"]
 
 
 @pytest.mark.parametrize("name", ACCENTED)
