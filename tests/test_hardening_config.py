@@ -164,3 +164,14 @@ def test_config_show_refuses_an_unknown_connector(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout
     assert "osprey.yml:2: control_system.type: no connector named 'epcis'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["yes", "'yes'", "on", "1"])
+def test_a_limits_file_switch_takes_only_true_or_false(tmp_path: Path, value: str) -> None:
+    limits = tmp_path / "limits.yml"
+    limits.write_text(f"channels:\n  HCM1:SP:\n    writable: {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"limits file .*channels\.HCM1:SP\.writable"):
+        LimitsDatabase.load(limits)
+    limits.write_text("allow_unlisted: on\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="allow_unlisted"):
+        LimitsDatabase.load(limits)

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from osprey_core.control.types import Reason, is_number, safe_repr, type_name, value_text
 from osprey_core.errors import ConfigError
@@ -45,7 +45,8 @@ class ChannelLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    writable: bool | None = None
+    # Strict: a limits file's ``writable: "yes"`` is an error, never a guess.
+    writable: StrictBool | None = None
     type: ValueType | None = None
     min: float | None = None
     max: float | None = None
@@ -79,7 +80,7 @@ class LimitsConfig(BaseModel):
     defaults: ChannelLimits = Field(
         default_factory=lambda: ChannelLimits(writable=False, verification="readback"),
         description="Applied to every entry; entries override field by field.")
-    allow_unlisted: bool = Field(
+    allow_unlisted: StrictBool = Field(
         False, description="Let channels without an entry be written under the defaults.")
     channels: dict[str, ChannelLimits] = Field(default_factory=dict)
     patterns: dict[str, ChannelLimits] = Field(
