@@ -271,6 +271,7 @@ def test_check_reports_a_working_jail(jail: NsjailBackend) -> None:
     items = {item.name: item for item in jail.check()}
     assert all(item.ok for item in items.values()), [i for i in items.values() if not i.ok]
     assert items["jail: process creation"].detail.startswith("refused")
+    assert items["jail: namespaces"].detail.startswith("refused")
     assert items["trial print(1)"].detail.startswith("ok")
 
 
