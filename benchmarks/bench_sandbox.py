@@ -3,7 +3,9 @@
 Both sides use the same interpreter (the jail's is a copy of the one running osprey). The
 sandboxed side is the whole ``NsjailBackend.run``: a per-run tmpfs work dir mounted and
 removed, nsjail with its namespaces, seccomp policy and limits, the bootstrap running
-``code.py``, and the copy-out of the work dir. Target (issue 5): overhead <= 15 ms median.
+``code.py``, and the copy-out of the work dir. The two sides take turns, run by run, so
+load from other jobs on the machine weighs on both alike. Target (issue 5): overhead
+<= 15 ms median.
 
 Needs the ``sandbox`` extra, root, and a prepared runtime (``osprey sandbox setup``).
 """
@@ -20,34 +22,31 @@ import time
 from pathlib import Path
 
 TARGET_OVERHEAD_MS = 15.0
+WARMUP_RUNS = 3
 
 
-def bare_pass_ms(python: str, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([python, "-I", "-c", "pass"], check=True)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
-
-
-async def sandboxed_pass_ms(runs: int) -> list[float]:
+async def measure(python: str, runs: int) -> tuple[list[float], list[float]]:
+    """Milliseconds of ``runs`` bare and sandboxed runs, alternating, after a warm-up."""
     from osprey_core.hookspecs.execution_backends import ExitReason, SandboxJob
     from osprey_core.sandbox.nsjail_backend import NsjailBackend
     from osprey_core.settings import ExecutionSettings
 
     settings = ExecutionSettings()
     backend = NsjailBackend(settings, Path(tempfile.gettempdir()))
-    times = []
+    bare: list[float] = []
+    jailed: list[float] = []
     with tempfile.TemporaryDirectory(prefix="osprey-bench-") as tmp:
-        for index in range(runs):
+        for index in range(WARMUP_RUNS + runs):
+            started = time.perf_counter()
+            subprocess.run([python, "-I", "-c", "pass"], check=True)
+            bare.append((time.perf_counter() - started) * 1000)
             job = SandboxJob("pass\n", settings.limits, Path(tmp) / f"run-{index}")
             started = time.perf_counter()
             outcome = await backend.run(job)
-            times.append((time.perf_counter() - started) * 1000)
+            jailed.append((time.perf_counter() - started) * 1000)
             if outcome.exit_reason is not ExitReason.OK:
                 sys.exit(f"sandboxed pass failed: {outcome.exit_reason}: {outcome.stderr}")
-    return times
+    return bare[WARMUP_RUNS:], jailed[WARMUP_RUNS:]
 
 
 def main() -> None:
@@ -55,10 +54,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="measured runs per side")
     args = parser.parse_args()
     python = getattr(sys, "_base_executable", sys.executable)
-    bare_pass_ms(python, 3)  # warm the page cache
-    asyncio.run(sandboxed_pass_ms(3))
-    bare = statistics.median(bare_pass_ms(python, args.runs))
-    jailed = statistics.median(asyncio.run(sandboxed_pass_ms(args.runs)))
+    bare_times, jailed_times = asyncio.run(measure(python, args.runs))
+    bare, jailed = statistics.median(bare_times), statistics.median(jailed_times)
     overhead = jailed - bare
     verdict = "met" if overhead <= TARGET_OVERHEAD_MS else "MISSED"
     print(f"sandbox: bare `python -I -c pass` median {bare:.1f} ms; sandboxed `pass` median "

@@ -8,6 +8,7 @@ so the interpreter's compiled-in paths still resolve.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -62,22 +63,27 @@ class RuntimeInfo:
         return str(self.jail_prefix / "bin" / f"python{self.python_version}")
 
     @property
-    def bootstrap(self) -> str:
-        """The bootstrap script's path (the same on the host and inside the jail)."""
-        return str(self.lib_dir / "osprey_core" / "sandbox" / "bootstrap.py")
-
-    @property
     def seed_dir(self) -> Path:
         """Files copied into every run's work dir (matplotlib's font cache, built once in the
         jail at setup: building it costs ~0.17 s of every plotting run otherwise)."""
         return self.python_dir / "seed"
 
     def seed_files(self) -> dict[str, bytes]:
-        """The seed, as ``SandboxJob.files`` (paths relative to the work dir)."""
-        if not self.seed_dir.is_dir():
-            return {}
-        return {str(path.relative_to(self.seed_dir)): path.read_bytes()
-                for path in sorted(self.seed_dir.rglob("*")) if path.is_file()}
+        """The seed, as ``SandboxJob.files`` (paths relative to the work dir). Every run
+        needs it, so the files are read again only when one's size or time changes."""
+        found = []
+        for directory, _, files in os.walk(self.seed_dir):
+            for name in files:
+                path = os.path.join(directory, name)
+                info = os.stat(path)
+                found.append((os.path.relpath(path, self.seed_dir), info.st_mtime_ns,
+                              info.st_size))
+        return dict(_read_seed(self.seed_dir, tuple(sorted(found))))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_seed(seed_dir: Path, files: tuple[tuple[str, int, int], ...]) -> dict[str, bytes]:
+    return {name: (seed_dir / name).read_bytes() for name, _, _ in files}
 
 
 def _python_version() -> str:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import marshal
 import os
 import socket
 import sys
+import warnings
+from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,7 @@ from osprey_core.plugins import execution_backends
 from osprey_core.sandbox.local_backend import LocalBackend
 from osprey_core.sandbox.nsjail_backend import NsjailBackend
 from osprey_core.sandbox.prepare import prepare_runtime
+from osprey_core.sandbox.spawn import precompile
 from osprey_core.settings import ExecutionSettings, SandboxLimits
 from osprey_core.testing import PluginRegistrar
 
@@ -137,6 +141,54 @@ while True:
     assert ran.outcome.exit_reason is ExitReason.ERROR
     assert ran.outcome.stdout.splitlines() == ["Operation not permitted"] * 2
     assert "PermissionError" in ran.outcome.stderr
+
+
+def test_only_stdio_and_the_broker_reach_the_jail(jail: NsjailBackend, tmp_path: Path) -> None:
+    # nsjail's config and log are in-memory files at descriptors 4 and 5 of nsjail only
+    code = """
+import os
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+print([fd for fd in range(64) if is_open(fd)])
+"""
+    host_end, jail_end = socket.socketpair()
+    with host_end, jail_end:
+        with_broker = run(jail, code, tmp_path / "a", broker_fd=jail_end.fileno())
+    without = run(jail, code, tmp_path / "b")
+    assert with_broker.outcome.stdout == "[0, 1, 2, 3]\n", with_broker.outcome.stderr
+    assert without.outcome.stdout == "[0, 1, 2]\n"
+
+
+def test_code_compiled_by_the_host_reports_like_code_compiled_in_the_jail(
+        jail: NsjailBackend, tmp_path: Path) -> None:
+    ran = run(jail, "import sys\nprint(sys.argv, __file__)\n", tmp_path / "ok")
+    assert ran.outcome.stdout == "['code.py'] code.py\n"
+    assert sorted(path.name for path in ran.output_dir.iterdir()) == ["code.py"]
+    # a warning or an error while compiling: the jail compiles and reports it itself
+    warned = run(jail, "print('\\d')\n", tmp_path / "warned")
+    assert "SyntaxWarning: invalid escape sequence" in warned.outcome.stderr
+    assert warned.outcome.stdout == "\\d\n"
+    broken = run(jail, "x = 1\ny = (\n", tmp_path / "broken")
+    assert broken.outcome.exit_reason is ExitReason.ERROR
+    error = json.loads((broken.output_dir / "error.json").read_text())
+    assert (error["type"], error["line"]) == ("SyntaxError", 2)
+    assert run(jail, "pass", tmp_path / "reserved", files={".code.pyc": b"x"}).outcome \
+        .exit_reason is ExitReason.START_FAILED
+
+
+def test_precompile_leaves_warnings_and_errors_to_the_jail() -> None:
+    compiled = precompile(b"x = 1\n")
+    assert compiled is not None and compiled.startswith(MAGIC_NUMBER)
+    assert marshal.loads(compiled[len(MAGIC_NUMBER):]).co_filename == "code.py"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert precompile(b"print('\\d')\n") is None
+    assert caught == []  # nothing shown on the host
+    assert precompile(b"y = (\n") is precompile(b"\xff") is precompile(b"\0") is None
 
 
 def test_threads_numpy_and_a_matplotlib_figure(jail: NsjailBackend, tmp_path: Path) -> None:
