@@ -9,6 +9,7 @@ ledger directory, so a test counts executions across processes by reading files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -484,6 +485,14 @@ class Lab:
     def db(self) -> sqlite3.Connection:
         """A raw connection to the store, for tampering like someone with file access."""
         return sqlite3.connect(self.home / "osprey.db", isolation_level=None)
+
+    def orphan_runs(self) -> None:
+        """Make every run's owner a process of an earlier boot, as if it had died."""
+        from osprey_core.orchestrator import boot_id
+
+        with contextlib.closing(self.db()) as db:
+            db.execute("UPDATE runs SET owner=replace(owner, ?, 'gone'), "
+                       "data=json_set(data, '$.owner_boot', 'gone')", [boot_id()])
 
     # -- subprocesses ------------------------------------------------------------------
 

@@ -134,9 +134,7 @@ def crash_after_approval(lab: Lab, clock: ManualClock, monkeypatch: pytest.Monke
         with pytest.raises(Crash):
             osprey.approve(run.approval_id or "", user="bob")
     # The dead process's run: executing, approved, nothing started.
-    with contextlib.closing(lab.db()) as db:
-        db.execute("UPDATE runs SET owner=replace(owner, ?, 'gone'), "
-                   "data=json_set(data, '$.owner_boot', 'gone')", [boot_id()])
+    lab.orphan_runs()
     assert lab.ledger.count("set_magnet") == 0
     return run.id, run.approval_id or ""
 

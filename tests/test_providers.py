@@ -338,8 +338,7 @@ def test_a_run_interrupted_while_planning_resumes_with_the_context_it_gathered(
     planner.plan = crash_once  # type: ignore[method-assign]
     with open_osprey(lab, provider, planner=planner) as osprey, pytest.raises(Crash):
         osprey.run("read the beam current")
-    with lab.db() as db:  # as if its process had died in an earlier boot
-        db.execute("UPDATE runs SET data=json_set(data, '$.owner_boot', 'gone')")
+    lab.orphan_runs()  # as if its process had died in an earlier boot
     with open_osprey(lab, provider, planner=planner) as restarted:
         [crashed] = restarted.runs()
         assert crashed.state is RunState.PLANNING
