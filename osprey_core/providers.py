@@ -305,10 +305,10 @@ class ProviderService:
 
     @classmethod
     def for_run(cls, runtime: Runtime, run: RunRecord) -> ProviderService:
-        """Providers asked about ``run``'s request; they see a private copy of the
-        configuration, never the live one."""
+        """Providers asked about ``run``'s request; they see the providers' private copy
+        of the configuration, never the live one."""
         request = ProviderRequest(query=run.query, user=run.user, session=run.session,
-                                  run_id=run.id, config=runtime.private_config())
+                                  run_id=run.id, config=runtime.provider_config)
         return cls(runtime.plugin_view.data_providers(), runtime.config.section("providers"),
                    request)
 
