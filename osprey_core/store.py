@@ -62,38 +62,39 @@ RESTORE_HINT = ("nothing was changed. Run 'osprey store check' for details; rest
                 "empty store")
 
 
-def check_database_file(path: Path) -> None:
-    """Refuse, before SQLite touches it, a store file that is empty, truncated or not a
-    database, and a missing one whose data evidently existed: SQLite would silently
-    create a fresh, empty database in its place."""
+def check_database_file(path: Path, evidence: Callable[[], Path | None] | None = None,
+                        hint: str = RESTORE_HINT) -> None:
+    """Refuse, before SQLite touches it, a database file that is empty, truncated or not
+    a database, and a missing one whose data evidently existed (its ``-wal`` file, or
+    whatever ``evidence`` finds): SQLite would silently create a fresh, empty database
+    in its place."""
     try:
         with path.open("rb") as handle:
             header = handle.read(100)
             size = os.fstat(handle.fileno()).st_size
     except FileNotFoundError:
         wal = path.with_name(path.name + "-wal")
-        plans = path.parent / "plans"
-        if wal.exists() or (plans.is_dir() and any(plans.glob("*.json"))):
-            left = wal if wal.exists() else plans
+        left = wal if wal.exists() else (evidence() if evidence is not None else None)
+        if left is not None:
             raise StoreDamagedError(
                 f"the store {path} is missing, but {left} is left from it: it was deleted or "
-                f"moved, and osprey will not start an empty one in its place; {RESTORE_HINT}"
+                f"moved, and osprey will not start an empty one in its place; {hint}"
                 ) from None
         return
     except OSError as exc:
         raise StoreStorageError(f"cannot read the store {path}: {os_error_text(exc)}") from None
     if size == 0:
-        raise StoreDamagedError(f"the store {path} is empty (0 bytes): it should hold the "
-                                f"runs, approvals and audit log; {RESTORE_HINT}")
+        raise StoreDamagedError(f"the store {path} is empty (0 bytes), though an "
+                                f"existing store never is; {hint}")
     if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
         raise StoreDamagedError(f"the store {path} is not an SQLite database (its first bytes "
-                                f"are {header[:16]!r}); {RESTORE_HINT}")
+                                f"are {header[:16]!r}); {hint}")
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     if header[24:28] == header[92:96] and pages * page_size > size:
         raise StoreDamagedError(f"the store {path} is truncated: it is {size} bytes but says "
-                                f"it holds {pages} pages of {page_size}; {RESTORE_HINT}")
+                                f"it holds {pages} pages of {page_size}; {hint}")
 
 
 def _file_system_state(path: Path) -> str:
@@ -110,7 +111,7 @@ def _file_system_state(path: Path) -> str:
     return ""
 
 
-def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+def store_error(path: Path, exc: sqlite3.Error, hint: str = RESTORE_HINT) -> StoreError:
     """An SQLite error as an operator reads it: which file, what is wrong, what to do."""
     text = str(exc)
     lowered = text.lower()
@@ -120,7 +121,7 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     elif state == "full":
         lowered += " full"
     if any(word in lowered for word in ("malformed", "not a database", "encrypted")):
-        return StoreDamagedError(f"the store {path} is damaged ({text}); {RESTORE_HINT}")
+        return StoreDamagedError(f"the store {path} is damaged ({text}); {hint}")
     if "readonly" in lowered or "read-only" in lowered:
         return StoreStorageError(f"cannot write the store {path}: it is read-only ({text}); "
                                  "nothing was changed. Check the file system and the "
@@ -138,7 +139,7 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"the store {path} failed: {text}")
 
 
-def _translating[**P, R](method: Callable[P, R]) -> Callable[P, R]:
+def translating[**P, R](method: Callable[P, R]) -> Callable[P, R]:
     """Turn any SQLite error inside ``method`` into a :class:`StoreError` naming the file."""
 
     @functools.wraps(method)
@@ -147,7 +148,8 @@ def _translating[**P, R](method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except sqlite3.Error as exc:
             store: Any = args[0]
-            raise store_error(store.path, exc) from exc
+            raise store_error(store.path, exc, getattr(store, "damage_hint", RESTORE_HINT)
+                              ) from exc
 
     return translated
 
@@ -233,11 +235,11 @@ class RunStore:
         except OSError as exc:
             raise StoreStorageError(f"cannot create the directory of the store {path}: "
                                     f"{os_error_text(exc)}") from None
-        check_database_file(path)
+        check_database_file(path, functools.partial(_saved_plans, path.parent / "plans"))
         self._synchronous = ""
         self.conn = self._connect()
 
-    @_translating
+    @translating
     def _connect(self) -> sqlite3.Connection:
         self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                     check_same_thread=False)
@@ -278,7 +280,7 @@ class RunStore:
             )
 
     @property
-    @_translating
+    @translating
     def schema_version(self) -> int:
         return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'")
                    .fetchone()[0])
@@ -320,7 +322,7 @@ class RunStore:
 
     # -- runs ------------------------------------------------------------------------
 
-    @_translating
+    @translating
     def insert_run(self, run: RunRecord) -> None:
         self.conn.execute(
             "INSERT INTO runs (id, session, state, created_at, updated_at, data, owner) "
@@ -333,7 +335,7 @@ class RunStore:
         for key, value in run.context.items():
             self.put_context(run.id, key, value)
 
-    @_translating
+    @translating
     def update_run(self, run: RunRecord, *, expect_state: RunState | None = None,
                    expect_owner: str | Literal[False] | None = False) -> None:
         """Write ``run``'s row (not its plan or context: see :meth:`put_plan` and
@@ -357,7 +359,7 @@ class RunStore:
             raise ConflictError(f"run '{run.id}' is now held by another process "
                                 f"(pid {actual.owner_pid})")
 
-    @_translating
+    @translating
     def put_plan(self, run_id: str, plan: Plan) -> None:
         """Store a run's plan (written when it is made or edited, not after each step)."""
         self.conn.execute(
@@ -365,21 +367,21 @@ class RunStore:
             "sha256=excluded.sha256, data=excluded.data",
             [run_id, plan.sha256(), plan.model_dump_json()])
 
-    @_translating
+    @translating
     def put_context(self, run_id: str, key: str, value: Any) -> None:
         """Store one context value of a run (the request, gathered context, a step's output)."""
         self.conn.execute(
             "INSERT INTO run_context VALUES (?, ?, ?) ON CONFLICT(run_id, key) DO UPDATE SET "
             "data=excluded.data", [run_id, key, json.dumps(value, ensure_ascii=False)])
 
-    @_translating
+    @translating
     def get_run(self, run_id: str) -> RunRecord:
         runs = self._runs("SELECT id, data FROM runs WHERE id=?", [run_id])
         if not runs:
             raise StoreError(f"unknown run '{run_id}'")
         return runs[0]
 
-    @_translating
+    @translating
     def list_runs(
         self, *, session: str | None = None, states: set[RunState] | None = None,
         limit: int = 100,
@@ -409,7 +411,7 @@ class RunStore:
 
     # -- steps -----------------------------------------------------------------------
 
-    @_translating
+    @translating
     def save_step(self, step: StepRecord) -> None:
         self.conn.execute(
             "INSERT INTO steps VALUES (?, ?, ?, ?, ?) ON CONFLICT(run_id, idx) DO UPDATE SET "
@@ -417,14 +419,14 @@ class RunStore:
             [step.run_id, step.index, step.status, step.idempotency_key, step.model_dump_json()],
         )
 
-    @_translating
+    @translating
     def steps(self, run_id: str) -> list[StepRecord]:
         return self._many(StepRecord, "SELECT data FROM steps WHERE run_id=? ORDER BY idx",
                           [run_id])
 
     # -- approvals -------------------------------------------------------------------
 
-    @_translating
+    @translating
     def insert_approval(self, approval: ApprovalRecord) -> None:
         self.conn.execute(
             "INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?)",
@@ -432,7 +434,7 @@ class RunStore:
              _iso(approval.expires_at), approval.model_dump_json()],
         )
 
-    @_translating
+    @translating
     def close_approval(self, approval: ApprovalRecord) -> None:
         """Record a decision on a pending approval; loses (ConflictError) if already closed."""
         cursor = self.conn.execute(
@@ -446,12 +448,12 @@ class RunStore:
                 + (f" by {current.decided_by}" if current.decided_by else "")
             )
 
-    @_translating
+    @translating
     def get_approval(self, approval_id: str) -> ApprovalRecord:
         return self._one(ApprovalRecord, "SELECT data FROM approvals WHERE id=?", approval_id,
                          f"approval '{approval_id}'")
 
-    @_translating
+    @translating
     def list_approvals(
         self, *, status: ApprovalStatus | None = None, session: str | None = None,
         run_id: str | None = None,
@@ -462,7 +464,7 @@ class RunStore:
 
     # -- audit and events ------------------------------------------------------------
 
-    @_translating
+    @translating
     def append_audit(self, record: AuditRecord) -> None:
         self.conn.execute(
             "INSERT INTO audit (at, action, run_id, approval_id, data) VALUES (?, ?, ?, ?, ?)",
@@ -470,21 +472,21 @@ class RunStore:
              record.model_dump_json(exclude={"id"})],
         )
 
-    @_translating
+    @translating
     def audit(self, *, run_id: str | None = None) -> list[AuditRecord]:
         where, params = _filters(run_id=run_id)
         rows = self.conn.execute(f"SELECT id, data FROM audit {where} ORDER BY id", params)
         return [AuditRecord.model_validate_json(data).model_copy(update={"id": row_id})
                 for row_id, data in rows.fetchall()]
 
-    @_translating
+    @translating
     def append_event(self, event: EventRecord) -> None:
         self.conn.execute(
             "INSERT INTO events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
             [event.run_id, _iso(event.at), event.kind, event.model_dump_json(exclude={"id"})],
         )
 
-    @_translating
+    @translating
     def events(self, run_id: str) -> list[EventRecord]:
         rows = self.conn.execute("SELECT id, data FROM events WHERE run_id=? ORDER BY id",
                                [run_id])
@@ -515,6 +517,11 @@ def _filters(**columns: object) -> tuple[str, list[object]]:
             clauses.append(f"{column}=?")
             params.append(value)
     return ("WHERE " + " AND ".join(clauses) if clauses else "", params)
+
+
+def _saved_plans(plans: Path) -> Path | None:
+    """``plans/`` when it holds plans: the run store they came from existed."""
+    return plans if plans.is_dir() and any(plans.glob("*.json")) else None
 
 
 def _iso(moment: datetime) -> str:

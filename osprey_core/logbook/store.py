@@ -1,0 +1,496 @@
+"""The logbook store: entries in SQLite (``OSPREY_HOME/logbook.db``), the source of truth.
+
+Entries keep first-class columns (source, logbook, author, title, text, tags, UTC time and
+its original offset, links, attachments, content hash, version) and an FTS5 index kept in
+sync by triggers. Every insert and delete is also appended to ``changes``, so the search
+indexes beside the database (keyword postings, embedding matrices) catch up with exactly
+what changed. An edited entry is a delete of the old row and an insert of its new version:
+a row's content never changes, so an index entry for a row is never stale, only dead.
+
+:class:`LogbookStore` is the interface the rest of the logbook uses; :class:`SQLiteLogbook`
+implements it. A PostgreSQL implementation follows the same contract.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from osprey_core.logbook.models import Attachment, LogEntry
+from osprey_core.store import (
+    StoreError,
+    StoreStorageError,
+    check_database_file,
+    store_error,
+    translating,
+)
+
+#: What to do about a damaged logbook database: it holds nothing that cannot be ingested
+#: again from the sources.
+LOGBOOK_HINT = ("nothing was changed. Move the file away and ingest the logbooks again "
+                "(osprey logbook ingest), or restore a copy of it")
+
+_COLUMNS = ("id", "source", "native_id", "logbook", "author", "title", "text", "tags", "ts",
+            "ts_offset", "linked_to", "attachments", "ingested_at", "content_hash", "version")
+
+
+def _schema_v1(conn: sqlite3.Connection) -> None:
+    import sqlite_utils  # only when a database is created or upgraded: it imports pandas
+
+    conn.execute("""CREATE TABLE entries (
+        rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
+        native_id TEXT NOT NULL, logbook TEXT, author TEXT, title TEXT NOT NULL,
+        text TEXT NOT NULL, tags TEXT NOT NULL, ts REAL NOT NULL, ts_offset INTEGER,
+        linked_to TEXT NOT NULL, attachments TEXT NOT NULL, ingested_at REAL NOT NULL,
+        content_hash TEXT NOT NULL, version INTEGER NOT NULL)""")
+    for column in ("ts", "author", "logbook", "source"):
+        conn.execute(f"CREATE INDEX entries_{column} ON entries({column})")
+    conn.execute("""CREATE TABLE entry_tags (rowid INTEGER NOT NULL, tag TEXT NOT NULL,
+        PRIMARY KEY (tag, rowid)) WITHOUT ROWID""")
+    conn.execute("""CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        rowid INTEGER NOT NULL, op TEXT NOT NULL)""")
+    conn.execute("""CREATE TRIGGER entries_change_del AFTER DELETE ON entries BEGIN
+        INSERT INTO changes (rowid, op) VALUES (old.rowid, 'del');
+        DELETE FROM entry_tags WHERE rowid = old.rowid; END""")
+    conn.execute("""CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries BEGIN
+        SELECT RAISE(ABORT, 'entries are replaced, never updated in place'); END""")
+    conn.execute("""CREATE TABLE sources (source TEXT PRIMARY KEY, adapter TEXT,
+        location TEXT, high_water_ts REAL, high_water_id TEXT, last_ingest REAL,
+        entries INTEGER NOT NULL DEFAULT 0)""")
+    sqlite_utils.Database(conn)["entries"].enable_fts(
+        ["title", "text"], create_triggers=True, tokenize="porter unicode61")
+    # New rows reach the FTS index and the change log in one statement per batch (see
+    # upsert): a trigger per row made ingest five times slower. Deletes keep theirs.
+    conn.execute('DROP TRIGGER "entries_ai"')
+
+
+#: Schema migrations in order; version N runs ``MIGRATIONS[N - 1]``. Only ever append.
+MIGRATIONS = [_schema_v1]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: UpsertCounts) -> UpsertCounts:
+        return UpsertCounts(self.added + other.added, self.updated + other.updated,
+                            self.unchanged + other.unchanged)
+
+
+@dataclass(frozen=True, slots=True)
+class HighWater:
+    """The newest entry a source has delivered: ingest resumes from here (minus overlap)."""
+
+    timestamp: datetime
+    native_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    source: str
+    adapter: str | None
+    location: str | None
+    high_water: HighWater | None
+    last_ingest: datetime | None
+    entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class DocRow:
+    """The fields index builders read, without building a validated entry per row."""
+
+    rowid: int
+    source: str
+    logbook: str | None
+    author: str | None
+    title: str
+    text: str
+    tags: tuple[str, ...]
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """Rows added and removed after change ``since``, up to ``last``."""
+
+    last: int
+    added: list[int]
+    removed: list[int]
+
+
+class LogbookStore(Protocol):
+    """What the logbook needs from a store (SQLite here; PostgreSQL can follow)."""
+
+    path: Path
+
+    def upsert(self, entries: Sequence[LogEntry]) -> UpsertCounts: ...
+    def get(self, ids: Sequence[str]) -> list[LogEntry]: ...
+    def by_rowids(self, rowids: Sequence[int]) -> dict[int, LogEntry]: ...
+    def rowids(self, ids: Sequence[str]) -> dict[str, int]: ...
+    def count(self, source: str | None = None) -> int: ...
+    def docs(self, rowids: Iterable[int] | None = None, *,
+             batch: int = 5000) -> Iterator[list[DocRow]]: ...
+    def live_rowids(self) -> list[int]: ...
+    def changes_since(self, seq: int) -> Changes: ...
+    def last_change(self) -> int: ...
+    def phrase_rowids(self, phrase: str, rowids: Sequence[int]) -> set[int]: ...
+    def delete(self, ids: Sequence[str]) -> int: ...
+    def purge(self, *, source: str | None = None, before: datetime | None = None) -> int: ...
+    def high_water(self, source: str) -> HighWater | None: ...
+    def record_ingest(self, source: str, adapter: str, location: str,
+                      high_water: HighWater | None) -> None: ...
+    def sources(self) -> list[SourceState]: ...
+    def close(self) -> None: ...
+
+
+class SQLiteLogbook:
+    """The SQLite logbook store. One writer at a time (IMMEDIATE transactions, WAL)."""
+
+    damage_hint = LOGBOOK_HINT
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreStorageError(f"cannot create the directory of {path}: {exc}") from None
+        check_database_file(path, self._index_files, LOGBOOK_HINT)
+        self.conn = self._connect()
+
+    def _index_files(self) -> Path | None:
+        """The search indexes beside a missing database: it existed."""
+        folder = self.path.with_suffix(".index")
+        return folder if folder.is_dir() and any(folder.iterdir()) else None
+
+    @translating
+    def _connect(self) -> sqlite3.Connection:
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                    check_same_thread=False)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
+        return self.conn
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
+                              "value TEXT NOT NULL)")
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'"
+                                    ).fetchone()
+            current = int(row[0]) if row else 0
+            if current > len(MIGRATIONS):
+                raise StoreError(f"{self.path} has schema version {current}, newer than this "
+                                 f"osprey-core understands ({len(MIGRATIONS)}); upgrade "
+                                 "osprey-core")
+            for migration in MIGRATIONS[current:]:
+                migration(self.conn)
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) "
+                              "DO UPDATE SET value=excluded.value", [str(len(MIGRATIONS))])
+
+    @property
+    @translating
+    def schema_version(self) -> int:
+        return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'")
+                   .fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction; SQLite errors become store errors naming the file."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc, LOGBOOK_HINT) from exc
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise store_error(self.path, exc, LOGBOOK_HINT) from exc
+
+    # -- writing ------------------------------------------------------------------------
+
+    @translating
+    def upsert(self, entries: Sequence[LogEntry]) -> UpsertCounts:
+        """Add new entries and replace changed ones, in one transaction. Within the batch
+        the last version of an id wins; an entry whose content hash is unchanged is left
+        as it is (re-ingesting an overlap costs nothing)."""
+        latest = {entry.id: entry for entry in entries}
+        if not latest:
+            return UpsertCounts()
+        now = time.time()
+        with self.transaction() as conn:
+            known = self._known(conn, list(latest))
+            rows, rows_entries, replaced = [], [], []
+            unchanged = 0
+            for entry_id, entry in latest.items():
+                digest = entry.content_hash()
+                old = known.get(entry_id)
+                if old is not None and old[1] == digest:
+                    unchanged += 1
+                    continue
+                if old is not None:
+                    replaced.append(old[0])
+                rows.append(_row(entry, digest, now, 1 if old is None else old[2] + 1))
+                rows_entries.append((entry_id, entry))
+            if replaced:
+                conn.executemany("DELETE FROM entries WHERE rowid=?", [(r,) for r in replaced])
+            # Rowids are given explicitly (this is the only writer inside the transaction),
+            # so the batch's rows are exactly those above ``base``.
+            base = conn.execute("SELECT coalesce(max(rowid), 0) FROM entries").fetchone()[0]
+            base = max(base, conn.execute("SELECT coalesce(max(rowid), 0) FROM changes"
+                                          ).fetchone()[0])
+            marks = ", ".join("?" for _ in ("rowid", *_COLUMNS))
+            conn.executemany(f"INSERT INTO entries (rowid, {', '.join(_COLUMNS)}) "
+                             f"VALUES ({marks})",
+                             [(base + offset, *row) for offset, row in enumerate(rows, 1)])
+            tags = [(base + offset, tag.casefold()) for offset, (_, entry) in
+                    enumerate(rows_entries, 1) for tag in entry.tags]
+            if tags:
+                conn.executemany("INSERT OR IGNORE INTO entry_tags VALUES (?, ?)", tags)
+            conn.execute("INSERT INTO entries_fts (rowid, title, text) SELECT rowid, title, "
+                         "text FROM entries WHERE rowid>?", [base])
+            conn.execute("INSERT INTO changes (rowid, op) SELECT rowid, 'add' FROM entries "
+                         "WHERE rowid>? ORDER BY rowid", [base])
+        return UpsertCounts(len(rows) - len(replaced), len(replaced), unchanged)
+
+    @staticmethod
+    def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[int, str, int]]:
+        known: dict[str, tuple[int, str, int]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for entry_id, rowid, digest, version in conn.execute(
+                    f"SELECT id, rowid, content_hash, version FROM entries WHERE id IN ({marks})",
+                    chunk):
+                known[entry_id] = (rowid, digest, version)
+        return known
+
+    @translating
+    def delete(self, ids: Sequence[str]) -> int:
+        with self.transaction() as conn:
+            return sum(conn.execute("DELETE FROM entries WHERE id=?", [entry_id]).rowcount
+                       for entry_id in ids)
+
+    @translating
+    def purge(self, *, source: str | None = None, before: datetime | None = None) -> int:
+        """Delete every entry (of ``source``, older than ``before``); returns how many."""
+        clauses, params = [], []
+        if source is not None:
+            clauses.append("source=?")
+            params.append(source)
+        if before is not None:
+            clauses.append("ts<?")
+            params.append(before.timestamp())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self.transaction() as conn:
+            removed = conn.execute(f"DELETE FROM entries {where}", params).rowcount
+            if source is not None and before is None:
+                conn.execute("DELETE FROM sources WHERE source=?", [source])
+            elif source is None and before is None:
+                conn.execute("DELETE FROM sources")
+            return removed
+
+    @translating
+    def record_ingest(self, source: str, adapter: str, location: str,
+                      high_water: HighWater | None) -> None:
+        """Remember where ``source`` was read up to (only ever forward)."""
+        with self.transaction() as conn:
+            count = conn.execute("SELECT count(*) FROM entries WHERE source=?",
+                                 [source]).fetchone()[0]
+            old = self._high_water(conn, source)
+            if old is not None and (high_water is None or
+                                    (old.timestamp, old.native_id) >
+                                    (high_water.timestamp, high_water.native_id)):
+                high_water = old
+            conn.execute(
+                "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE "
+                "SET adapter=excluded.adapter, location=excluded.location, "
+                "high_water_ts=excluded.high_water_ts, high_water_id=excluded.high_water_id, "
+                "last_ingest=excluded.last_ingest, entries=excluded.entries",
+                [source, adapter, location,
+                 None if high_water is None else high_water.timestamp.timestamp(),
+                 None if high_water is None else high_water.native_id, time.time(), count])
+
+    # -- reading ------------------------------------------------------------------------
+
+    @translating
+    def get(self, ids: Sequence[str]) -> list[LogEntry]:
+        """The entries with these ids, in the order asked (unknown ids are left out)."""
+        found: dict[str, LogEntry] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            for row in self.conn.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE id IN ({marks})", chunk):
+                entry = _entry(row)
+                found[entry.id] = entry
+        return [found[entry_id] for entry_id in ids if entry_id in found]
+
+    @translating
+    def by_rowids(self, rowids: Sequence[int]) -> dict[int, LogEntry]:
+        found: dict[int, LogEntry] = {}
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            for rowid, *row in self.conn.execute(
+                    f"SELECT rowid, {', '.join(_COLUMNS)} FROM entries WHERE rowid IN ({marks})",
+                    chunk):
+                found[rowid] = _entry(row)
+        return found
+
+    @translating
+    def rowids(self, ids: Sequence[str]) -> dict[str, int]:
+        return {entry_id: rowid for entry_id, (rowid, _, _) in self._known(self.conn,
+                                                                            list(ids)).items()}
+
+    @translating
+    def count(self, source: str | None = None) -> int:
+        if source is None:
+            return self.conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM entries WHERE source=?",
+                                 [source]).fetchone()[0]
+
+    def docs(self, rowids: Iterable[int] | None = None, *,
+             batch: int = 5000) -> Iterator[list[DocRow]]:
+        """Rows for index builders, in batches: all of them (by rowid), or ``rowids``."""
+        columns = "rowid, source, logbook, author, title, text, tags, ts"
+        try:
+            if rowids is None:
+                after = 0
+                while rows := self.conn.execute(
+                        f"SELECT {columns} FROM entries WHERE rowid>? ORDER BY rowid LIMIT ?",
+                        [after, batch]).fetchall():
+                    yield [_doc(row) for row in rows]
+                    after = rows[-1][0]
+                return
+            wanted = sorted(set(rowids))
+            for start in range(0, len(wanted), batch):
+                chunk = wanted[start:start + batch]
+                found: list[DocRow] = []
+                for sub in range(0, len(chunk), 500):
+                    part = chunk[sub:sub + 500]
+                    marks = ", ".join("?" for _ in part)
+                    found += [_doc(row) for row in self.conn.execute(
+                        f"SELECT {columns} FROM entries WHERE rowid IN ({marks}) ORDER BY rowid",
+                        part)]
+                if found:
+                    yield found
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc, LOGBOOK_HINT) from exc
+
+    @translating
+    def live_rowids(self) -> list[int]:
+        return [row[0] for row in self.conn.execute("SELECT rowid FROM entries ORDER BY rowid")]
+
+    @translating
+    def changes_since(self, seq: int) -> Changes:
+        """Rows added and removed after change ``seq`` (a row added and removed in that
+        span is in neither list)."""
+        added: dict[int, None] = {}
+        removed: list[int] = []
+        last = seq
+        for change, rowid, op in self.conn.execute(
+                "SELECT seq, rowid, op FROM changes WHERE seq>? ORDER BY seq", [seq]):
+            last = change
+            if op == "add":
+                added[rowid] = None
+            elif rowid in added:
+                del added[rowid]
+            else:
+                removed.append(rowid)
+        return Changes(last, list(added), removed)
+
+    @translating
+    def last_change(self) -> int:
+        row = self.conn.execute("SELECT max(seq) FROM changes").fetchone()
+        return int(row[0] or 0)
+
+    @translating
+    def phrase_rowids(self, phrase: str, rowids: Sequence[int]) -> set[int]:
+        """Which of ``rowids`` hold ``phrase`` (its words in order), by the FTS5 index."""
+        words = " ".join(phrase.replace('"', " ").split())
+        if not words or not rowids:
+            return set()
+        query = f'"{words}"'  # an FTS5 phrase: these tokens, adjacent and in order
+        found: set[int] = set()
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            found.update(row[0] for row in self.conn.execute(
+                f"SELECT rowid FROM entries_fts WHERE entries_fts MATCH ? AND rowid IN ({marks})",
+                [query, *chunk]))
+        return found
+
+    @translating
+    def high_water(self, source: str) -> HighWater | None:
+        return self._high_water(self.conn, source)
+
+    @staticmethod
+    def _high_water(conn: sqlite3.Connection, source: str) -> HighWater | None:
+        row = conn.execute("SELECT high_water_ts, high_water_id FROM sources WHERE source=?",
+                           [source]).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return HighWater(datetime.fromtimestamp(row[0], UTC), row[1])
+
+    @translating
+    def sources(self) -> list[SourceState]:
+        states = []
+        for source, adapter, location, ts, native, last, entries in self.conn.execute(
+                "SELECT source, adapter, location, high_water_ts, high_water_id, last_ingest, "
+                "entries FROM sources ORDER BY source"):
+            states.append(SourceState(
+                source, adapter, location,
+                None if ts is None else HighWater(datetime.fromtimestamp(ts, UTC), native),
+                None if last is None else datetime.fromtimestamp(last, UTC), entries))
+        return states
+
+
+def _row(entry: LogEntry, digest: str, now: float, version: int) -> tuple[Any, ...]:
+    return (entry.id, entry.source, entry.native_id, entry.logbook, entry.author, entry.title,
+            entry.text, json.dumps(list(entry.tags), ensure_ascii=False), entry.utc.timestamp(),
+            entry.utc_offset_minutes, json.dumps(list(entry.linked_to), ensure_ascii=False),
+            json.dumps([item.model_dump(mode="json") for item in entry.attachments],
+                       ensure_ascii=False), now, digest, version)
+
+
+def _entry(row: Sequence[Any]) -> LogEntry:
+    (_, source, native_id, logbook, author, title, text, tags, ts, offset, linked, attachments,
+     *_rest) = row
+    # Written by this module from validated entries: constructed without re-validating.
+    return LogEntry.model_construct(
+        source=source, native_id=native_id, timestamp=datetime.fromtimestamp(ts, UTC),
+        text=text, title=title, logbook=logbook, author=author, tags=tuple(json.loads(tags)),
+        linked_to=tuple(json.loads(linked)),
+        attachments=tuple(Attachment.model_construct(**item)
+                          for item in json.loads(attachments)),
+        utc_offset_minutes=offset)
+
+
+def _doc(row: Sequence[Any]) -> DocRow:
+    rowid, source, logbook, author, title, text, tags, ts = row
+    return DocRow(rowid, source, logbook, author, title, text, tuple(json.loads(tags)), ts)
