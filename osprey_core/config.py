@@ -31,6 +31,7 @@ from osprey_core.settings import (
     ControlSystemSettings,
     ExecutionSettings,
     LLMSettings,
+    LogbookSettings,
     MemorySettings,
     PlanningSettings,
     ProvidersSettings,
@@ -84,6 +85,8 @@ class CoreSettings(BaseModel):
         default_factory=ProvidersSettings, description=ProvidersSettings.__doc__)
     memory: MemorySettings = Field(
         default_factory=MemorySettings, description=MemorySettings.__doc__)
+    logbook: LogbookSettings = Field(
+        default_factory=LogbookSettings, description=LogbookSettings.__doc__)
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:

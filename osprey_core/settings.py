@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, field_validator
 
 from osprey_core.control.limits import LimitsConfig
 
@@ -199,3 +199,76 @@ class MemorySettings(BaseModel):
     max_entries: int = Field(5000, ge=1, description="Entries kept per user.")
     max_user_bytes: int = Field(5_000_000, ge=1024, description="Largest memory file per user.")
     approve_saves: bool = Field(True, description="Saving a memory needs a human's approval.")
+
+
+class LogbookSourceSettings(BaseModel):
+    """One logbook to ingest: which adapter reads it, from where, and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapter: Annotated[str, PluginChoice("logbook_adapters")] = Field(
+        description="Adapter name: json, jsonl, csv, als, jlab, ornl or one a plugin adds.")
+    location: str = Field(description="A file, a glob of files, or the logbook's URL.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Adapter options "
+                                    "(field mapping, TLS, time windows); see the adapter.")
+    overlap_seconds: float = Field(3600.0, ge=0, description="Incremental ingest re-reads "
+                                   "this much before the newest entry it has, so late and "
+                                   "edited entries are not missed (duplicates are skipped).")
+    on_bad_record: Literal["skip", "fail"] = Field(
+        "skip", description="A record that cannot be read: report it and go on, or stop.")
+
+
+class EmbeddingSettings(BaseModel):
+    """How entries become vectors for semantic search."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Annotated[str, PluginChoice("embedding_models")] = Field(
+        "minilm", description="minilm (offline, the 'search' extra) or openai (an "
+        "OpenAI-compatible /v1/embeddings endpoint), or one a plugin adds.")
+    base_url: str | None = Field(None, description="Endpoint of the openai model (default: "
+                                 "llm.base_url).")
+    api_model: str = Field("text-embedding-3-small", description="Model name sent to it.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable with its key.")
+    batch_size: int = Field(64, ge=1, le=2048, description="Texts embedded per call.")
+    chunk_words: int = Field(200, ge=16, le=4096, description="Longer entries are split into "
+                             "chunks of about this many words.")
+    chunk_overlap_words: int = Field(40, ge=0, le=1024,
+                                     description="Words shared by neighbouring chunks.")
+
+
+class LogbookSettings(BaseModel):
+    """Logbook search (ARIEL): where entries live, how they are found and answered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path | None = Field(None, description="The logbook database (default: "
+                              "<home>/logbook.db); its indexes live beside it.")
+    default_mode: Literal["hybrid", "keyword", "semantic"] = Field(
+        "hybrid", description="Search mode when none is asked for.")
+    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant of "
+                         "hybrid search.")
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings,
+                                          description=EmbeddingSettings.__doc__)
+    sources: dict[str, LogbookSourceSettings] = Field(
+        default_factory=dict, description="Logbooks to ingest, by source name (the name "
+        "prefixes entry ids: als/12345).")
+    answer_top_k: int = Field(8, ge=1, le=50, description="Entries an answer is built from.")
+    answer_max_context_tokens: int = Field(3000, ge=200, le=100_000,
+                                           description="Budget for entry text in an answer's "
+                                           "prompt (about 4 characters a token).")
+    provider: bool = Field(False, description="Offer the most relevant entries to the "
+                           "planner as context for every request.")
+    provider_top_k: int = Field(3, ge=1, le=20, description="Entries the provider offers.")
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, LogbookSourceSettings]
+                      ) -> dict[str, LogbookSourceSettings]:
+        from osprey_core.logbook.models import SOURCE_PATTERN
+
+        for name in value:
+            if not SOURCE_PATTERN.match(name):
+                raise ValueError(f"source name {name!r} must be lower-case letters, digits, "
+                                 "'_' and '-' (it prefixes entry ids)")
+        return value
