@@ -34,3 +34,35 @@ def transport_failure(exc: openai.APIError) -> tuple[str, bool]:
         return f"{type(exc).__name__}: {exc.message}", retry
     cause = f" ({exc.__cause__})" if exc.__cause__ else ""
     return f"{type(exc).__name__}: {exc}{cause}", True
+
+
+async def complete(settings: LLMSettings, messages: list[dict[str, str]],
+                   environ: Mapping[str, str]) -> str:
+    """One chat completion's text, with ``settings.max_attempts`` attempts and doubling
+    back-off for failures that may pass; :class:`~osprey_core.errors.OspreyError` when
+    none succeeded or the reply was empty."""
+    import asyncio
+
+    import openai
+
+    from osprey_core.errors import OspreyError
+
+    last_error = ""
+    async with new_client(settings, environ) as client:
+        for attempt in range(1, settings.max_attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(settings.backoff_seconds * 2 ** (attempt - 2))
+            try:
+                response = await client.chat.completions.create(
+                    model=settings.model, messages=messages)  # type: ignore[arg-type]
+            except openai.APIError as exc:
+                last_error, retry = transport_failure(exc)
+                if not retry:
+                    break
+                continue
+            content = response.choices[0].message.content if response.choices else None
+            if content and content.strip():
+                return content
+            last_error = "the reply was empty"
+    raise OspreyError(f"no answer from model '{settings.model}' at {settings.base_url}: "
+                      f"{last_error}")

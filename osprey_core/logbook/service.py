@@ -1,0 +1,283 @@
+"""The logbook as the rest of osprey sees it: one database, its indexes, three search modes
+and answers.
+
+``Logbook`` ties the store (the source of truth) to the indexes beside it (document
+metadata for filters, keyword postings, one vector matrix per embedding model) and keeps
+them current: every search first folds in whatever the store changed since the indexes
+last looked. Filters become one mask over the documents, applied by every arm inside its
+ranking. Hybrid search fuses the keyword and semantic rankings by reciprocal rank; when
+the query has operators (AND, NOT, a phrase), the semantic arm may only rank documents
+that satisfy them, so no hybrid hit ever breaks an operator either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from osprey_core.errors import OspreyError
+from osprey_core.logbook.models import Filters, Hit, LogEntry, SearchResult
+from osprey_core.logbook.store import SQLiteLogbook, UpsertCounts
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from osprey_core.config import OspreyConfig
+    from osprey_core.logbook.answers import Answer
+    from osprey_core.logbook.docmeta import DocMeta
+    from osprey_core.logbook.keyword import KeywordIndex
+    from osprey_core.logbook.query import ParsedQuery
+    from osprey_core.logbook.semantic import SemanticIndex
+    from osprey_core.settings import LLMSettings, LogbookSettings
+
+Mode = Literal["keyword", "semantic", "hybrid"]
+MODES: tuple[Mode, ...] = ("keyword", "semantic", "hybrid")
+Progress = Callable[[int, int], None]
+#: How deep each arm ranks before hybrid fusion.
+FUSION_DEPTH = 100
+
+
+class LogbookError(OspreyError):
+    """A logbook operation was refused (bad query, unknown entry, unusable model)."""
+
+
+@dataclass
+class RefreshReport:
+    keyword: int = 0
+    semantic: int = 0
+    semantic_missing: int = 0
+    notices: list[str] = field(default_factory=list)
+
+
+class Logbook:
+    """One logbook database and its search indexes."""
+
+    def __init__(self, store: SQLiteLogbook, settings: LogbookSettings, plugins: Any,
+                 *, llm: LLMSettings | None = None,
+                 environ: dict[str, str] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.plugins = plugins
+        self.llm = llm
+        self.environ = environ
+        self.index_dir = store.path.with_suffix(".index")
+        self._docmeta: DocMeta | None = None
+        self._keyword: KeywordIndex | None = None
+        self._semantic: SemanticIndex | None = None
+        self._semantic_problem: str | None = None
+
+    @classmethod
+    def open(cls, path: Path, settings: LogbookSettings, plugins: Any, *,
+             llm: LLMSettings | None = None,
+             environ: dict[str, str] | None = None) -> Logbook:
+        return cls(SQLiteLogbook(path), settings, plugins, llm=llm, environ=environ)
+
+    @classmethod
+    def from_config(cls, config: OspreyConfig, plugins: Any) -> Logbook:
+        settings: LogbookSettings = config.section("logbook")
+        path = settings.path or config.home / "logbook.db"
+        return cls.open(path, settings, plugins, llm=config.section("llm"))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Logbook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- indexes ------------------------------------------------------------------------
+
+    @property
+    def docmeta(self) -> DocMeta:
+        if self._docmeta is None:
+            from osprey_core.logbook.docmeta import DocMeta
+
+            self._docmeta = DocMeta.open(self.store, self.index_dir)
+        return self._docmeta
+
+    @property
+    def keyword(self) -> KeywordIndex:
+        if self._keyword is None:
+            from osprey_core.logbook.keyword import KeywordIndex
+
+            self._keyword = KeywordIndex.open(self.store, self.index_dir)
+        return self._keyword
+
+    def semantic(self) -> SemanticIndex | None:
+        """The vector index of the configured model, or ``None`` (with the reason kept in
+        :attr:`semantic_problem`) when the model cannot be used here."""
+        if self._semantic is None and self._semantic_problem is None:
+            try:
+                self._semantic = self._open_semantic()
+            except OspreyError as exc:
+                self._semantic_problem = str(exc)
+        return self._semantic
+
+    @property
+    def semantic_problem(self) -> str | None:
+        return self._semantic_problem
+
+    def _open_semantic(self) -> SemanticIndex:
+        from osprey_core.logbook.semantic import SemanticIndex
+
+        model = self.embedding_model()
+        return SemanticIndex.open(self.store, self.index_dir, model)
+
+    def embedding_model(self, name: str | None = None) -> Any:
+        settings = self.settings.embeddings
+        if name is not None:
+            settings = settings.model_copy(update={"model": name})
+        cls = self.plugins.embedding_models().get(settings.model)
+        return cls(settings, llm=self.llm, environ=self.environ)
+
+    def add(self, entries: Iterable[LogEntry]) -> UpsertCounts:
+        """Store entries (new ones added, edited ones replaced); indexes follow on refresh."""
+        return self.store.upsert(list(entries))
+
+    def refresh(self, progress: Progress | None = None, *, semantic: bool = True,
+                semantic_progress: Progress | None = None) -> RefreshReport:
+        """Bring every index up to date with the store: metadata and keyword postings
+        always; vectors of what is missing when ``semantic`` (embedding is the slow part,
+        so callers can leave it for later)."""
+        report = RefreshReport()
+        self.docmeta.refresh()
+        report.keyword = self.keyword.refresh(progress)
+        if semantic:
+            index = self.semantic()
+            if index is None:
+                report.notices.append(f"semantic search is unavailable: {self.semantic_problem}")
+            else:
+                report.semantic = index.refresh(semantic_progress)
+        elif (index := self.semantic()) is not None:
+            report.semantic_missing = index.missing()
+        return report
+
+    # -- searching ----------------------------------------------------------------------
+
+    def search(self, query: str, *, mode: Mode | None = None, filters: Filters | None = None,
+               k: int = 10) -> SearchResult:
+        from osprey_core.logbook.query import parse_query
+
+        started = time.perf_counter()
+        mode = mode or self.settings.default_mode
+        if mode not in MODES:
+            raise LogbookError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        if not 1 <= k <= 1000:
+            raise LogbookError(f"k must be between 1 and 1000, not {k}")
+        parsed = parse_query(query)
+        notices = list(parsed.notices)
+        combined = (filters or Filters()).merged(parsed.filters)
+        self.docmeta.refresh()
+        self.keyword.refresh()
+        mask = self.docmeta.mask(combined)
+        semantic = self.semantic() if mode != "keyword" else None
+        if mode != "keyword" and semantic is None:
+            notices.append(f"{mode} search fell back to keyword search: "
+                           f"{self.semantic_problem}")
+            mode = "keyword"
+        if semantic is not None and semantic.missing():
+            notices.append(f"{semantic.missing()} entries are not embedded yet and are found "
+                           "by keyword only (osprey logbook ingest embeds them)")
+        if mode == "keyword":
+            ranked, total = self._keyword_ranking(parsed, mask, k)
+            ranks = {rowid: {"keyword": rank} for rank, (rowid, _) in enumerate(ranked, 1)}
+        elif mode == "semantic":
+            ranked, total = self._semantic_ranking(parsed, mask, k, semantic)
+            ranks = {rowid: {"semantic": rank} for rank, (rowid, _) in enumerate(ranked, 1)}
+        else:
+            ranked, total, ranks = self._hybrid(parsed, mask, k, semantic)
+        hits = self._hits(ranked, parsed, ranks)
+        return SearchResult(query, mode, hits, total, notices,
+                            time.perf_counter() - started)
+
+    def _keyword_ranking(self, parsed: ParsedQuery, mask: np.ndarray | None,
+                         k: int) -> tuple[list[tuple[int, float]], int]:
+        found = self.keyword.search(parsed, mask=mask, k=k)
+        return list(zip(found.rowids, found.scores, strict=True)), found.total
+
+    def _semantic_ranking(self, parsed: ParsedQuery, mask: np.ndarray | None, k: int,
+                          index: SemanticIndex) -> tuple[list[tuple[int, float]], int]:
+        mask = self._operator_mask(parsed, mask)
+        text = parsed.free_text.strip()
+        if not text:
+            return [], 0
+        found = index.search(text, mask=mask, k=k)
+        return list(zip(found.rowids, found.scores, strict=True)), len(found.rowids)
+
+    def _operator_mask(self, parsed: ParsedQuery, mask: np.ndarray | None
+                       ) -> np.ndarray | None:
+        """Semantic ranking may only see documents that satisfy the query's operators."""
+        if not parsed.strict:
+            return mask
+        import numpy as np
+
+        matched = self.keyword.search(parsed, mask=mask, k=max(self.keyword.search(
+            parsed, mask=mask, k=1).total, 1))
+        allowed = np.zeros(len(self.docmeta.alive), dtype=bool)
+        allowed[np.asarray(matched.rowids, dtype=np.int64)] = True
+        return allowed if mask is None else allowed & mask
+
+    def _hybrid(self, parsed: ParsedQuery, mask: np.ndarray | None, k: int,
+                index: SemanticIndex | None
+                ) -> tuple[list[tuple[int, float]], int, dict[int, dict[str, int]]]:
+        depth = max(FUSION_DEPTH, k)
+        keyword, keyword_total = self._keyword_ranking(parsed, mask, depth)
+        semantic: list[tuple[int, float]] = []
+        if index is not None:
+            semantic, _ = self._semantic_ranking(parsed, mask, depth, index)
+        fused = reciprocal_rank_fusion({"keyword": [rowid for rowid, _ in keyword],
+                                        "semantic": [rowid for rowid, _ in semantic]},
+                                       self.settings.rrf_k)
+        ranked = fused[:k]
+        ranks: dict[int, dict[str, int]] = {rowid: {} for rowid, _ in ranked}
+        for arm, ranking in (("keyword", keyword), ("semantic", semantic)):
+            for rank, (rowid, _) in enumerate(ranking, 1):
+                if rowid in ranks:
+                    ranks[rowid][arm] = rank
+        total = len({rowid for rowid, _ in keyword} | {rowid for rowid, _ in semantic})
+        return ranked, max(total, keyword_total), ranks
+
+    def _hits(self, ranked: list[tuple[int, float]], parsed: ParsedQuery,
+              ranks: dict[int, dict[str, int]]) -> list[Hit]:
+        from osprey_core.logbook.keyword import snippet
+
+        entries = self.store.by_rowids([rowid for rowid, _ in ranked])
+        hits = []
+        for rowid, score in ranked:
+            entry = entries.get(rowid)
+            if entry is None:  # deleted between ranking and reading: never shown
+                continue
+            text = f"{entry.title}\n{entry.text}" if entry.title else entry.text
+            hits.append(Hit(entry, score, len(hits) + 1, snippet(text, parsed),
+                            ranks.get(rowid, {})))
+        return hits
+
+    # -- answers and entries --------------------------------------------------------------
+
+    def ask(self, question: str, *, filters: Filters | None = None,
+            k: int | None = None) -> Answer:
+        from osprey_core.logbook.answers import answer
+
+        return answer(self, question, filters=filters or Filters(),
+                      k=k or self.settings.answer_top_k)
+
+    def entry(self, entry_id: str) -> LogEntry:
+        found = self.store.get([entry_id])
+        if not found:
+            raise LogbookError(f"no logbook entry {entry_id!r}")
+        return found[0]
+
+
+def reciprocal_rank_fusion(rankings: dict[str, list[int]], k: float) -> list[tuple[int, float]]:
+    """Documents by the sum over rankings of ``1 / (k + rank)``; ties keep the order of
+    first appearance (keyword before semantic), so fusion is deterministic."""
+    scores: dict[int, float] = {}
+    for ranking in rankings.values():
+        for rank, rowid in enumerate(ranking, 1):
+            scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: -item[1])
