@@ -584,12 +584,15 @@ class PluginView:
     """What plugin code running inside a step may see of the plugin set: the sealed
     registries it needs to look things up, and no way back to the host."""
 
-    __slots__ = ("_code_generators", "_data_providers", "_execution_backends")
+    __slots__ = ("_code_generators", "_data_providers", "_embedding_models",
+                 "_execution_backends", "_logbook_adapters")
 
     def __init__(self, host: PluginHost) -> None:
         self._code_generators = host.code_generators()
         self._execution_backends = host.execution_backends()
         self._data_providers = host.data_providers()
+        self._embedding_models = host.embedding_models()
+        self._logbook_adapters = host.logbook_adapters()
 
     def code_generators(self) -> Registry[type[CodeGenerator]]:
         return self._code_generators
@@ -599,3 +602,9 @@ class PluginView:
 
     def data_providers(self) -> Registry[DataProvider]:
         return self._data_providers
+
+    def embedding_models(self) -> Registry[type[EmbeddingModel]]:
+        return self._embedding_models
+
+    def logbook_adapters(self) -> Registry[type[LogbookAdapter]]:
+        return self._logbook_adapters

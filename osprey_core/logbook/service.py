@@ -157,6 +157,17 @@ class Logbook:
             report.semantic_missing = index.missing()
         return report
 
+    def reembed(self, model: str | None = None, progress: Progress | None = None) -> int:
+        """Embed every entry with ``model`` (default: the configured one); the vectors of
+        the model in use stay until the new ones are complete. Returns how many."""
+        from osprey_core.logbook.semantic import SemanticIndex
+
+        index = SemanticIndex.open(self.store, self.index_dir, self.embedding_model(model))
+        count = index.reembed(progress)
+        if model is None or model == self.settings.embeddings.model:
+            self._semantic = index
+        return count
+
     # -- searching ----------------------------------------------------------------------
 
     def search(self, query: str, *, mode: Mode | None = None, filters: Filters | None = None,
