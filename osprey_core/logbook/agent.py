@@ -129,4 +129,4 @@ def match_search(query: str) -> dict[str, Any] | None:
 
 
 def _clean(text: str) -> str:
-    return text.strip().rstrip("?.!").strip()
+    return " ".join(text.split()).rstrip("?.!").strip()
