@@ -69,8 +69,8 @@ class LogbookAdapter(ABC):
             validated = cls.options_model.model_validate(raw)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'options'}: "
-                f"{error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
+                f"{'.'.join(str(part) for part in error['loc'] if part != '[key]') or 'options'}"
+                f": {error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
             raise ConfigError(f"logbook source '{source}' ({cls.name} adapter) options: "
                               f"{problems}") from None
         return cls(source, validated)

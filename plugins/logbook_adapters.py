@@ -1,4 +1,11 @@
-"""Built-in plugin: the logbook adapters (registered as they are implemented)."""
+"""Built-in plugin: the logbook adapters.
+
+``json``, ``jsonl`` and ``csv`` read exports of any logbook through a field mapping;
+``als``, ``jlab`` and ``ornl`` read the formats of those facilities' logbooks (``als`` also
+its HTTP API). The implementations live in :mod:`osprey_core.logbook.adapters` and are
+imported when the hook is called, so loading the plugin costs neither pydantic nor httpx.
+Field mappings and options: ``docs/logbook-adapters.md``.
+"""
 
 from __future__ import annotations
 
@@ -10,4 +17,7 @@ from osprey_core.hookspecs import hookimpl
 
 @hookimpl
 def register_logbook_adapters(register: Callable[[type[Any]], None]) -> None:
-    """Nothing yet: the built-in adapters land in ``osprey_core.logbook.adapters``."""
+    from osprey_core.logbook.adapters.generic import CsvAdapter, JsonAdapter, JsonLinesAdapter
+
+    for adapter in (JsonAdapter, JsonLinesAdapter, CsvAdapter):
+        register(adapter)
