@@ -17,7 +17,11 @@ from osprey_core.hookspecs import hookimpl
 
 @hookimpl
 def register_logbook_adapters(register: Callable[[type[Any]], None]) -> None:
+    from osprey_core.logbook.adapters.als import AlsAdapter
     from osprey_core.logbook.adapters.generic import CsvAdapter, JsonAdapter, JsonLinesAdapter
+    from osprey_core.logbook.adapters.jlab import JlabAdapter
+    from osprey_core.logbook.adapters.ornl import OrnlAdapter
 
-    for adapter in (JsonAdapter, JsonLinesAdapter, CsvAdapter):
+    for adapter in (JsonAdapter, JsonLinesAdapter, CsvAdapter, AlsAdapter, JlabAdapter,
+                    OrnlAdapter):
         register(adapter)
