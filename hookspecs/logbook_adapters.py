@@ -68,9 +68,7 @@ class LogbookAdapter(ABC):
         try:
             validated = cls.options_model.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc'] if part != '[key]') or 'options'}"
-                f": {error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
+            problems = "; ".join(_problem(error) for error in exc.errors())
             raise ConfigError(f"logbook source '{source}' ({cls.name} adapter) options: "
                               f"{problems}") from None
         return cls(source, validated)
@@ -87,6 +85,12 @@ class LogbookAdapter(ABC):
         them. Every entry at or after ``since`` must be yielded; older ones may be (they
         are de-duplicated by id).
         """
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"] if part != "[key]")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 @hookspec

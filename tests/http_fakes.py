@@ -391,3 +391,61 @@ def unused_port() -> int:
 
 def epoch(moment: datetime) -> float:
     return moment.astimezone(UTC).timestamp()
+
+
+# -- ALS-style elog -----------------------------------------------------------------------
+
+
+class ElogService(FakeService):
+    """``GET /api?op=retrieve&start=<epoch>&end=<epoch>`` like an ALS-style elog: the
+    ``records`` whose ``timestamp`` lies in [start, end], as a JSON array.
+
+    ``script`` holds answers served before the real ones, one per request, in order:
+    an int is that HTTP status (with a small JSON error body), ``"html"`` a login page,
+    ``"hang"`` no answer at all (a timeout for the client), ``("retry-after", s)`` a 429
+    asking to wait ``s`` seconds. With ``token`` every request needs that bearer token.
+    """
+
+    def __init__(self, records: list[dict[str, Any]] | None = None, *,
+                 token: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(ssl_context=ssl_context)
+        self.records: list[dict[str, Any]] = list(records or [])
+        self.script: list[Any] = []
+        self.token = token
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    def windows(self) -> list[tuple[int, int]]:
+        """(start, end) of every data request, in order."""
+        return [(int(seen.query["start"][0]), int(seen.query["end"][0]))
+                for seen in self.seen("GET", "/api") if "start" in seen.query]
+
+    def handle(self, request: Seen) -> Answer:
+        with self.lock:
+            step = self.script.pop(0) if self.script else None
+        if step == "hang":
+            return None, None, {}
+        if step == "html":
+            return 200, "<html><head><title>Single Sign-On</title></head></html>", {
+                "Content-Type": "text/html"}
+        if isinstance(step, tuple):
+            return 429, {"error": "slow down"}, {"Retry-After": str(step[1])}
+        if isinstance(step, int):
+            return step, {"error": f"scripted {step}"}, {}
+        if self.token is not None and (request.headers.get("authorization")
+                                       != f"Bearer {self.token}"):
+            return 401, {"error": "authentication required"}, {}
+        if request.path != "/api" or request.query.get("op") != ["retrieve"]:
+            return 404, "<html><body>Not Found</body></html>", {"Content-Type": "text/html"}
+        start, end = int(request.query["start"][0]), int(request.query["end"][0])
+        return 200, [record for record in self.records
+                     if start <= _elog_time(record) <= end], {}
+
+
+def _elog_time(record: dict[str, Any]) -> float:
+    try:
+        return float(record.get("timestamp", 0))
+    except (TypeError, ValueError):
+        return 0.0
