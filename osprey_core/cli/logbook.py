@@ -83,27 +83,35 @@ def ingest(ctx: typer.Context,
                                          "search then waits for a later ingest)."),
            as_json: bool = JSON) -> None:
     """Read logbooks into the local index: new entries added, edited ones replaced."""
+    from osprey_core.logbook.ingest import LISTED_BAD
     from osprey_core.logbook.sources import ingest_sources
 
     state = cli_state(ctx)
     with _open(ctx) as logbook:
-        reports = ingest_sources(logbook, state.config(), state.host, names=sources,
-                                 adapter=adapter, location=location, source=source_name,
-                                 full=full, dry_run=dry_run, progress=progress_bar)
+        outcomes = ingest_sources(logbook, state.config(), state.host, names=sources,
+                                  adapter=adapter, location=location, source=source_name,
+                                  full=full, dry_run=dry_run, progress=progress_bar)
         notices = [] if dry_run else _refresh(logbook, embed=not no_embed)
     if as_json:
-        print_json({"sources": [report.to_json() for report in reports], "notices": notices})
+        print_json({"sources": [outcome.to_json() for outcome in outcomes],
+                    "notices": notices})
     else:
-        print_table("ingest", ("source", "read", "added", "updated", "unchanged", "bad",
-                               "seconds"),
-                    [(r.source, r.read, r.added, r.updated, r.unchanged, r.bad,
-                      f"{r.seconds:.1f}") for r in reports])
-        for report in reports:
-            for bad in report.bad_records[:10]:
+        print_table("ingest" + (" (dry run: nothing stored)" if dry_run else ""),
+                    ("source", "read", "added", "updated", "unchanged", "bad", "seconds"),
+                    [(o.report.source, o.report.read, o.report.added, o.report.updated,
+                      o.report.unchanged, o.report.bad, f"{o.report.seconds:.1f}")
+                     for o in outcomes])
+        for outcome in outcomes:
+            for bad in outcome.report.bad_records[:10]:
                 typer.echo(f"bad record: {bad}", err=True)
+            if outcome.report.bad > 10:
+                typer.echo(f"... and {outcome.report.bad - 10} more bad records "
+                           f"({outcome.report.source}; --json lists {LISTED_BAD})", err=True)
+            if outcome.error:
+                typer.echo(f"Error: {outcome.report.source}: {outcome.error}", err=True)
         for notice in notices:
             typer.echo(f"Notice: {notice}", err=True)
-    if any(report.failed for report in reports):
+    if any(outcome.error for outcome in outcomes):
         raise typer.Exit(1)
 
 
