@@ -240,7 +240,7 @@ def filtered_queries(corpus: Corpus, facts: dict[str, sample.Facts],
         of_kind = [key for key, fact in facts.items()
                    if any(topic == kind for topic, _ in fact.topics)]
         own = [key for key in of_kind if facts[key].kind == kind]  # where choices come from
-        for number in range(4):
+        for number in range(5):
             shape = shapes[(len(queries) + number) % len(shapes)]
             parts: dict[str, str] = {}
             window: tuple[datetime | None, datetime | None] = (None, None)

@@ -4,6 +4,7 @@ honest (what the judgments claim is what the generated text says)."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import sys
 from collections import Counter
@@ -16,19 +17,22 @@ import pytest
 from osprey_core.logbook import sample
 from osprey_core.logbook.models import LogEntry
 
-EVAL_DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "logbook_eval_data.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _eval_data() -> ModuleType:
-    """benchmarks/ is no package: load the evaluation-set module from its file."""
-    name = "logbook_eval_data"
+def _benchmark_module(name: str) -> ModuleType:
+    """benchmarks/ is no package: load a module from its file."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EVAL_DATA)
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _eval_data() -> ModuleType:
+    return _benchmark_module("logbook_eval_data")
 
 
 @pytest.fixture(scope="module")
@@ -365,3 +369,28 @@ def _written_in_shift(entries, date: str, shift: str) -> bool:
         if local.strftime("%Y-%m-%d") == date and first <= local.hour < first + 8:
             return True
     return False
+
+
+# -- the metrics of nox -s eval ----------------------------------------------------------
+
+def test_ndcg_and_recall_by_hand():
+    metrics = _benchmark_module("eval_logbook")
+    assert metrics.ndcg(["a", "b"], {"a": 1, "b": 1}) == pytest.approx(1.0)
+    assert metrics.ndcg(["x", "b", "c"], {"b": 1}) == pytest.approx(1 / math.log2(3))
+    # graded, linear gains: ideal is a (2) then b (1)
+    assert metrics.ndcg(["x", "a"], {"a": 2, "b": 1}) == pytest.approx(
+        (2 / math.log2(3)) / (2 + 1 / math.log2(3)))
+    assert metrics.ndcg(["b"] + ["x"] * 20, {"b": 1}, k=10) == pytest.approx(1.0)
+    assert metrics.ndcg(["x"] * 10 + ["b"], {"b": 1}, k=10) == 0.0
+    assert metrics.ndcg(["x"], {}) == 0.0
+    assert metrics.recall(["a", "b", "x"], {"a", "c"}) == 0.5
+    assert metrics.recall(["x"] * 100 + ["a"], {"a"}, k=100) == 0.0
+
+
+def test_a_violation_is_a_hit_outside_the_filters_or_the_operators(evaluation):
+    metrics = _benchmark_module("eval_logbook")
+    filtered = evaluation.of_type("filtered")[0]
+    boolean = evaluation.of_type("boolean")[0]
+    for key, entry in list(evaluation.entries.items())[:300]:
+        assert metrics.violation(filtered, entry) == (not filtered.constraint.allows(entry))
+        assert metrics.violation(boolean, entry) == (key not in boolean.expected)
