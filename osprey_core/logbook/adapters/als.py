@@ -129,8 +129,12 @@ class AlsAdapter(RecordAdapter):
                         if key in seen:
                             continue
                         seen.add(key)
-                    label = f"{where} item {number}" + (f" (id {key})" if key else "")
-                    result = self._record(item, label, since)
-                    if result is not None:
-                        yield result
+                    try:
+                        entry = self.entry(item, since)
+                    except RecordError as exc:
+                        label = f"{where} item {number}" + (f" (id {key})" if key else "")
+                        yield BadRecord(label, str(exc))
+                        continue
+                    if entry is not None:
+                        yield entry
                 begin = until
