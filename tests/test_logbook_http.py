@@ -86,6 +86,13 @@ def test_since_asks_only_for_the_newer_span(elog: ElogService) -> None:
     assert elog.windows() == [(math.floor(since.timestamp()), elog.windows()[0][1])]
 
 
+def test_the_location_may_carry_its_own_query(elog: ElogService) -> None:
+    entries = Reader(query={}).read(f"{elog.api}?op=retrieve&book=ops")
+
+    assert len(entries) == 4
+    assert all(seen.query["book"] == ["ops"] for seen in elog.seen("GET", "/api"))
+
+
 def test_a_server_error_is_retried_with_exponential_backoff(elog: ElogService) -> None:
     elog.script = [500, 503]
     reader = Reader()
@@ -161,7 +168,7 @@ def test_malformed_records_are_reported_with_url_window_and_item(elog: ElogServi
     assert sorted(item.native_id for item in results if isinstance(item, LogEntry)) == [
         "1", "2", "3", "4"]
     assert [item.reason for item in bad] == ["no id", "the subject must be text, not list"]
-    assert all(item.where.startswith(f"{elog.api}?start=") and "&end=" in item.where
+    assert all(item.where.startswith(f"{elog.api}?op=retrieve&start=") and "&end=" in item.where
                for item in bad)
     assert bad[1].where.endswith("item 4 (id 9)")  # entries 1 and 2, the one without id, 9
     # a record whose time the server cannot read is not served: the fake files it at 0

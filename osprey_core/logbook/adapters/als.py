@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from osprey_core.hookspecs.logbook_adapters import LogbookSourceError
 from osprey_core.logbook.adapters.base import FileOptions, RecordAdapter
-from osprey_core.logbook.adapters.http import HttpOptions, JsonClient, display_url
+from osprey_core.logbook.adapters.http import HttpOptions, JsonClient, describe
 from osprey_core.logbook.adapters.records import (
     RecordError,
     attachments_of,
@@ -116,7 +116,7 @@ class AlsAdapter(RecordAdapter):
                 params = {**options.query, "start": str(math.floor(begin.timestamp())),
                           "end": str(math.ceil(until.timestamp()))}
                 answer = client.get(url, params)
-                where = f"{display_url(url)}?start={params['start']}&end={params['end']}"
+                where = describe(url, params)
                 if isinstance(answer, dict) and isinstance(answer.get("entries"), list):
                     answer = answer["entries"]
                 if not isinstance(answer, list):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -82,6 +82,19 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+def merged_query(url: str, params: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """``url`` without its query, and the query's parameters updated with ``params`` (an
+    HTTP client given both would drop the URL's own, e.g. ``?book=ops``)."""
+    base, _, query = url.partition("?")
+    return base, {**dict(parse_qsl(query, keep_blank_values=True)), **params}
+
+
+def describe(url: str, params: Mapping[str, str]) -> str:
+    """The request as a message shows it: credentials left out, parameters in."""
+    base, merged = merged_query(url, params)
+    return display_url(base) + ("?" + urlencode(merged) if merged else "")
+
+
 class JsonClient:
     """GETs JSON from one logbook server; use as a context manager."""
 
@@ -126,7 +139,8 @@ class JsonClient:
         import httpx
 
         assert self.client is not None, "use JsonClient as a context manager"
-        where = display_url(url) + ("?" + urlencode(params) if params else "")
+        where = describe(url, params)
+        url, params = merged_query(url, params)
         attempts = self.options.max_attempts
         for attempt in range(1, attempts + 1):
             retry_after = None
