@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``bench``, ``demo``.
+"""Developer sessions: ``nox -s tests``, ``lint``, ``bench``, ``eval``, ``demo``.
 
 Sessions install the project as a user would (a real, non-editable install plus the
 example third-party plugin), so the tests exercise what actually ships.
@@ -71,7 +71,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against the baselines named in the issues."""
-    install_project(session, "epics", "sandbox")
+    install_project(session, "epics", "sandbox", "search")
     setup_sandbox(session)
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
     session.install("--quiet", "langgraph", "langgraph-checkpoint-sqlite")
@@ -79,6 +79,15 @@ def bench(session: nox.Session) -> None:
     session.install("--quiet", "softioc>=4.5")  # the IOC the EPICS benchmark reads from
     session.run("python", "benchmarks/bench_channels.py", *session.posargs)
     session.run("python", "benchmarks/bench_sandbox.py", *session.posargs)
+    # logbook search at 100k and 1M generated entries: a few minutes, ~2 GB of temporary disk
+    session.run("python", "benchmarks/bench_logbook.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, name="eval")
+def evaluate(session: nox.Session) -> None:
+    """Logbook search quality: SciFact (../shared/benchdata) and the synthetic logbook."""
+    install_project(session, "logbook", "search", "llm")
+    session.run("python", "benchmarks/eval_logbook.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
