@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from osprey_core.hookspecs.capabilities import Capability
 from osprey_core.hookspecs.code_generators import CodeGenerator
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 from osprey_core.hookspecs.data_providers import DataProvider
-from osprey_core.hookspecs.embedding_models import EmbeddingModel
+from osprey_core.hookspecs.embedding_models import EmbeddingContext, EmbeddingModel
 from osprey_core.hookspecs.execution_backends import (
     ExecutionBackend,
     ExitReason,
@@ -47,6 +46,7 @@ from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.hookspecs.services import ServiceSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     import typer
     from pydantic import BaseModel
 
@@ -455,10 +455,11 @@ class FakeExecutionBackend(_Tracked, ExecutionBackend):
 
 
 class FakeEmbeddingModel(_Tracked, EmbeddingModel):
-    """Deterministic bag-of-words vectors built by hashing, L2-normalised.
+    """Deterministic bag-of-words vectors built by hashing, L2-normalised float32 rows.
 
     Texts that share words get a positive cosine similarity and identical texts get
     identical vectors, which is enough to test semantic search without a real model.
+    The fingerprint names the class and its dimension, so two fakes never share vectors.
     """
 
     name = "fake_embedding"
@@ -472,8 +473,8 @@ class FakeEmbeddingModel(_Tracked, EmbeddingModel):
         attributes = {} if dimension is None else {"size": dimension}
         return _subclass(cls, name, attributes)
 
-    def __init__(self, config: Any = None) -> None:
-        self.config = config
+    def __init__(self, context: EmbeddingContext | None = None) -> None:
+        super().__init__(context)
         self.embedded: list[str] = []
         self._track()
 
@@ -481,21 +482,25 @@ class FakeEmbeddingModel(_Tracked, EmbeddingModel):
     def dimension(self) -> int:
         return self.size
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        self.embedded.extend(texts)
-        return [self._vector(text) for text in texts]
+    @property
+    def fingerprint(self) -> str:
+        return f"fake-{self.name}-{self.size}"
 
-    def _vector(self, text: str) -> list[float]:
-        vector = [0.0] * self.size
-        # An empty text still hashes to a unit vector, so every result is normalised.
-        for token in text.lower().split() or [text]:
-            digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
-            index = int.from_bytes(digest[:4], "big") % self.size
-            vector[index] += 1.0 if digest[4] & 1 else -1.0
-        norm = math.sqrt(sum(value * value for value in vector))
-        if norm == 0.0:  # opposite-signed tokens cancelled out in every bucket
-            vector[0], norm = 1.0, 1.0
-        return [value / norm for value in vector]
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
+        self.embedded.extend(texts)
+        vectors = np.zeros((len(texts), self.size), dtype=np.float32)
+        for row, text in enumerate(texts):
+            # An empty text still hashes to a unit vector, so every result is normalised.
+            for token in text.lower().split() or [text]:
+                digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
+                index = int.from_bytes(digest[:4], "big") % self.size
+                vectors[row, index] += 1.0 if digest[4] & 1 else -1.0
+        norms = np.linalg.norm(vectors, axis=1)
+        cancelled = norms == 0.0  # opposite-signed tokens in every bucket
+        vectors[cancelled, 0] = norms[cancelled] = 1.0
+        return vectors / norms[:, None]
 
 
 # -- plugins -----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """A real, local OpenAI-compatible HTTP server with scripted replies, for tests and demos.
 
 It listens on 127.0.0.1 (a free port) in a daemon thread and speaks enough of the API
-for the ``openai`` client: ``POST /v1/chat/completions`` and ``GET /v1/models``. Because
-it is a real socket, a subprocess pointed at :attr:`FakeOpenAIServer.base_url` reaches it
-too. Replies are taken from a queue filled with :meth:`FakeOpenAIServer.script`:
+for the ``openai`` client: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` and
+``GET /v1/models``. Because it is a real socket, a subprocess pointed at
+:attr:`FakeOpenAIServer.base_url` reaches it too. Chat replies are taken from a queue
+filled with :meth:`FakeOpenAIServer.script`:
 
 * ``str``: the assistant message content;
 * ``dict``: the assistant message itself (``tool_calls`` and all);
@@ -12,13 +13,27 @@ too. Replies are taken from a queue filled with :meth:`FakeOpenAIServer.script`:
 
 When the queue is empty :attr:`FakeOpenAIServer.default_reply` is used; unset, that is
 HTTP 500, so an unexpected call fails the test instead of passing silently.
+
+Embedding replies have their own queue, :meth:`FakeOpenAIServer.script_embeddings`:
+
+* a list of vectors: one per input, in order;
+* ``dict``: the response body exactly as given (to test malformed answers);
+* ``int`` / :class:`http.HTTPStatus`: that error status;
+* a callable of the request JSON returning any of the above.
+
+With nothing scripted, each input gets a deterministic unit vector of
+:attr:`FakeOpenAIServer.embedding_dimension` from hashing its words (as
+:class:`~osprey_core.testing.fakes.FakeEmbeddingModel` does), so batching and
+search can be tested without scripting every call.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import itertools
 import json
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +43,10 @@ from types import TracebackType
 from typing import Any, Self
 
 type Reply = str | dict[str, Any] | int | Callable[[dict[str, Any]], Reply]
+type EmbeddingReply = (list[list[float]] | dict[str, Any] | int
+                       | Callable[[dict[str, Any]], EmbeddingReply])
 
-__all__ = ["FakeOpenAIServer", "Reply"]
+__all__ = ["EmbeddingReply", "FakeOpenAIServer", "Reply"]
 
 
 class FakeOpenAIServer:
@@ -42,6 +59,10 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._queue: collections.deque[Reply] = collections.deque()
         self._requests: list[dict[str, Any]] = []
+        #: Length of the vectors answered to embedding requests with nothing scripted.
+        self.embedding_dimension = 8
+        self._embedding_queue: collections.deque[EmbeddingReply] = collections.deque()
+        self._embedding_requests: list[dict[str, Any]] = []
         self._headers: list[dict[str, str]] = []
         self._ids = itertools.count(1)
         self._httpd: ThreadingHTTPServer | None = None
@@ -101,6 +122,17 @@ class FakeOpenAIServer:
         with self._lock:
             return list(self._requests)
 
+    def script_embeddings(self, *replies: EmbeddingReply) -> None:
+        """Queue replies for the next embedding calls, in order."""
+        with self._lock:
+            self._embedding_queue.extend(replies)
+
+    @property
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """Every embedding request body received, oldest first (a copy)."""
+        with self._lock:
+            return list(self._embedding_requests)
+
     @property
     def headers(self) -> list[dict[str, str]]:
         """Each recorded request's HTTP headers, names lower-cased (``authorization``: the key)."""
@@ -136,6 +168,26 @@ class FakeOpenAIServer:
         message = {"role": "assistant", "content": reply} if isinstance(reply, str) else reply
         return HTTPStatus.OK, _completion(number, request, message)
 
+    def _next_embeddings(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self._embedding_requests.append(request)
+            reply = self._embedding_queue.popleft() if self._embedding_queue else None
+            dimension = self.embedding_dimension
+        inputs = request.get("input", [])
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        if reply is None:
+            from osprey_core.testing.fakes import FakeEmbeddingModel
+
+            model = FakeEmbeddingModel.named("server", dimension=dimension)()
+            reply = model.embed([str(text) for text in inputs]).tolist()
+        while callable(reply):
+            reply = reply(request)
+        if isinstance(reply, int):
+            return _error(HTTPStatus(reply), f"FakeOpenAIServer: scripted status {int(reply)}")
+        if isinstance(reply, dict):
+            return HTTPStatus.OK, reply
+        return HTTPStatus.OK, _embeddings(request, inputs, reply)
+
 
 def _completion(number: int, request: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     message = {"role": "assistant", "content": None, **message}
@@ -162,6 +214,18 @@ def _completion(number: int, request: dict[str, Any], message: dict[str, Any]) -
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def _embeddings(request: dict[str, Any], inputs: list[Any],
+                vectors: list[list[float]]) -> dict[str, Any]:
+    as_base64 = request.get("encoding_format") == "base64"
+    data = [{"object": "embedding", "index": index,
+             "embedding": (base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                           if as_base64 else vector)}
+            for index, vector in enumerate(vectors)]
+    tokens = sum(len(str(text).split()) for text in inputs)
+    return {"object": "list", "data": data, "model": request.get("model", "fake-model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
@@ -195,13 +259,17 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
-            if self.path.rstrip("/") != "/v1/chat/completions":
+            route = self.path.rstrip("/")
+            if route not in ("/v1/chat/completions", "/v1/embeddings"):
                 self._send(*_error(HTTPStatus.NOT_FOUND, f"no route POST {self.path}"))
                 return
             try:
                 request = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 self._send(*_error(HTTPStatus.BAD_REQUEST, f"request body is not JSON: {exc}"))
+                return
+            if route == "/v1/embeddings":
+                self._send(*server._next_embeddings(request))
                 return
             headers = {name.lower(): value for name, value in self.headers.items()}
             self._send(*server._next_reply(request, headers))
