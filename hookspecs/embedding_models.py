@@ -1,16 +1,15 @@
 """Embedding models: vectors for semantic logbook search.
 
-A model is registered as a class and built with an :class:`EmbeddingContext` when a
-logbook index needs it, so a heavy model (torch, an HTTP client) is loaded only by the
-commands that search by meaning. Vectors are float32 rows, L2-normalised, so a dot
-product is the cosine similarity and an index can rank with one matrix product.
+A model is registered as a class and built from the settings when a logbook index needs
+it, so a heavy model (torch, an HTTP client) is loaded only by the commands that search
+by meaning. Vectors are float32 rows, L2-normalised, so a dot product is the cosine
+similarity and an index can rank with one matrix product.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from osprey_core.errors import OspreyError
@@ -31,28 +30,23 @@ class EmbeddingUnavailable(EmbeddingError):
     hybrid search can fall back to keyword search with a notice instead of failing."""
 
 
-@dataclass(frozen=True)
-class EmbeddingContext:
-    """What a model is built from: the ``logbook.embeddings`` settings, the ``llm``
-    settings (an endpoint model defaults to the same server) and the environment (keys)."""
-
-    embeddings: EmbeddingSettings
-    llm: LLMSettings
-    environ: Mapping[str, str] = field(default_factory=dict)
-
-
 class EmbeddingModel(ABC):
     """Turns texts into fixed-size unit vectors; chosen by ``logbook.embeddings.model``.
 
-    Built without a context it uses the default settings, which is what tests and
-    one-off scripts want.
+    Built with the ``logbook.embeddings`` settings, the ``llm`` settings (an endpoint
+    model defaults to the chat server) and the environment (keys); ``None`` means the
+    defaults and ``os.environ``, which is what tests and one-off scripts want.
     """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
 
-    def __init__(self, context: EmbeddingContext | None = None) -> None:
-        self.context = context
+    def __init__(self, settings: EmbeddingSettings | None = None, *,
+                 llm: LLMSettings | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.llm = llm
+        self.environ = environ
 
     @property
     @abstractmethod

@@ -10,14 +10,16 @@ is built, so loading this plugin costs no numpy, torch or HTTP client.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from osprey_core.hookspecs import hookimpl
-from osprey_core.hookspecs.embedding_models import EmbeddingContext, EmbeddingModel
+from osprey_core.hookspecs.embedding_models import EmbeddingModel
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from osprey_core.settings import EmbeddingSettings, LLMSettings
 
 
 class _Delegating(EmbeddingModel):
@@ -25,11 +27,13 @@ class _Delegating(EmbeddingModel):
 
     implementation: ClassVar[str]
 
-    def __init__(self, context: EmbeddingContext | None = None) -> None:
-        super().__init__(context)
+    def __init__(self, settings: EmbeddingSettings | None = None, *,
+                 llm: LLMSettings | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings, llm=llm, environ=environ)
         from osprey_core.logbook import embeddings
 
-        self._model = getattr(embeddings, self.implementation)(context)
+        self._model = getattr(embeddings, self.implementation)(settings, llm, environ)
 
     @property
     def dimension(self) -> int:

@@ -33,7 +33,7 @@ from osprey_core.hookspecs.capabilities import Capability
 from osprey_core.hookspecs.code_generators import CodeGenerator
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 from osprey_core.hookspecs.data_providers import DataProvider
-from osprey_core.hookspecs.embedding_models import EmbeddingContext, EmbeddingModel
+from osprey_core.hookspecs.embedding_models import EmbeddingModel
 from osprey_core.hookspecs.execution_backends import (
     ExecutionBackend,
     ExitReason,
@@ -473,8 +473,8 @@ class FakeEmbeddingModel(_Tracked, EmbeddingModel):
         attributes = {} if dimension is None else {"size": dimension}
         return _subclass(cls, name, attributes)
 
-    def __init__(self, context: EmbeddingContext | None = None) -> None:
-        super().__init__(context)
+    def __init__(self, settings: Any = None, *, llm: Any = None, environ: Any = None) -> None:
+        super().__init__(settings, llm=llm, environ=environ)
         self.embedded: list[str] = []
         self._track()
 
