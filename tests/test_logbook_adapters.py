@@ -319,6 +319,16 @@ def test_a_utf_16_file_needs_its_encoding(tmp_path: Path,
     assert entry.text == "Kälte"
 
 
+def test_utf_16_without_a_byte_order_mark_is_recognised(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_bytes('{"id": 1, "time": 1700000000}\n'.encode("utf-16-le"))
+
+    with pytest.raises(LogbookSourceError, match="starts with NUL bytes, so it is not utf-8: "
+                       "probably UTF-16 without a byte-order mark"):
+        read(JsonLinesAdapter, path)
+    assert len(entries(read(JsonLinesAdapter, path, encoding="utf-16-le"))) == 1
+
+
 def test_a_utf_8_byte_order_mark_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     path.write_bytes(codecs.BOM_UTF8 + b"id,time,text\n1,1700000000,ok\n")
@@ -404,6 +414,7 @@ def test_locations_name_a_file_or_a_glob(tmp_path: Path) -> None:
 
     assert [entry.native_id for entry in found] == ["1", "2"]
     for location, message in [(tmp_path / "none.jsonl", "none.jsonl: no such file"),
+                              ("https://elog/api", "is a URL, and this adapter reads export"),
                               (tmp_path / "*.json", "no file matches"),
                               (tmp_path, "is a directory: give a file, or a glob")]:
         with pytest.raises(LogbookSourceError, match=message):

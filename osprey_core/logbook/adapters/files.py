@@ -41,6 +41,10 @@ def codec_name(encoding: str) -> str:
 def resolve_files(location: str) -> list[Path]:
     """The files ``location`` names: one path, or a glob (sorted). Nothing there is an
     error: an ingest that silently reads no file looks like an empty logbook."""
+    if location.startswith(("http://", "https://")):
+        raise LogbookSourceError(f"{location} is a URL, and this adapter reads export files: "
+                                 "save the export to a file, or use an adapter that reads "
+                                 "the logbook's API (als)")
     expanded = os.path.expanduser(location)
     if _GLOB.search(expanded):
         matches = sorted(Path(match) for match in glob.glob(expanded, recursive=True))
@@ -68,6 +72,10 @@ def skip_bom(path: Path, handle: IO[bytes], codec: str) -> None:
     """Step over a byte-order mark that agrees with ``codec``; one that does not means the
     file is read in the wrong encoding, which would garble every entry."""
     head = handle.peek(4)[:4] if hasattr(handle, "peek") else b""
+    if b"\x00" in head[:2] and "\n".encode(codec) == b"\n":
+        raise LogbookSourceError(
+            f"{path} starts with NUL bytes, so it is not {codec}: probably UTF-16 without a "
+            "byte-order mark. Set the source's encoding option (utf-16-le or utf-16-be)")
     for mark, family in _BOMS:
         if head.startswith(mark):
             if not codec.startswith(family):
