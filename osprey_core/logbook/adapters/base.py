@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,8 +23,9 @@ from osprey_core.logbook.adapters import files
 from osprey_core.logbook.adapters.records import RecordError, zone_named
 from osprey_core.logbook.models import MAX_TEXT_CHARS, BadRecord, LogEntry
 
-#: Largest CSV field read (characters): above the entry limit, so an oversized text is
-#: refused as a bad record by the entry model rather than as a broken file by the reader.
+#: Largest CSV field read (characters; the csv module's limit is process-wide and only ever
+#: raised here): above the entry limit, so an oversized text is refused as a bad record by
+#: the entry model rather than as a broken file by the reader.
 CSV_FIELD_LIMIT = 1 << 28
 
 
@@ -56,16 +58,16 @@ class RecordAdapter(LogbookAdapter):
 
     options: FileOptions
 
+    @abstractmethod
     def convert(self, record: dict[str, Any], since: datetime | None) -> LogEntry | None:
         """The entry of ``record``, or None when it was written before ``since`` (checked
         before the rest is built, so re-reading a file for new entries stays cheap);
         RecordError says why a record cannot be an entry."""
-        raise NotImplementedError
 
     def entry(self, item: Any, since: datetime | None) -> LogEntry | None:
         """:meth:`convert` for any parsed item (RecordError for one that is not an object).
-        Callers build a bad record's place only when there is one: formatting it for every
-        record cost a tenth of parsing."""
+        Callers format a bad record's place only when there is one: on a clean export,
+        formatting it for every record is wasted work."""
         if type(item) is not dict:
             raise RecordError(f"a record must be a JSON object, not {type(item).__name__}")
         return self.convert(item, since)
