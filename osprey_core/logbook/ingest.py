@@ -8,7 +8,7 @@ skips them by content hash, and an edited one replaces its old version). Entries
 in batches, and the mark moves only after the whole read has been stored: an ingest that
 stops part-way (a crash, a server that went down, a bad record under ``on_bad_record:
 fail``) leaves the mark where it was, so the next ingest reads that span again rather than
-skipping it. Nothing already stored is ever removed by an ingest.
+skipping it. An ingest never deletes an entry; an edit replaces its old version.
 
 ``watch`` repeats an ingest on an interval, backing off while the source fails.
 """
@@ -69,11 +69,6 @@ class IngestReport:
     seconds: float = 0.0
     high_water_before: HighWater | None = None
     high_water_after: HighWater | None = None
-
-    @property
-    def rate(self) -> float:
-        """Entries read per second."""
-        return self.read / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
         def mark(value: HighWater | None) -> dict[str, str] | None:
