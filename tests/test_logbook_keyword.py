@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from osprey_core.logbook import keyword
@@ -171,6 +171,14 @@ def test_operators_and_fields_inside_the_query(store: SQLiteLogbook) -> None:
     assert set(ids(store, index, "source:jlab")) == {"4"}
     assert set(ids(store, index, "since:2026-11-01T02:00 until:2026-11-01T03:00")) == {"2", "3"}
     assert ids(store, index, "author:bob") == ["3", "2"]  # nothing ranks: newest first
+
+
+def test_matches_gives_every_matching_row(store: SQLiteLogbook) -> None:
+    index = index_of(store, [entry("1", "RF", "cavity trip"), entry("2", "RF", "cavity"),
+                             entry("3", "Vacuum", "valve")])
+    rowids = store.rowids(["als/1", "als/2", "als/3"])
+    matched = index.matches(parse_query("cavity -trip OR valve"))
+    assert set(np.flatnonzero(matched)) == {rowids["als/2"], rowids["als/3"]}
 
 
 def test_mask_from_the_caller_is_applied_inside(store: SQLiteLogbook) -> None:
@@ -396,6 +404,7 @@ def test_no_hit_violates_the_query_and_incremental_equals_full(
             hits = index.search(query, k=100)
             expected = {rowid for rowid, item in items.items()
                         if query.expression is None or holds(query.expression, item)}
+            event("some match" if expected else "no match")
             assert set(hits.rowids) == expected, (text, str(query.expression))
             assert hits.total == len(expected)
             rebuilt = full.search(query, k=100)
@@ -403,6 +412,11 @@ def test_no_hit_violates_the_query_and_incremental_equals_full(
             assert hits.scores == pytest.approx(rebuilt.scores, rel=1e-5)
             top = index.search(query, k=3)
             assert top.rowids == hits.rowids[:3]
+            for lookup, pick in ((math.inf, math.inf), (0, math.inf), (0, 0)):
+                with pytest.MonkeyPatch.context() as patch:  # each way to read postings
+                    patch.setattr(keyword._Run, "LOOKUP_BELOW", lookup)
+                    patch.setattr(keyword._Run, "PICK_BELOW", pick)
+                    assert index.search(query, k=100) == hits
         logbook.close()
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -70,8 +70,8 @@ BATCH = 5000
 MERGE_RATIO = 4
 MAX_SEGMENTS = 12
 
-_ARRAYS = ("terms", "offsets", "occ_offsets", "docs", "tfs", "counts", "positions", "rows",
-           "lengths")
+_ARRAYS = ("terms", "offsets", "occ_offsets", "docs", "tfs", "occ_starts", "positions",
+           "rows", "lengths")
 _DOC, _FIELD = -1, -2  # separators in a batch's term stream: next row, title -> text
 _DOC_MARK, _FIELD_MARK = "\ue000", "\ue001"  # private-use characters: never part of a token
 
@@ -79,16 +79,18 @@ _DOC_MARK, _FIELD_MARK = "\ue000", "\ue001"  # private-use characters: never par
 @dataclass(slots=True)
 class Segment:
     """Postings of a range of rows. For term ``terms[i]`` (sorted hashes) the postings are
-    ``offsets[i]:offsets[i+1]`` of ``docs`` (rowids, ascending), ``tfs`` (weighted term
-    frequency, saturating at 65535) and ``counts`` (occurrences); its positions are
-    ``occ_offsets[i]:occ_offsets[i+1]`` of ``positions``, posting after posting."""
+    ``offsets[i]:offsets[i+1]`` of ``docs`` (rowids, ascending) and ``tfs`` (weighted term
+    frequency, saturating at 65535); its positions are ``occ_offsets[i]:occ_offsets[i+1]``
+    of ``positions``, posting after posting, each posting's from ``occ_starts`` (counted
+    from the term's first position, so a posting's positions are found without reading
+    the postings before it)."""
 
     terms: np.ndarray
     offsets: np.ndarray
     occ_offsets: np.ndarray
     docs: np.ndarray
     tfs: np.ndarray
-    counts: np.ndarray
+    occ_starts: np.ndarray
     positions: np.ndarray
     rows: np.ndarray  # every row of the segment (ascending), with its weighted length
     lengths: np.ndarray
@@ -103,6 +105,37 @@ class Segment:
         """The index of ``term`` in this segment, or -1."""
         at = int(np.searchsorted(self.terms, np.uint64(term)))
         return at if at < len(self.terms) and int(self.terms[at]) == term else -1
+
+    def counts(self) -> np.ndarray:
+        """Positions per posting, for all postings."""
+        starts = self.occ_offsets[_owners(self.offsets)] + self.occ_starts
+        return np.diff(starts, append=self.occ_offsets[-1])
+
+    def occurrences(self, at: int, picked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the positions of postings ``picked`` (of term ``at``) start, and how
+        many there are."""
+        last = int(self.offsets[at + 1])
+        block = int(self.occ_offsets[at])
+        starts = self.occ_starts[picked].astype(np.int64)
+        after = picked + 1
+        ends = np.where(after < last, self.occ_starts[np.minimum(after, last - 1)],
+                        int(self.occ_offsets[at + 1]) - block).astype(np.int64)
+        return block + starts, ends - starts
+
+
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array (``np.unique`` hashes or sorts again)."""
+    if not len(ordered):
+        return ordered
+    keep = np.empty(len(ordered), np.bool_)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _owners(offsets: np.ndarray) -> np.ndarray:
+    """For CSR ``offsets``: the block each element belongs to."""
+    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,14 +275,14 @@ def build_segment(rows: list[DocRow], vocabulary: _Vocabulary, *,
     new[1:] = (ranks[1:] != ranks[:-1]) | (docs[1:] != docs[:-1])
     starts = np.flatnonzero(new)
     term_starts = np.flatnonzero(np.diff(ranks[starts], prepend=-1) != 0)
+    offsets = np.append(term_starts, len(starts)).astype(np.int64)
+    occ_offsets = np.append(starts[term_starts], len(keys)).astype(np.int64)
     return Segment(
-        terms=hashes[by_hash],
-        offsets=np.append(term_starts, len(starts)).astype(np.int64),
-        occ_offsets=np.append(starts[term_starts], len(keys)).astype(np.int64),
+        terms=hashes[by_hash], offsets=offsets, occ_offsets=occ_offsets,
         docs=docs[starts].astype(np.int32),
         tfs=np.minimum(np.add.reduceat(weights[order], starts) if len(starts) else
                        np.zeros(0, np.int64), 65535).astype(np.uint16),
-        counts=np.diff(np.append(starts, len(keys))).astype(np.uint32),
+        occ_starts=(starts - occ_offsets[_owners(offsets)]).astype(np.uint32),
         positions=positions[order].astype(np.uint32),
         rows=rowids.astype(np.int32), lengths=lengths)
 
@@ -266,23 +299,24 @@ def _spread(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 def merge_segments(segments: list[Segment], alive: np.ndarray) -> Segment:
     """One segment holding the live rows of ``segments`` (given in rowid order). No sort
     of the postings: every posting's place is computed from per-term counts."""
-    union = np.unique(np.concatenate([segment.terms for segment in segments]))
+    union = _distinct(np.sort(np.concatenate([segment.terms for segment in segments])))
     parts = []
     post_total = np.zeros(len(union), np.int64)
     occ_total = np.zeros(len(union), np.int64)
     for segment in segments:
         live = alive[segment.docs] if segment.has_dead else None
         blocks = segment.offsets[:-1]
+        counts = segment.counts()
         if live is None:
             post_counts = np.diff(segment.offsets)
             occ_counts = np.diff(segment.occ_offsets)
         else:
             post_counts = np.add.reduceat(live.astype(np.int64), blocks) if len(blocks) else \
                 np.zeros(0, np.int64)
-            occ_counts = np.add.reduceat(np.where(live, segment.counts, 0).astype(np.int64),
-                                         blocks) if len(blocks) else np.zeros(0, np.int64)
+            occ_counts = np.add.reduceat(np.where(live, counts, 0), blocks) if len(blocks) \
+                else np.zeros(0, np.int64)
         where = np.searchsorted(union, segment.terms)
-        parts.append((segment, live, where, post_counts, occ_counts))
+        parts.append((segment, live, counts, where, post_counts, occ_counts))
         post_total[where] += post_counts
         occ_total[where] += occ_counts
     keep = post_total > 0
@@ -290,12 +324,12 @@ def merge_segments(segments: list[Segment], alive: np.ndarray) -> Segment:
     offsets = np.concatenate([[0], np.cumsum(post_total[keep])])
     occ_offsets = np.concatenate([[0], np.cumsum(occ_total[keep])])
     out = {name: np.empty(int(offsets[-1]), dtype) for name, dtype in
-           (("docs", np.int32), ("tfs", np.uint16), ("counts", np.uint32))}
+           (("docs", np.int32), ("tfs", np.uint16), ("counts", np.int64))}
     positions = np.empty(int(occ_offsets[-1]), np.uint32)
     post_fill = offsets[:-1].copy()  # next free place per term
     occ_fill = occ_offsets[:-1].copy()
     rows, lengths = [], []
-    for segment, live, where, post_counts, occ_counts in parts:
+    for segment, live, counts, where, post_counts, occ_counts in parts:
         target = renumber[where]
         used = post_counts > 0
         target, post_counts, occ_counts = target[used], post_counts[used], occ_counts[used]
@@ -303,18 +337,21 @@ def merge_segments(segments: list[Segment], alive: np.ndarray) -> Segment:
         occ_dest = _spread(occ_fill[target], occ_counts)
         if live is None:
             out["docs"][dest], out["tfs"][dest] = segment.docs, segment.tfs
-            out["counts"][dest] = segment.counts
+            out["counts"][dest] = counts
             positions[occ_dest] = segment.positions
         else:
             out["docs"][dest], out["tfs"][dest] = segment.docs[live], segment.tfs[live]
-            out["counts"][dest] = segment.counts[live]
-            positions[occ_dest] = segment.positions[np.repeat(live, segment.counts)]
+            out["counts"][dest] = counts[live]
+            positions[occ_dest] = segment.positions[np.repeat(live, counts)]
         post_fill[target] += post_counts
         occ_fill[target] += occ_counts
         row_live = alive[segment.rows] if segment.has_dead else slice(None)
         rows.append(segment.rows[row_live])
         lengths.append(segment.lengths[row_live])
+    counts = out.pop("counts")
+    starts = np.cumsum(counts) - counts
     return Segment(terms=union[keep], offsets=offsets, occ_offsets=occ_offsets,
+                   occ_starts=(starts - occ_offsets[_owners(offsets)]).astype(np.uint32),
                    positions=positions, rows=np.concatenate(rows),
                    lengths=np.concatenate(lengths), **out)
 
@@ -391,30 +428,41 @@ class KeywordIndex:
 
     # -- searching ----------------------------------------------------------------------
 
+    def matches(self, query: ParsedQuery, *, mask: np.ndarray | None = None) -> np.ndarray:
+        """Every live row ``query`` matches (and ``mask`` allows), as a boolean array
+        over rowids: what another arm may rank when the query has operators."""
+        allowed = self._allowed(mask)
+        if query.expression is None:
+            return allowed
+        return _Run(self, len(allowed)).evaluate(query.expression, allowed)
+
     def search(self, query: ParsedQuery, *, mask: np.ndarray | None = None,
                k: int = 10) -> KeywordHits:
         """The best ``k`` live entries matching ``query`` (and ``mask``, a boolean array
         over rowids), by BM25; with no ranking words, the newest first."""
-        if self._stats_seq != self.meta.seq:  # the meta was refreshed on its own
-            self._stats()
-        allowed = self._alive.copy()
-        if mask is not None:
-            limit = min(len(mask), len(allowed))
-            allowed[limit:] = False
-            allowed[:limit] &= mask[:limit]
-        run = _Run(self, allowed)
-        matched = allowed if query.expression is None else run.evaluate(
-            query.expression, allowed)
+        allowed = self._allowed(mask)
+        run = _Run(self, len(allowed))
         weights = Counter(chain.from_iterable(
             ((node.whole, *node.parts) if isinstance(node, Word) and node.whole is not None
              else node.parts if isinstance(node, Word) else node.words)
             for node in walk_positive(query.expression)))
-        candidates = np.flatnonzero(matched)
+        if _bag_of_words(query.expression):
+            # any of some words: what matches is what scores, so score every posting
+            # and skip building the match set term by term
+            every = run.scores(weights, None, None)
+            candidates = np.flatnonzero(allowed & (every > 0))
+            scores = every[candidates]
+        else:
+            matched = allowed if query.expression is None else run.evaluate(
+                query.expression, allowed)
+            candidates = np.flatnonzero(matched)
+            if weights and len(candidates):
+                scores = run.scores(weights, candidates, matched)[candidates]
+            else:  # nothing ranks: newest first
+                scores = self.meta.ts[candidates]
         total = len(candidates)
         if not total or k <= 0:
             return KeywordHits([], [], total)
-        # nothing ranks: newest first
-        scores = run.scores(weights)[candidates] if weights else self.meta.ts[candidates]
         if len(candidates) > k:
             threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
             keep = scores >= threshold
@@ -423,6 +471,17 @@ class KeywordIndex:
         shown = scores[order] if weights else np.zeros(len(order))
         return KeywordHits([int(rowid) for rowid in candidates[order]],
                            [float(score) for score in shown], total)
+
+    def _allowed(self, mask: np.ndarray | None) -> np.ndarray:
+        """Live indexed rows that ``mask`` allows."""
+        if self._stats_seq != self.meta.seq:  # the meta was refreshed on its own
+            self._stats()
+        allowed = self._alive.copy()
+        if mask is not None:
+            limit = min(len(mask), len(allowed))
+            allowed[limit:] = False
+            allowed[:limit] &= mask[:limit]
+        return allowed
 
     # -- state --------------------------------------------------------------------------
 
@@ -493,6 +552,13 @@ class KeywordIndex:
             return
 
 
+def _bag_of_words(node: Node | None) -> bool:
+    """Plain words side by side: every scoring row matches and every match scores."""
+    if isinstance(node, Or):
+        return all(_bag_of_words(child) for child in node.children)
+    return isinstance(node, Word) and node.whole is None
+
+
 def _compatible(manifest: dict[str, Any]) -> bool:
     return (manifest.get("format") == KEYWORD_FORMAT
             and manifest.get("analyzer") == ANALYZER_VERSION
@@ -500,28 +566,61 @@ def _compatible(manifest: dict[str, Any]) -> bool:
 
 
 class _Run:
-    """One query's evaluation: posting lists fetched once, masks over rowids."""
+    """One query's evaluation: posting lists looked up once, sets as masks over rowids.
 
-    def __init__(self, index: KeywordIndex, allowed: np.ndarray) -> None:
+    A posting list is read whole only when most of it matters; for a few rows (a rare
+    term's, a filter's) the rows are looked up in it by binary search instead, so a
+    common word beside a rare one costs little.
+    """
+
+    #: Rows per posting below which rows are looked up, and below which the postings of
+    #: the rows are picked out rather than all postings read.
+    LOOKUP_BELOW = 1 / 16
+    PICK_BELOW = 1 / 2
+
+    def __init__(self, index: KeywordIndex, size: int) -> None:
         self.index = index
-        self.size = len(allowed)
-        self._postings: dict[str, list[tuple[Segment, int]]] = {}
+        self.size = size
+        self._postings: dict[str, list[tuple[Segment, int, int, int]]] = {}
 
-    def postings(self, term: str) -> list[tuple[Segment, int]]:
-        """(segment, term index) for every segment holding ``term``."""
+    def postings(self, term: str) -> list[tuple[Segment, int, int, int]]:
+        """(segment, term index, first, last posting) for each segment holding ``term``."""
         found = self._postings.get(term)
         if found is None:
             digest = term_hash(term, whole=PART.fullmatch(term) is None)
             found = self._postings[term] = [
-                (segment, at) for segment in self.index.segments
-                if (at := segment.find(digest)) >= 0]
+                (segment, at, int(segment.offsets[at]), int(segment.offsets[at + 1]))
+                for segment in self.index.segments if (at := segment.find(digest)) >= 0]
         return found
+
+    def length(self, term: str) -> int:
+        return sum(last - first for _, _, first, last in self.postings(term))
 
     def has(self, term: str) -> np.ndarray:
         found = np.zeros(self.size, np.bool_)
-        for segment, at in self.postings(term):
-            found[segment.docs[segment.offsets[at]:segment.offsets[at + 1]]] = True
+        for segment, _, first, last in self.postings(term):
+            found[segment.docs[first:last]] = True
         return found
+
+    def picked(self, term: str, rows: np.ndarray, among: np.ndarray
+               ) -> Iterator[tuple[Segment, int, np.ndarray | slice]]:
+        """For each segment holding ``term``: its postings (absolute indices) of the rows
+        ``rows`` (sorted), which are the rows set in ``among`` — or, when most of them
+        are, all its postings (a slice)."""
+        for segment, term_at, first, last in self.postings(term):
+            docs = segment.docs[first:last]
+            low, high = np.searchsorted(rows, (docs[0], docs[-1] + 1))
+            if high - low == 0:
+                continue
+            share = (high - low) / (last - first)
+            if share < self.LOOKUP_BELOW:  # a few rows: look each one up
+                mine = rows[low:high]
+                at = np.minimum(np.searchsorted(docs, mine), last - first - 1)
+                yield segment, term_at, first + at[docs[at] == mine]
+            elif share < self.PICK_BELOW:
+                yield segment, term_at, first + np.flatnonzero(among[docs])
+            else:
+                yield segment, term_at, slice(first, last)
 
     def evaluate(self, node: Node, scope: np.ndarray) -> np.ndarray:
         """The rows of ``scope`` that ``node`` matches."""
@@ -551,61 +650,76 @@ class _Run:
         return found
 
     def _all(self, terms: Iterable[str], scope: np.ndarray) -> np.ndarray:
+        """The rows of ``scope`` holding every term, the rarest term first."""
         found = scope
-        for term in dict.fromkeys(terms):
-            found = found & self.has(term)
+        for count, term in enumerate(sorted(set(terms), key=self.length)):
+            if count == 0:
+                found = found & self.has(term)
+                continue
+            narrowed = np.zeros(self.size, np.bool_)
+            for segment, _, picked in self.picked(term, np.flatnonzero(found), found):
+                narrowed[segment.docs[picked]] = True
+            found &= narrowed
         return found
 
     def _phrase(self, words: tuple[str, ...], candidates: np.ndarray) -> np.ndarray:
-        """The candidates holding ``words`` at consecutive positions."""
-        if len(words) < 2 or not candidates.any():
+        """The candidates holding ``words`` at consecutive positions: keys (row, position
+        of the first word) kept while each next word is found one place further on."""
+        if len(words) < 2:
             return candidates
-        keys: np.ndarray | None = None
+        rows = np.flatnonzero(candidates)
+        keys = np.zeros(0, np.int64)
         for offset, word in enumerate(words):
-            mine = []
-            for segment, at in self.postings(word):
-                first, last = int(segment.offsets[at]), int(segment.offsets[at + 1])
-                docs = segment.docs[first:last]
-                take = candidates[docs]
-                if not take.any():
-                    continue
-                counts = segment.counts[first:last].astype(np.int64)
-                starts = int(segment.occ_offsets[at]) + np.cumsum(counts) - counts
-                where = _spread(starts[take], counts[take])
-                positions = segment.positions[where].astype(np.int64) - offset
-                rows = np.repeat(docs[take].astype(np.int64), counts[take])
+            found = []
+            for segment, at, picked in self.picked(word, rows, candidates):
+                if isinstance(picked, slice):  # all postings: keep the candidates'
+                    picked = picked.start + np.flatnonzero(candidates[segment.docs[picked]])
+                starts, counts = segment.occurrences(at, picked)
+                positions = segment.positions[_spread(starts, counts)].astype(np.int64) - offset
+                owners = np.repeat(segment.docs[picked].astype(np.int64), counts)
                 fits = positions >= 0
-                mine.append((rows[fits] << 32) | positions[fits])
-            found = np.concatenate(mine) if mine else np.zeros(0, np.int64)
-            if keys is None:
-                keys = found
+                found.append((owners[fits] << 32) | positions[fits])
+            mine = np.concatenate(found) if found else np.zeros(0, np.int64)
+            if offset and len(mine):
+                at = np.minimum(np.searchsorted(mine, keys), len(mine) - 1)
+                keys = keys[mine[at] == keys]
             else:
-                at = np.minimum(np.searchsorted(found, keys), max(len(found) - 1, 0))
-                keys = keys[found[at] == keys] if len(found) else found
+                keys = mine
+            rows = _distinct(keys >> 32)
             candidates = np.zeros(self.size, np.bool_)
-            candidates[keys >> 32] = True
+            candidates[rows] = True
+            if not len(rows):
+                break
         return candidates
 
-    def scores(self, weights: Counter[str]) -> np.ndarray:
-        """BM25 of every row for the ranking terms (``weights``: how often each occurs
-        in the query). Document frequencies count live rows only."""
+    def every(self, term: str) -> Iterator[tuple[Segment, int, slice]]:
+        for segment, at, first, last in self.postings(term):
+            yield segment, at, slice(first, last)
+
+    def scores(self, weights: Counter[str], rows: np.ndarray | None,
+               matched: np.ndarray | None) -> np.ndarray:
+        """BM25 for the ranking terms (``weights``: how often each occurs in the query)
+        of the matched ``rows`` (or of every row), as an array over rowids. Document
+        frequencies count live rows only, matched or not."""
         index = self.index
         scores = np.zeros(self.size, np.float32)
-        total = index.count
         for term, weight in weights.items():
-            slices = []
-            frequency = 0
-            for segment, at in self.postings(term):
-                first, last = int(segment.offsets[at]), int(segment.offsets[at + 1])
-                docs = segment.docs[first:last]
-                frequency += int(index._alive[docs].sum()) if segment.has_dead else len(docs)
-                slices.append((docs, segment.tfs[first:last]))
+            frequency = sum(
+                int(index._alive[segment.docs[first:last]].sum()) if segment.has_dead
+                else last - first for segment, _, first, last in self.postings(term))
             if not frequency:
                 continue
-            idf = weight * math.log(1 + (total - frequency + 0.5) / (frequency + 0.5))
-            for docs, tfs in slices:
-                tf = tfs.astype(np.float32)
-                scores[docs] += np.float32(idf) * tf / (tf + index._norm[docs])
+            idf = np.float32(weight * math.log(
+                1 + (index.count - frequency + 0.5) / (frequency + 0.5)))
+            for segment, _, picked in (self.picked(term, rows, matched) if rows is not None
+                                       else self.every(term)):
+                docs = segment.docs[picked]
+                part = segment.tfs[picked].astype(np.float32)
+                norm = index._norm[docs]
+                norm += part
+                np.divide(part, norm, out=part)
+                part *= idf
+                scores[docs] += part
         return scores
 
 
