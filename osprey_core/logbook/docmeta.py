@@ -93,21 +93,22 @@ class IndexFolder:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class _Codes:
-    """A case-insensitive vocabulary of one field: value -> int32 code (-1: none)."""
+class _Codes(dict[str | None, int]):
+    """A case-insensitive vocabulary of one field: value as written -> int32 code (-1:
+    none). Looked up as written first: values repeat, and casefold costs more."""
 
     def __init__(self, values: list[str]) -> None:
+        super().__init__({None: -1})
         self.values = values
         self.codes = {value: code for code, value in enumerate(values)}
 
-    def code(self, value: str | None) -> int:
-        if value is None:
-            return -1
+    def __missing__(self, value: str) -> int:
         key = value.casefold()
         found = self.codes.get(key)
         if found is None:
             found = self.codes[key] = len(self.values)
             self.values.append(key)
+        self[value] = found
         return found
 
     def known(self, values: Iterable[str]) -> list[int]:
@@ -260,12 +261,12 @@ class DocMeta:
         self._grow(int(rowids.max()) + 1)
         arrays = self._arrays
         arrays["alive"][rowids] = True
-        arrays["ts"][rowids] = np.fromiter((row.ts for row in rows), np.float64, len(rows))
+        arrays["ts"][rowids] = [row.ts for row in rows]
         for name in _FIELDS:
-            code = self._vocab[name].code
-            arrays[name][rowids] = np.fromiter((code(getattr(row, name)) for row in rows),
-                                               np.int32, len(rows))
-        tag = self._vocab["tag"].code
+            codes = self._vocab[name]
+            arrays[name][rowids] = list(map(codes.__getitem__,
+                                            [getattr(row, name) for row in rows]))
+        tag = self._vocab["tag"].__getitem__
         pairs = [(row.rowid, tag(value)) for row in rows for value in row.tags]
         if pairs:
             self._new_tags.append(np.array(pairs, np.int32))

@@ -149,6 +149,33 @@ class KeywordHits:
 
 # -- building -----------------------------------------------------------------------------
 
+class _Column:
+    """An append-only numpy array: values gather in a list and reach the array in one
+    assignment when it is read (an element written to numpy one at a time is slow)."""
+
+    def __init__(self, dtype: type) -> None:
+        self.array = np.zeros(1024, dtype)
+        self.size = 0
+        self.pending: list[int] = []
+
+    def __len__(self) -> int:
+        return self.size + len(self.pending)
+
+    def add(self, values: Iterable[int]) -> None:
+        self.pending.extend(values)
+
+    def values(self) -> np.ndarray:
+        if self.pending:
+            end = self.size + len(self.pending)
+            if end > len(self.array):
+                grown = np.zeros(max(end, 2 * len(self.array)), self.array.dtype)
+                grown[:self.size] = self.array[:self.size]
+                self.array = grown
+            self.array[self.size:end] = self.pending
+            self.size, self.pending = end, []
+        return self.array[:self.size]
+
+
 class _Vocabulary:
     """Terms of this process as small ids while a batch is sorted (cheap to sort). Each
     distinct raw token and each distinct white-space chunk of text is analysed once: a
@@ -159,18 +186,17 @@ class _Vocabulary:
     CHUNK_LIMIT = 2_000_000
 
     def __init__(self) -> None:
-        self.hashes = np.zeros(1024, np.uint64)
-        self.whole = np.zeros(1024, np.bool_)
+        self.hashes = _Column(np.uint64)
+        self.whole = _Column(np.bool_)
         self.ids: dict[int, int] = {}
         self.raw: dict[str, tuple[int, ...]] = {}
         self._forget_chunks()
 
     def _forget_chunks(self) -> None:
         self.chunks = _Chunks(self)
-        self.table = np.zeros(1 << 16, np.int64)  # the chunks' term ids, chunk after chunk
-        self.used = 0
-        self.starts = np.zeros(1 << 14, np.int64)
-        self.sizes = np.zeros(1 << 14, np.int64)
+        self.table = _Column(np.int64)  # the chunks' term ids, chunk after chunk
+        self.starts = _Column(np.int64)
+        self.sizes = _Column(np.int64)
         self.chunks[_DOC_MARK] = self.add_chunk((_DOC,))
         self.chunks[_FIELD_MARK] = self.add_chunk((_FIELD,))
 
@@ -179,11 +205,8 @@ class _Vocabulary:
         found = self.ids.get(digest)
         if found is None:
             found = self.ids[digest] = len(self.ids)
-            if found == len(self.hashes):
-                self.hashes = _doubled(self.hashes)
-                self.whole = _doubled(self.whole)
-            self.hashes[found] = digest
-            self.whole[found] = whole
+            self.hashes.add((digest,))
+            self.whole.add((whole,))
         return found
 
     def of_raw(self, raw: str) -> tuple[int, ...]:
@@ -200,14 +223,10 @@ class _Vocabulary:
         return found
 
     def add_chunk(self, ids: tuple[int, ...]) -> int:
-        number = len(self.chunks)
-        if number == len(self.starts):
-            self.starts, self.sizes = _doubled(self.starts), _doubled(self.sizes)
-        while self.used + len(ids) > len(self.table):
-            self.table = _doubled(self.table)
-        self.table[self.used:self.used + len(ids)] = ids
-        self.starts[number], self.sizes[number] = self.used, len(ids)
-        self.used += len(ids)
+        number = len(self.starts)
+        self.starts.add((len(self.table),))
+        self.sizes.add((len(ids),))
+        self.table.add(ids)
         return number
 
     def stream(self, text: str) -> np.ndarray:
@@ -215,11 +234,8 @@ class _Vocabulary:
         if len(self.chunks) > self.CHUNK_LIMIT:
             self._forget_chunks()
         numbers = np.array(list(map(self.chunks.__getitem__, text.split())), np.int64)
-        return self.table[_spread(self.starts[numbers], self.sizes[numbers])]
-
-
-def _doubled(array: np.ndarray) -> np.ndarray:
-    return np.concatenate([array, np.zeros_like(array)])
+        return self.table.values()[_spread(self.starts.values()[numbers],
+                                           self.sizes.values()[numbers])]
 
 
 class _Chunks(dict[str, int]):
@@ -251,7 +267,7 @@ def build_segment(rows: list[DocRow], vocabulary: _Vocabulary, *,
     doc = np.cumsum(is_doc)
     advance = np.ones(len(stream), np.int64)
     terms = stream >= 0
-    advance[terms] = ~vocabulary.whole[stream[terms]]
+    advance[terms] = ~vocabulary.whole.values()[stream[terms]]
     advance[is_doc] = 0
     climb = np.cumsum(advance)  # positions: per-row count of advancing terms (+1 gap)
     base = np.zeros(len(rows), np.int64)
@@ -263,7 +279,7 @@ def build_segment(rows: list[DocRow], vocabulary: _Vocabulary, *,
     rowids = np.fromiter((row.rowid for row in rows), np.int64, len(rows))
     lengths = np.bincount(doc, weights=weights, minlength=len(rows)).astype(np.float32)
     present = np.flatnonzero(np.bincount(ids))
-    hashes = vocabulary.hashes[present]
+    hashes = vocabulary.hashes.values()[present]
     by_hash = np.argsort(hashes)
     rank = np.empty(int(present[-1]) + 1 if len(present) else 0, np.int64)
     rank[present[by_hash]] = np.arange(len(present))
