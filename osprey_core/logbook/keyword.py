@@ -1,8 +1,9 @@
 """Keyword search: BM25 over an in-process inverted index beside the SQLite store.
 
 FTS5 answers a common-word OR query over a million entries in most of a second; this
-index answers it in a few milliseconds by scoring whole posting lists at once with numpy. SQLite stays the source of truth: the index follows the store's change log and can
-always be rebuilt from it.
+index answers it in a few milliseconds by scoring whole posting lists at once with numpy.
+SQLite stays the source of truth: the index follows the store's change log and can always
+be rebuilt from it.
 
 Layout. Postings live in *segments*, each covering the rows added by one or more
 refreshes (rowid ranges never overlap, a row's content never changes). A segment holds,
