@@ -230,6 +230,16 @@ def test_statistics_ignore_deleted_rows(store: SQLiteLogbook, tmp_path: Path) ->
         assert ours.scores == pytest.approx(theirs.scores, rel=1e-6)
 
 
+def test_rows_the_index_has_not_read_match_nothing(store: SQLiteLogbook) -> None:
+    index = index_of(store, [entry("1", "RF", "cavity")])
+    store.upsert([entry("2", "RF", "beam")])
+    index.meta.refresh()  # the metadata knows the new row, the postings do not yet
+    assert ids(store, index, "NOT beam") == ["1"]
+    assert ids(store, index, "logbook:nothing OR source:als") == ["1"]
+    index.refresh()
+    assert ids(store, index, "source:als") == ["2", "1"]
+
+
 def test_reopened_index_answers_without_refresh(store: SQLiteLogbook) -> None:
     index = index_of(store, [entry("1", "RF", "cavity"), entry("2", "RF", "klystron")])
     again = KeywordIndex.open(store, store.path.with_suffix(".index"))

@@ -513,26 +513,27 @@ class KeywordIndex:
             lengths[segment.rows] = segment.lengths
             indexed[segment.rows] = True
             segment.has_dead = not alive[segment.rows].all()
-        live = alive & indexed
+        live = alive & indexed  # a row the metadata knows before this index: not yet
         self.count = int(live.sum())
         self.average = float(lengths[live].sum(dtype=np.float64) / self.count) \
             if self.count else 1.0
-        self._alive = alive
+        self._alive = live
         self._stats_seq = self.meta.seq
         self._norm = (K1 * (1 - B + B * lengths / np.float32(self.average or 1.0))
                       ).astype(np.float32)
 
     def _save(self, segments: list[Segment], seq: int) -> None:
+        """Write the new segments, then the manifest naming all of them."""
+        named = []
         for segment in segments:
-            if segment.files is None:
+            if segment.files is None:  # merged or built by this refresh
                 segment.files = {name: self.folder.write_array(name, getattr(segment, name))
                                  for name in _ARRAYS}
+            named.append(segment.files)
         self.folder.commit(
             {"format": KEYWORD_FORMAT, "analyzer": ANALYZER_VERSION,
-             "title_weight": TITLE_WEIGHT, "seq": seq,
-             "segments": [segment.files for segment in segments]},
-            chain.from_iterable(segment.files.values() for segment in segments  # type: ignore[union-attr]
-                                ))
+             "title_weight": TITLE_WEIGHT, "seq": seq, "segments": named},
+            [name for files in named for name in files.values()])
         self.segments = segments
         self.seq = seq
         self._stats()
