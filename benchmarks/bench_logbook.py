@@ -249,7 +249,8 @@ def semantic_latency(database: Path, host: Any, size: int, runs: int) -> None:
     from osprey_core.settings import EmbeddingSettings, LogbookSettings
 
     model = random_model()
-    settings = LogbookSettings(embeddings=EmbeddingSettings(model=model.name))
+    # the largest batches: a stand-in model gains nothing from small ones
+    settings = LogbookSettings(embeddings=EmbeddingSettings(model=model.name, batch_size=2048))
     logbook = Logbook.open(database, settings, _WithModel(host, model))
     try:
         started = time.perf_counter()

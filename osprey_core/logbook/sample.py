@@ -423,28 +423,27 @@ class _Writer:
         self.hhmm = f"{_D2[self.hour]}:{_D2[self.minute]}"
 
     def stream(self) -> Iterator[Generated]:
-        rng = self.rng
+        draw, advance, author_of = self.rng.random, self.advance, self.author
+        kinds, cumulative, edit_rate = self.kinds, self.cumulative, self.edit_rate
         pending: list[tuple[int, int, Generated]] = []
-        builders = {kind: getattr(self, "_" + kind) for kind in self.kinds}
+        builders = {kind: (getattr(self, "_" + kind), *KIND_HOME[kind]) for kind in kinds}
         for index in range(self.count):
-            self.advance()
-            kind = self.kinds[bisect_right(self.cumulative, rng.random())]
-            home, group = KIND_HOME[kind]
-            logbook = home if rng.random() < 0.67 else "Operations"
-            author = self.author(group)
-            title, text, tags, facts = builders[kind]()
+            advance()
+            build, home, group = builders[kinds[bisect_right(cumulative, draw())]]
+            logbook = home if draw() < 0.67 else "Operations"
+            author = author_of(group)
+            title, text, tags, facts = build()
             if author in (_VISITOR, _BOT):
                 stamp = _iso(self.clock, _offset(self.clock,
                                                  "europe" if author == _VISITOR else "utc"))
             else:
-                stamp = (f"{self.date}T{self.hhmm}:{_D2[self.second]}"
-                         f"{_OFFSET_TEXT[self.offset]}")
-            record = {"id": FIRST_ID + index, "timestamp": stamp, "author": author,
-                      "title": title, "text": text, "logbook": logbook, "tags": tags}
-            item = Generated(record, facts)
+                stamp = f"{self.date}T{self.hhmm}:{_D2[self.second]}{_OFFSET_TEXT[self.offset]}"
+            item = Generated({"id": FIRST_ID + index, "timestamp": stamp, "author": author,
+                              "title": title, "text": text, "logbook": logbook, "tags": tags},
+                             facts)
             yield item
-            if rng.random() < self.edit_rate:
-                due = index + 1 + int(rng.random() * 40)
+            if draw() < edit_rate:
+                due = index + 1 + int(draw() * 40)
                 heapq.heappush(pending, (due, index, self._edited(item)))
             while pending and pending[0][0] <= index:
                 yield heapq.heappop(pending)[2]
