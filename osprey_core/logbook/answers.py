@@ -15,6 +15,7 @@ nothing. Every answer lists the entries it was given.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ STOPWORDS = frozenset((
 ))
 #: Offline answers need at least this share of the question's content (by idf weight).
 MIN_COVERAGE = 0.6
+#: Entries ranked before a "when did X last ..." question picks the newest about X.
+RECENT_DEPTH = 50
 
 
 class AnswerError(OspreyError):
@@ -79,8 +82,15 @@ class Answer:
 def answer(logbook: Logbook, question: str, *, filters: Filters, k: int) -> Answer:
     if not question.strip():
         raise AnswerError("the question is empty")
-    found = logbook.search(question, mode="hybrid", filters=filters, k=k)
+    recent = bool(_RECENT.search(question))
+    # "When did X last happen?" needs the newest entries about X, not the best-ranked:
+    # look deeper, keep the entries that are about the question, newest first.
+    found = logbook.search(question, mode="hybrid", filters=filters,
+                           k=max(k, RECENT_DEPTH) if recent else k)
     hits = found.hits
+    if recent:
+        relevant = _covering(logbook, question, hits) or hits
+        hits = sorted(relevant, key=lambda hit: -hit.entry.utc.timestamp())[:k]
     given = _within_budget(hits, logbook.settings.answer_max_context_tokens)
     used = [hit.entry.id for hit in given]
     notices = list(found.notices)
@@ -187,40 +197,74 @@ def split_sentences(text: str) -> list[str]:
 # -- offline: extractive -------------------------------------------------------------------
 
 
-def _extractive_answer(logbook: Logbook, question: str, given: list[Hit], used: list[str],
-                       notices: list[str]) -> Answer:
-    """The found entries' sentences that best cover the question's content words, each
-    cited; abstain when none covers enough of it."""
-    from osprey_core.logbook.tokenize import content_terms
-
-    wanted = [term for term in dict.fromkeys(content_terms(question))
-              if term not in STOPWORDS]
+def _coverage(logbook: Logbook, question: str) -> Callable[[str], float] | None:
+    """How much of the question's content (its words weighed by idf) a text holds, from
+    0 to 1; None when the question has no content words."""
+    wanted = list(dict.fromkeys(content_terms(question)))
     if not wanted:
-        notices.append("the question has no words to look for")
-        return Answer(question, ABSTAIN, [], True, used, "extractive", notices)
+        return None
     weights = {term: logbook.keyword.idf(term) for term in wanted}
     total = sum(weights.values()) or 1.0
-    scored: list[tuple[float, int, str, str]] = []
+
+    def cover(text: str) -> float:
+        terms = set(content_terms(text))
+        return sum(weight for term, weight in weights.items() if term in terms) / total
+
+    return cover
+
+
+def _covering(logbook: Logbook, question: str, hits: list[Hit]) -> list[Hit]:
+    cover = _coverage(logbook, question)
+    if cover is None:
+        return []
+    return [hit for hit in hits
+            if cover(f"{hit.entry.title} {hit.entry.text}") >= MIN_COVERAGE]
+
+
+def _extractive_answer(logbook: Logbook, question: str, given: list[Hit], used: list[str],
+                       notices: list[str]) -> Answer:
+    """The found entries' sentences that best cover the question's content words (one per
+    entry, dated and cited); abstain when no entry covers enough of the question. "Last",
+    "latest" and "most recent" questions are answered from the newest supporting entry."""
+    cover = _coverage(logbook, question)
+    if cover is None:
+        notices.append("the question has no words to look for")
+        return Answer(question, ABSTAIN, [], True, used, "extractive", notices)
+
+    best: list[tuple[float, int, Hit, str]] = []  # (score, rank order, hit, sentence)
     for order, hit in enumerate(given):
         entry = hit.entry
-        entry_terms = set(content_terms(f"{entry.title} {entry.text}"))
-        entry_cover = sum(w for t, w in weights.items() if t in entry_terms) / total
-        for sentence in split_sentences(entry.text) or [entry.title]:
-            terms = set(content_terms(sentence))
-            cover = sum(w for t, w in weights.items() if t in terms) / total
-            # A sentence is judged with its entry: the entry must hold the question's
-            # content, the sentence most of what the entry matched.
-            score = 0.5 * cover + 0.5 * entry_cover - 0.01 * order
-            if entry_cover >= MIN_COVERAGE and cover > 0:
-                scored.append((score, order, entry.id, sentence))
-    if not scored:
+        entry_cover = cover(f"{entry.title} {entry.text}")
+        if entry_cover < MIN_COVERAGE:
+            continue
+        sentences = split_sentences(entry.text) or [entry.title]
+        sentence = max(sentences, key=cover)
+        best.append((0.5 * entry_cover + 0.5 * cover(sentence), order, hit, sentence))
+    if not best:
         return Answer(question, ABSTAIN, [], True, used, "extractive", notices)
-    scored.sort(key=lambda item: (-item[0], item[1]))
-    best = scored[0][0]
-    chosen = [item for item in scored[:3] if item[0] >= best - 0.15]
-    supports = [Citation(entry_id, sentence) for _, _, entry_id, sentence in chosen]
-    text = " ".join(f"{s.text.rstrip()} [#{s.id}]" for s in supports)
+    if _RECENT.search(question):
+        best.sort(key=lambda item: -item[2].entry.utc.timestamp())
+        chosen = best[:1]
+    else:
+        best.sort(key=lambda item: (-item[0], item[1]))
+        chosen = [item for item in best[:3] if item[0] >= best[0][0] - 0.15]
+    supports = [Citation(hit.entry.id, sentence) for _, _, hit, sentence in chosen]
+    text = " ".join(f"{hit.entry.local_time():%Y-%m-%d %H:%M}: {sentence.rstrip()} "
+                    f"[#{hit.entry.id}]" for _, _, hit, sentence in chosen)
     citations = list(dict.fromkeys(s.id for s in supports))
     return Answer(question, text, citations, False, used, "extractive", notices, supports)
 
 
+#: Questions about the newest occurrence of something.
+_RECENT = re.compile(r"\b(last|latest|most recent(ly)?|previous)\b", re.IGNORECASE)
+
+
+def content_terms(text: str) -> list[str]:
+    """The terms of ``text`` as the keyword index has them (stemmed words, identifiers
+    whole and by their parts), less the words that carry no content."""
+    from osprey_core.logbook.tokenize import STOPWORDS as INDEX_STOPWORDS
+    from osprey_core.logbook.tokenize import tokens
+
+    return [term for token in tokens(text)
+            if token.raw not in INDEX_STOPWORDS and token.raw not in STOPWORDS
+            for term in token.terms]

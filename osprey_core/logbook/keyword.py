@@ -488,6 +488,13 @@ class KeywordIndex:
         return KeywordHits([int(rowid) for rowid in candidates[order]],
                            [float(score) for score in shown], total)
 
+    def idf(self, term: str) -> float:
+        """The inverse document frequency of one analysed term (a stemmed word or a whole
+        identifier), as BM25 weighs it: answers weigh a question's words by it."""
+        allowed = self._allowed(None)
+        frequency = int(_Run(self, len(allowed)).has(term)[: len(allowed)][allowed].sum())
+        return math.log(1 + (self.count - frequency + 0.5) / (frequency + 0.5))
+
     def _allowed(self, mask: np.ndarray | None) -> np.ndarray:
         """Live indexed rows that ``mask`` allows."""
         if self._stats_seq != self.meta.seq:  # the meta was refreshed on its own

@@ -123,6 +123,22 @@ def is_restriction(node: Node) -> bool:
     return False
 
 
+def binds_words(node: Node | None) -> bool:
+    """Whether the query says which words an entry must or must not hold (a phrase, a NOT
+    of words, an AND of word groups), as opposed to words side by side that only rank.
+    An arm that cannot read words exactly (semantic) may then rank only what matches."""
+    if node is None or isinstance(node, Word | Field):
+        return False
+    if isinstance(node, Phrase):
+        return True
+    if isinstance(node, Not):
+        return not is_restriction(node.child)
+    if isinstance(node, Or):
+        return any(binds_words(child) for child in node.children)
+    words = [child for child in node.children if not is_restriction(child)]
+    return len(words) > 1 or any(binds_words(child) for child in words)
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedQuery:
     """A query as read. ``expression`` is the whole query (None: no words, no filters);

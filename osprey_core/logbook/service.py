@@ -105,7 +105,7 @@ class Logbook:
         if self._keyword is None:
             from osprey_core.logbook.keyword import KeywordIndex
 
-            self._keyword = KeywordIndex.open(self.store, self.index_dir)
+            self._keyword = KeywordIndex.open(self.store, self.index_dir, meta=self.docmeta)
         return self._keyword
 
     def semantic(self) -> SemanticIndex | None:
@@ -145,8 +145,7 @@ class Logbook:
         always; vectors of what is missing when ``semantic`` (embedding is the slow part,
         so callers can leave it for later)."""
         report = RefreshReport()
-        self.docmeta.refresh()
-        report.keyword = self.keyword.refresh(progress)
+        report.keyword = self.keyword.refresh(progress)  # the metadata comes along
         if semantic:
             index = self.semantic()
             if index is None:
@@ -182,10 +181,9 @@ class Logbook:
             raise LogbookError(f"k must be between 1 and 1000, not {k}")
         parsed = parse_query(query)
         notices = list(parsed.notices)
-        combined = (filters or Filters()).merged(parsed.filters)
-        self.docmeta.refresh()
         self.keyword.refresh()
-        mask = self.docmeta.mask(combined)
+        # The query's own fields are part of its expression; these are the caller's.
+        mask = self.docmeta.mask(filters) if filters else None
         semantic = self.semantic() if mode != "keyword" else None
         if mode != "keyword" and semantic is None:
             notices.append(f"{mode} search fell back to keyword search: "
@@ -213,25 +211,22 @@ class Logbook:
 
     def _semantic_ranking(self, parsed: ParsedQuery, mask: np.ndarray | None, k: int,
                           index: SemanticIndex) -> tuple[list[tuple[int, float]], int]:
-        mask = self._operator_mask(parsed, mask)
         text = parsed.free_text.strip()
         if not text:
             return [], 0
-        found = index.search(text, mask=mask, k=k)
+        found = index.search(text, mask=self._semantic_mask(parsed, mask), k=k)
         return list(zip(found.rowids, found.scores, strict=True)), len(found.rowids)
 
-    def _operator_mask(self, parsed: ParsedQuery, mask: np.ndarray | None
-                       ) -> np.ndarray | None:
-        """Semantic ranking may only see documents that satisfy the query's operators."""
-        if not parsed.strict:
-            return mask
-        import numpy as np
+    def _semantic_mask(self, parsed: ParsedQuery, mask: np.ndarray | None) -> np.ndarray:
+        """What the semantic arm may rank: the caller's filters, the query's fields (NOT
+        author:x included), and, when the query binds words (AND, NOT, a phrase), only
+        the entries that satisfy it: meaning alone cannot tell whether they do."""
+        from osprey_core.logbook.query import binds_words
 
-        matched = self.keyword.search(parsed, mask=mask, k=max(self.keyword.search(
-            parsed, mask=mask, k=1).total, 1))
-        allowed = np.zeros(len(self.docmeta.alive), dtype=bool)
-        allowed[np.asarray(matched.rowids, dtype=np.int64)] = True
-        return allowed if mask is None else allowed & mask
+        if binds_words(parsed.expression):
+            return self.keyword.matches(parsed, mask=mask)
+        allowed = self.docmeta.query_mask(parsed)
+        return allowed if mask is None else _and(allowed, mask)
 
     def _hybrid(self, parsed: ParsedQuery, mask: np.ndarray | None, k: int,
                 index: SemanticIndex | None
@@ -282,6 +277,12 @@ class Logbook:
         if not found:
             raise LogbookError(f"no logbook entry {entry_id!r}")
         return found[0]
+
+
+def _and(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two row masks combined (they may differ in length while the store grows)."""
+    size = min(len(first), len(second))
+    return first[:size] & second[:size]
 
 
 def reciprocal_rank_fusion(rankings: dict[str, list[int]], k: float) -> list[tuple[int, float]]:
