@@ -4,7 +4,9 @@ Part one is a planning-mode request and its approval round trip; part two reads 
 simulated ``mock`` machine, asks to move a corrector, stops for approval with the exact
 write (channel, current and requested value, units, limits, verification), writes it after
 approval, verifies it by readback and shows the audit trail; part three has generated code
-read the machine's history in the nsjail sandbox and plot it (a figure and a notebook).
+read the machine's history in the nsjail sandbox and plot it (a figure and a notebook);
+part four ingests the sample logbook that ships with osprey, searches it, asks it a
+question and lets the agent search it.
 
 It runs on embedded defaults (offline planner, default approval policy, the ``mock``
 control system with writes enabled and a limits entry for the corrector, no API key, no
@@ -34,6 +36,9 @@ REQUEST = "/planning what can you do?"
 READ_REQUEST = "read SR:CURRENT and HCM1:SP"
 WRITE_REQUEST = "set HCM1:SP to 1.5 A"
 PYTHON_REQUEST = "plot SR:CURRENT over the last hour"
+LOGBOOK_QUERY = '"RF cavity" AND trip since:2025-06-01'
+LOGBOOK_QUESTION = "what caused the last beam dump?"
+LOGBOOK_REQUEST = "has the injection kicker misfired before?"
 #: The demo's control system: the simulated machine, writable within these limits only.
 DEMO_CONTROL_SYSTEM = {
     "type": "mock",
@@ -45,6 +50,8 @@ DEMO_CONTROL_SYSTEM = {
         "tolerance": {"absolute": 0.01}}}},
 }
 DEMO_ARCHIVER = {"type": "mock"}
+#: Keyword search: quick and the same everywhere (hybrid needs the 'search' extra's model).
+DEMO_LOGBOOK = {"default_mode": "keyword"}
 
 
 def demo(
@@ -74,7 +81,7 @@ def demo_config(state: CliState, home: Path) -> OspreyConfig:
     from osprey_core.config import CoreSettings, OspreyConfig, config_model
 
     core = {"home": str(home), "control_system": DEMO_CONTROL_SYSTEM,
-            "archiver": DEMO_ARCHIVER}
+            "archiver": DEMO_ARCHIVER, "logbook": DEMO_LOGBOOK}
     registered = state.host.config_sections()
     try:
         settings = config_model(state.host).model_validate(core)
@@ -134,6 +141,7 @@ def _walk(state: CliState, home: Path) -> None:
 
         _machine(osprey)
         _python(osprey)
+        _logbook(osprey, state)
 
 
 def _machine(osprey: Osprey) -> None:
@@ -200,6 +208,55 @@ def _python(osprey: Osprey) -> None:
         typer.echo(f"figure:   {figure}")
     typer.echo(f"notebook: {result['notebook']}")
     typer.echo(f"folder:   {result['folder']} (code, results.json, logs, metadata.json)")
+
+
+def _logbook(osprey: Osprey, state: CliState) -> None:
+    """Part four: a sample logbook ingested, searched, asked, and used by the agent."""
+    from importlib.resources import files
+
+    from osprey_core.logbook.service import Logbook
+    from osprey_core.logbook.sources import ingest_sources
+    from osprey_core.run_machine import RunState
+
+    sample = str(files("osprey_core.logbook") / "data" / "sample_logbook.jsonl")
+    _say(12, "The electronic logbook. A synthetic sample of 400 control-room entries ships "
+         f"with osprey; it is ingested like any export:\n  osprey logbook ingest --adapter "
+         f"jsonl --location {sample} --source ops")
+    with Logbook.from_config(osprey.config, state.host) as logbook:
+        [outcome] = ingest_sources(logbook, osprey.config, state.host, adapter="jsonl",
+                                   location=sample, source="ops")
+        if outcome.error:
+            raise OspreyError(f"demo: the sample logbook did not ingest: {outcome.error}")
+        logbook.refresh(semantic=False)
+        report = outcome.report
+        typer.echo(f"{report.read} read, {report.added} added, {report.bad} bad, in "
+                   f"{report.seconds:.2f} s")
+
+        _say(13, f"A keyword search with operators and a filter:  osprey logbook search "
+             f"{LOGBOOK_QUERY!r}")
+        found = logbook.search(LOGBOOK_QUERY, k=3)
+        for hit in found.hits:
+            typer.echo(f"  {hit.entry.id}  {hit.entry.utc:%Y-%m-%d}  {hit.entry.author}: "
+                       f"{hit.snippet}")
+        typer.echo(f"  ({found.total} entries match; filters apply inside the ranking)")
+
+        _say(14, f"A question:  osprey logbook ask {LOGBOOK_QUESTION!r}\nWith no language "
+             "model configured the answer is extractive, every statement cited; an "
+             "answer never cites an entry it was not given, and abstains when the logbook "
+             "does not say:")
+        answer = logbook.ask(LOGBOOK_QUESTION)
+        typer.echo(f"  {answer.text}")
+        unknown = logbook.ask("when was the cryoplant converted to helium-3 cooling?")
+        typer.echo(f"  'when was the cryoplant converted to helium-3 cooling?' -> "
+                   f"{unknown.text}")
+    _say(15, f"The agent uses it too:  osprey run {LOGBOOK_REQUEST!r}")
+    run = _expect(osprey.run(LOGBOOK_REQUEST, session="demo", user="demo-operator",
+                             interface="demo"), RunState.DONE)
+    assert run.plan is not None
+    hits = run.context[run.plan.steps[0].output]["hits"]
+    typer.echo(f"The offline planner chose the read-only 'logbook_search' step; it found "
+               f"{len(hits)} entries, e.g. {hits[0]['id']}: {hits[0]['title']}" if hits
+               else "The logbook_search step found no entries.")
 
 
 def _expect(run: RunRecord, state: RunState) -> RunRecord:
