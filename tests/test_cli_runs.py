@@ -483,8 +483,10 @@ def test_demo_keeps_its_data_in_home_when_asked(tmp_path, env, cwd):
     assert_exit(result, 0)
     assert f"kept in {home}" in result.stdout
     runs = Stored({"OSPREY_HOME": str(home)}).runs()
-    # the planning round trip, a read, the approved write, a read, the sandboxed analysis
-    assert len(runs) == 5
+    # the planning round trip, a read, the approved write, a read, the sandboxed analysis,
+    # the agent's logbook search
+    assert len(runs) == 6
+    assert (home / "logbook.db").exists()
     assert "figure:" in result.stdout and "notebook:" in result.stdout
     for run in runs:
         assert (run["state"], run["session"], run["interface"]) == ("done", "demo", "demo")
