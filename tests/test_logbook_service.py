@@ -262,3 +262,18 @@ def test_ingest_search_ask_show_status_purge_from_the_command_line(tmp_path: Pat
     assert json.loads(purged.stdout) == {"removed": 400}
     assert json.loads(osprey_cli(home, "logbook", "search", "vacuum", "--mode", "keyword",
                                  "--json").stdout)["hits"] == []
+
+
+@pytest.mark.parametrize("query", ["vacuum OR cryo", "(RF OR kicker) AND trip", "-RF beam",
+                                   '"beam dump"', "vacuum AND NOT pressure",
+                                   "interlock OR (tag:rf AND cavity)"])
+@pytest.mark.parametrize("mode", ["semantic", "hybrid"])
+def test_a_boolean_query_keeps_every_arm_to_what_it_matches(logbook: Logbook, mode: str,
+                                                            query: str) -> None:
+    from osprey_core.logbook.query import parse_query
+
+    matched = set(ids(logbook.search(query, mode="keyword", k=400)))
+    assert matched
+    found = set(ids(logbook.search(query, mode=mode, k=400)))
+    assert found <= matched
+    assert parse_query(query).boolean and not parse_query("vacuum pressure rise").boolean

@@ -157,6 +157,9 @@ class ParsedQuery:
     highlight_terms: tuple[str, ...] = ()
     #: Every top-level conjunct made only of fields (``NOT author:bot`` included).
     restrictions: tuple[Node, ...] = ()
+    #: Operators were typed (AND, OR, NOT, -, parentheses, a phrase): the query is a
+    #: boolean expression, not natural language, and every arm keeps to what it matches.
+    boolean: bool = False
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -384,7 +387,8 @@ def _filters_of(node: Node) -> Filters | None:
 def parse_query(text: str, *, now: datetime | None = None) -> ParsedQuery:
     """Read ``text`` (never raises). ``now`` anchors relative times such as ``since:7d``."""
     notices: list[str] = []
-    parser = _Parser(_Lexer(text, notices).lexemes(), notices, now)
+    lexemes = _Lexer(text, notices).lexemes()
+    parser = _Parser(lexemes, notices, now)
     parts = []
     while parser.peek() is not None:
         parts.append(parser.query())
@@ -407,4 +411,5 @@ def parse_query(text: str, *, now: datetime | None = None) -> ParsedQuery:
         text=text, expression=expression, filters=filters, notices=notices,
         free_text=" ".join(node.text for node in positive),
         highlight_terms=tuple(dict.fromkeys(node.text for node in positive)),
-        restrictions=tuple(node for node in conjuncts if is_restriction(node)))
+        restrictions=tuple(node for node in conjuncts if is_restriction(node)),
+        boolean=any(lexeme.kind in ("AND", "OR", "NOT", "(", "phrase") for lexeme in lexemes))

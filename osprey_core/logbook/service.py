@@ -219,11 +219,12 @@ class Logbook:
 
     def _semantic_mask(self, parsed: ParsedQuery, mask: np.ndarray | None) -> np.ndarray:
         """What the semantic arm may rank: the caller's filters, the query's fields (NOT
-        author:x included), and, when the query binds words (AND, NOT, a phrase), only
-        the entries that satisfy it: meaning alone cannot tell whether they do."""
+        author:x included), and, when the query is boolean (typed operators) or binds
+        words, only the entries that satisfy it: meaning alone cannot tell whether they
+        do. Natural-language words only rank, so paraphrases are still found."""
         from osprey_core.logbook.query import binds_words
 
-        if binds_words(parsed.expression):
+        if parsed.boolean or binds_words(parsed.expression):
             return self.keyword.matches(parsed, mask=mask)
         allowed = self.docmeta.query_mask(parsed)
         return allowed if mask is None else _and(allowed, mask)
