@@ -56,7 +56,8 @@ def test_the_plugin_registers_the_six_built_in_adapters() -> None:
     (JsonLinesAdapter, {"timezone": "Mars/Olympus"}, "timezone: unknown time zone"),
     (JsonLinesAdapter, {"encoding": "klingon"}, "encoding: unknown encoding 'klingon'"),
     (JsonLinesAdapter, {"fields": {"body": "x"}}, "fields.body: Input should be 'id'"),
-    (JsonLinesAdapter, {"fields": {"text": ""}}, "fields.text: give a record key"),
+    (JsonLinesAdapter, {"fields": {"text": ""}}, "fields: give a record key (or a list of "
+                                                  "keys) for text"),
     (JsonLinesAdapter, {"epoch_unit": "us"}, "epoch_unit: Input should be 'auto'"),
     (CsvAdapter, {"delimiter": ";;"}, "delimiter: String should have at most 1 character"),
     (OrnlAdapter, {"entries_path": "x"}, "entries_path: Extra inputs"),

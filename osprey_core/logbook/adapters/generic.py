@@ -61,7 +61,7 @@ class MappedOptions(FileOptions):
         for field, keys in value.items():
             if not keys or any(not key.strip() for key in
                                ([keys] if isinstance(keys, str) else keys)):
-                raise ValueError(f"fields.{field}: give a record key (or a list of keys)")
+                raise ValueError(f"give a record key (or a list of keys) for {field}")
         return value
 
 
