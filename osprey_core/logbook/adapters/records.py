@@ -137,7 +137,8 @@ def attachments_of(value: Any, separator: str = ",",
     Relative URLs are joined to ``base_url`` when one is given."""
     if value is None or value == "":
         return ()
-    items = value.split(separator) if isinstance(value, str) else value
+    items = ([part for part in value.split(separator) if part.strip()]
+             if isinstance(value, str) else value)
     if not isinstance(items, list | tuple):
         raise RecordError(f"attachments must be a list, not {type(items).__name__}")
     found = []
