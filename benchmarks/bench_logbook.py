@@ -31,6 +31,7 @@ Everything lives in one temporary directory, removed at the end. Run alone::
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import statistics
 import sys
@@ -45,6 +46,7 @@ from osprey_core.logbook import sample
 if TYPE_CHECKING:
     import numpy as np
 
+    from osprey_core.logbook.models import LogEntry
     from osprey_core.logbook.service import Logbook
 
 SEED = 2026
@@ -294,41 +296,62 @@ def semantic_latency(database: Path, host: Any, size: int, runs: int) -> None:
 
 # -- (d) embedding rate -------------------------------------------------------------------
 
-def embedding_rate(directory: Path, host: Any) -> None:
+def embedding_rate(directory: Path, host: Any, rounds: int = 2) -> None:
+    """Both sides in turn, ``rounds`` times each (the best round of each counts), so a
+    busy moment on the machine weighs on both alike; model loading is left out of both."""
+    entries = list(sample.entries(EMBED_ENTRIES, seed=SEED + 1, source="embed", edit_rate=0))
+    texts = [f"{entry.title}\n{entry.text}" for entry in entries]
+    baseline = out_of_box(texts)
+    ours: list[float] = []
+    theirs: list[float] = []
+    for number in range(rounds):
+        rate = fill_with_minilm(directory / f"embed-{number}", host, entries)
+        if rate is None:
+            return
+        ours.append(rate)
+        if baseline is not None:
+            theirs.append(baseline())
+    best = max(ours)
+    print(f"  MiniLM embedding (the minilm model filling the semantic index of "
+          f"{len(entries):,} entries, best of {rounds}): {best:.0f} entries/s, target >= "
+          f"{EMBED_TARGET:.0f}/s: {verdict(best >= EMBED_TARGET)}")
+    if theirs:
+        print(f"    sentence-transformers out of the box, same texts: {max(theirs):.0f} "
+              f"entries/s (issue: about {EMBED_OUT_OF_BOX_ISSUE:.0f}/s) -> "
+              f"{best / max(theirs):.2f}x")
+
+
+def fill_with_minilm(directory: Path, host: Any, entries: list[LogEntry]) -> float | None:
+    """Entries per second of a semantic index fill, model already loaded."""
     from osprey_core.logbook.service import Logbook
     from osprey_core.settings import LogbookSettings
 
-    entries = list(sample.entries(EMBED_ENTRIES, seed=SEED + 1, source="embed", edit_rate=0))
+    directory.mkdir()
     logbook = Logbook.open(directory / "embed.db", LogbookSettings(), host)
     try:
         logbook.add(entries)
         logbook.docmeta.refresh()
         logbook.keyword.refresh()
         try:
-            problem = None if logbook.semantic() is not None else logbook.semantic_problem
+            index = logbook.semantic()
         except ImportError as exc:  # an osprey without semantic search
-            problem = str(exc)
-        if problem is not None:
+            index, problem = None, str(exc)
+        else:
+            problem = logbook.semantic_problem
+        if index is None:
             print(f"  MiniLM embedding: unavailable ({problem})")
-            return
+            return None
+        index.model.embed(["warm-up: the model loads on first use"])
         started = time.perf_counter()
         logbook.refresh()
-        ours = len(entries) / (time.perf_counter() - started)
+        return len(entries) / (time.perf_counter() - started)
     finally:
         logbook.close()
-    print(f"  MiniLM embedding (minilm model filling the index, {len(entries):,} entries): "
-          f"{ours:.0f} entries/s, target >= {EMBED_TARGET:.0f}/s: "
-          f"{verdict(ours >= EMBED_TARGET)}")
-    baseline = out_of_box_rate([f"{entry.title}\n{entry.text}" for entry in entries])
-    if baseline is not None:
-        print(f"    sentence-transformers out of the box, same texts: {baseline:.0f} "
-              f"entries/s (issue: about {EMBED_OUT_OF_BOX_ISSUE:.0f}/s) -> "
-              f"{ours / baseline:.2f}x")
 
 
-def out_of_box_rate(texts: list[str]) -> float | None:
-    """``SentenceTransformer(path).encode(texts)`` with every default, on the packaged
-    all-MiniLM-L6-v2 weights."""
+def out_of_box(texts: list[str]) -> Callable[[], float] | None:
+    """Entries per second of ``SentenceTransformer(path).encode(texts)`` with every
+    default, on the packaged all-MiniLM-L6-v2 weights (loaded once, warmed up)."""
     try:
         from sentence_transformers import SentenceTransformer
 
@@ -336,11 +359,16 @@ def out_of_box_rate(texts: list[str]) -> float | None:
     except ImportError as exc:
         print(f"    out-of-the-box baseline unavailable: {exc}")
         return None
+    os.environ["HF_HUB_OFFLINE"] = "1"  # the weights are local; never ask the hub
     model = SentenceTransformer(str(minilm_path()), device="cpu")
     model.encode(texts[:32])
-    started = time.perf_counter()
-    model.encode(texts)
-    return len(texts) / (time.perf_counter() - started)
+
+    def rate() -> float:
+        started = time.perf_counter()
+        model.encode(texts)
+        return len(texts) / (time.perf_counter() - started)
+
+    return rate
 
 
 # -- main ---------------------------------------------------------------------------------
