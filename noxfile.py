@@ -79,7 +79,7 @@ def bench(session: nox.Session) -> None:
     session.install("--quiet", "softioc>=4.5")  # the IOC the EPICS benchmark reads from
     session.run("python", "benchmarks/bench_channels.py", *session.posargs)
     session.run("python", "benchmarks/bench_sandbox.py", *session.posargs)
-    # logbook search at 100k and 1M generated entries: a few minutes, ~2 GB of temporary disk
+    # logbook search at 100k and 1M generated entries: about 12 minutes, ~3 GB of temporary disk
     session.run("python", "benchmarks/bench_logbook.py", *session.posargs)
 
 
