@@ -22,6 +22,7 @@ gives the same stream, on every platform.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import math
@@ -349,6 +350,21 @@ _COUNTS = tuple(str(number) for number in range(1000))
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
+@functools.cache
+def _about(kind: str, facet: str) -> Facts:
+    """The facts of an entry about one event (made once each: entries repeat them)."""
+    return Facts(kind, ((kind, facet),))
+
+
+@functools.cache
+def _rf_facts(cavity: str, lost: bool) -> Facts:
+    return Facts("rf", (("rf", cavity), ("dump", "rf")) if lost else (("rf", cavity),))
+
+
+_BEAMLINE_FACTS = Facts("beamline")
+_ROUTINE_FACTS = Facts("routine")
+
+
 class _Writer:
     """The stream's state: the random source, the clock (and the facility's local time),
     the next ticket number, edits to come."""
@@ -509,8 +525,8 @@ class _Writer:
         reason = pick(RF_REASONS)
         alarm = ALARMS[("rf", str(cavity), reason)]
         lost = rng.random() < 0.6
-        title = pick((f"RF cavity {cavity} trip", f"CAV{cavity} tripped",
-                      f"RF trip on cavity {cavity} ({alarm})"))
+        title = pick(("RF cavity {0} trip", "CAV{0} tripped",
+                      "RF trip on cavity {0} ({1})")).format(cavity, alarm)
         text = (f"Cavity {cavity} tripped on {reason} at {self.hhmm} with {pick(_AMPS)} mA "
                 f"stored, alarm {alarm}. "
                 + ("Beam was lost. " if lost else f"Beam survived at {pick(_SURVIVED)} mA. ")
@@ -528,16 +544,15 @@ class _Writer:
                      + pick(OPEN_TICKET).format(tkt=self.ticket()))
         tags = ["rf", "trip", "beam-loss"] if lost else ["rf", "trip"]
         # a trip that lost the beam is a beam dump caused by RF as well
-        topics = (("rf", str(cavity)), ("dump", "rf")) if lost else (("rf", str(cavity)),)
-        return title, text, tags, Facts("rf", topics)
+        return title, text, tags, _rf_facts(_COUNTS[cavity], lost)
 
     def _vacuum(self) -> tuple[str, str, list[str], Facts]:
         rng, pick = self.rng, self.pick
         sector = 1 + int(rng.random() * SECTORS)
         ring = f"SR{_D2[sector]}"
         pump = self.count_below(1, 7)
-        title = pick((f"Pressure burst in sector {sector}", f"{ring} vacuum excursion",
-                      f"Ion pump IP{pump} sector {sector}"))
+        title = pick(("Pressure burst in sector {0}", "{1} vacuum excursion",
+                      "Ion pump IP{2} sector {0}")).format(sector, ring, pump)
         action = pick((f"Gate valve {ring}:VAC:GV{self.count_below(1, 3)} closed "
                        "automatically.",
                        f"Ion pump controller on ioc-sr{_D2[sector]}-vac rebooted.",
@@ -546,20 +561,20 @@ class _Writer:
         text = (f"Pressure in sector {sector} rose to {pick(_PRESSURE)}e-"
                 f"{self.count_below(7, 10)} Torr on {ring}:VAC:IP{pump}:PRES {pick(VAC_WHEN)}. "
                 f"{action} Recovered to base pressure after {self.count_below(5, 95)} min.")
-        return title, text, ["vacuum"], Facts("vacuum", (("vacuum", str(sector)),))
+        return title, text, ["vacuum"], _about("vacuum", _COUNTS[sector])
 
     def _dump(self) -> tuple[str, str, list[str], Facts]:
         pick = self.pick
         cause = pick(tuple(DUMP_CAUSES))
         words, short = DUMP_CAUSES[cause]
         stamp = f"{self.compact}_{_D2[self.hour]}{_D2[self.minute]}{_D2[self.second]}"
-        title = pick((f"Beam dump ({short})", f"Beam lost at {self.hhmm}",
-                      "Unplanned beam dump"))
+        title = pick(("Beam dump ({0})", "Beam lost at {1}", "Unplanned beam dump")).format(
+            short, self.hhmm)
         text = (f"Beam dumped from {pick(_AMPS)} mA at {self.hhmm}, caused by {words}. "
                 f"Post-mortem buffer saved to /data/postmortem/pm_{stamp}.h5. "
                 + pick(("Refilled to nominal in 6 minutes.", "Refill delayed until the cause "
                         "was understood.", "Beamlines notified, refill at the next top-up.")))
-        return title, text, ["beam-dump", "beam-loss"], Facts("dump", (("dump", cause),))
+        return title, text, ["beam-dump", "beam-loss"], _about("dump", cause)
 
     def _injection(self) -> tuple[str, str, list[str], Facts]:
         pick = self.pick
@@ -571,7 +586,7 @@ class _Writer:
                 + pick((f"Adjusted by {pick(_NS)} ns and efficiency recovered.",
                         "Called the injector expert.",
                         f"Efficiency back above 90% after {self.count_below(2, 32)} min.")))
-        return title, text, ["injection"], Facts("injection", (("injection", part),))
+        return title, text, ["injection"], _about("injection", part)
 
     def _magnet(self) -> tuple[str, str, list[str], Facts]:
         rng, pick = self.rng, self.pick
@@ -581,8 +596,8 @@ class _Writer:
         magnet = f"SR{_D2[sector]}C:{pick(elements)}"
         reason = pick(PS_REASONS)
         alarm = ALARMS[("ps", family, reason)]
-        title = pick((f"{magnet} power supply fault", f"{word} PS trip in sector {sector}",
-                      f"{alarm}: {magnet} PS"))
+        title = pick(("{0} power supply fault", "{1} PS trip in sector {2}",
+                      "{3}: {0} PS")).format(magnet, word, sector, alarm)
         text = (f"{word} supply {magnet} tripped on {reason} ({alarm}); reset via "
                 f"ioc-sr{_D2[sector]}-ps. Setpoint {magnet}:SP restored to "
                 f"{pick(_SETPOINT)} A.")
@@ -600,14 +615,14 @@ class _Writer:
         rng, pick = self.rng, self.pick
         sector = 1 + int(rng.random() * SECTORS)
         bpm = f"SR{_D2[sector]}C:BPM{self.count_below(1, 9)}:{pick('XY')}"
-        title = pick((f"BPM {bpm} jumping", "Orbit feedback dropped a BPM",
-                      f"FOFB excluded BPM in sector {sector}"))
+        title = pick(("BPM {0} jumping", "Orbit feedback dropped a BPM",
+                      "FOFB excluded BPM in sector {1}")).format(bpm, sector)
         text = (f"BPM {bpm} jumped by {pick(_UM)} um; fast orbit feedback (FOFB) removed it "
                 f"from the correction. Orbit RMS {pick(_RMS)} um. "
                 + pick((f"Button cable checked in sector {sector}, reseated.",
                         f"Reference orbit file orbit_ref_{self.compact}.sdds reloaded.",
                         "Will swap the electronics at the next access.")))
-        facts = Facts("orbit", (("orbit", str(sector)),))
+        facts = _about("orbit", _COUNTS[sector])
         return title, text, ["bpm", "orbit", "feedback"], facts
 
     def _id(self) -> tuple[str, str, list[str], Facts]:
@@ -623,7 +638,7 @@ class _Writer:
                 + pick(("Motion controller power cycled, gap moves again.",
                         "Encoder error cleared from the ID panel.",
                         "Left at the parked gap until the ID group comes in.")))
-        return title, text, ["insertion-device"], Facts("id", (("id", family),))
+        return title, text, ["insertion-device"], _about("id", family)
 
     def _cryo(self) -> tuple[str, str, list[str], Facts]:
         pick = self.pick
@@ -637,7 +652,7 @@ class _Writer:
         if part == "compressor":
             text += f" Alarm {ALARMS[('cryo', reason)]}."
         title = pick(("Cryo plant trouble", f"Cryogenics: {part}", "SCW cryo alarm"))
-        return title, text, ["cryo"], Facts("cryo", (("cryo", part),))
+        return title, text, ["cryo"], _about("cryo", part)
 
     def _interlock(self) -> tuple[str, str, list[str], Facts]:
         rng, pick = self.rng, self.pick
@@ -645,8 +660,8 @@ class _Writer:
         reason = pick(INTERLOCK_REASONS)
         alarm = ALARMS[("interlock", system, reason)]
         beamline = f"{self.count_below(1, SECTORS + 1)}.{self.count_below(0, 4)}.1"
-        title = pick((f"{INTERLOCKS[system]} trip on BL {beamline}", f"{alarm} interlock",
-                      f"{INTERLOCKS[system]} interlock"))
+        title = pick(("{0} trip on BL {1}", "{2} interlock", "{0} interlock")).format(
+            INTERLOCKS[system], beamline, alarm)
         text = (f"{INTERLOCKS[system]} interlock on beamline {beamline} front end: {reason} "
                 f"({alarm}). Shutter closed, beamline staff called. "
                 + pick((f"Reset at {self.hhmm} after a walk-through.",
@@ -667,8 +682,8 @@ class _Writer:
         host = pick(hosts)
         version = (f"v{self.count_below(1, 6)}.{self.count_below(0, 12)}."
                    f"{self.count_below(0, 20)}")
-        title = pick((f"Deployed {name} {version}", f"{name} update on {host}",
-                      f"Software: {name}"))
+        title = pick(("Deployed {0} {1}", "{0} update on {2}", "Software: {0}")).format(
+            name, version, host)
         old = (f"v{self.count_below(1, 6)}.{self.count_below(0, 12)}."
                f"{self.count_below(0, 20)}")
         text = (f"Deployed {name} {version} on {host}, replacing {old}. Config file "
@@ -682,23 +697,23 @@ class _Writer:
     def _access(self) -> tuple[str, str, list[str], Facts]:
         pick = self.pick
         sector = 1 + int(self.rng.random() * SECTORS)
-        title = pick((f"Tunnel access sector {sector}", f"Controlled access SR{_D2[sector]}",
-                      "Access for repairs"))
+        title = pick(("Tunnel access sector {0}", "Controlled access SR{1}",
+                      "Access for repairs")).format(sector, _D2[sector])
         text = (f"Controlled access to the SR tunnel, sector {sector}, for {pick(ACCESS_WORK)}. "
                 f"Search and secure completed by {pick(_GROUPS['safety'] + _OPS)} at "
                 f"{self.hhmm}; radiation survey {pick(_DOSE)} uSv/h at the "
                 f"{pick(('septum', 'ID chamber', 'girder', 'ratchet wall'))}.")
-        return title, text, ["access", "safety"], Facts("access", (("access", str(sector)),))
+        return title, text, ["access", "safety"], _about("access", _COUNTS[sector])
 
     def _beamline(self) -> tuple[str, str, list[str], Facts]:
         pick = self.pick
         beamline = (f"{self.count_below(1, SECTORS + 1)}.{self.count_below(0, 4)}."
                     f"{self.count_below(1, 4)}")
-        title = pick((f"Beamline {beamline} request", f"BL {beamline}", "User request"))
+        title = pick(("Beamline {0} request", "BL {0}", "User request")).format(beamline)
         text = (f"Beamline {beamline} {pick(BL_REQUESTS)}. "
                 + pick(("Done, they are happy.", "Will look at it after the next fill.",
                         "Passed to the beamline scientist on call.")))
-        return title, text, ["beamline", "users"], Facts("beamline")
+        return title, text, ["beamline", "users"], _BEAMLINE_FACTS
 
     def _report(self) -> tuple[str, str, list[str], Facts]:
         """A long entry: the week's events retold, one paragraph each, then actions."""
@@ -726,7 +741,7 @@ class _Writer:
             qx=pick(_TUNE_X), qy=pick(_TUNE_Y), cur=pick(_AMPS), lt=pick(_LIFETIME_MEASURED),
             rms=pick(_RMS), chrom=pick(_CHROMATICITY))
         title = pick(("Measurement", "Routine check", "Machine status"))
-        return title, text, ["measurement"], Facts("routine")
+        return title, text, ["measurement"], _ROUTINE_FACTS
 
 
 def generate(count: int, *, seed: int = 0, start: datetime = START, days: float = DAYS,
