@@ -345,7 +345,9 @@ def print_synthetic(results: dict[str, Any]) -> None:
           f"{answers['abstention_rate_unanswerable']:.2f}, answer rate on answerable "
           f"{answers['answer_rate_answerable']:.2f}, support accuracy "
           f"{answers['support_accuracy_answerable']:.2f} (answer string in the answer: "
-          f"{answers['answer_string_given']:.2f})")
+          f"{answers['answer_string_given']:.2f})"
+          + (f"; {answers['abstentions_citing']} abstentions cite entries"
+             if answers["abstentions_citing"] else ""))
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -362,7 +364,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="entries in the synthetic logbook")
     parser.add_argument("--seed", type=int, default=synthetic.EVAL_SEED)
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
-    parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)  # nox passes it to all
     args = parser.parse_args(argv)
     modes = [mode for mode in args.modes.split(",") if mode]
     if unknown := set(modes) - set(MODES):
