@@ -472,10 +472,15 @@ class SQLiteLogbook:
 
 def _row(entry: LogEntry, digest: str, now: float, version: int) -> tuple[Any, ...]:
     return (entry.id, entry.source, entry.native_id, entry.logbook, entry.author, entry.title,
-            entry.text, json.dumps(list(entry.tags), ensure_ascii=False), entry.utc.timestamp(),
-            entry.utc_offset_minutes, json.dumps(list(entry.linked_to), ensure_ascii=False),
-            json.dumps([item.model_dump(mode="json") for item in entry.attachments],
-                       ensure_ascii=False), now, digest, version)
+            entry.text, _json_list(entry.tags), entry.utc.timestamp(),
+            entry.utc_offset_minutes, _json_list(entry.linked_to),
+            _json_list([item.model_dump(mode="json") for item in entry.attachments]), now,
+            digest, version)
+
+
+def _json_list(items: Sequence[Any]) -> str:
+    """A list as JSON; most are empty, and ``json.dumps`` was a third of ingest's Python."""
+    return json.dumps(list(items), ensure_ascii=False) if items else "[]"
 
 
 def _entry(row: Sequence[Any]) -> LogEntry:
