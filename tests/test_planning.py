@@ -130,6 +130,34 @@ def test_ranking_ties_keep_input_order(capabilities: Registry[Capability]) -> No
     assert rank_capabilities("xyzzy", capabilities, 2) == ranked
 
 
+@pytest.mark.parametrize(("query", "expected"), [
+    ("compute something about HCM1:SP", "python"),
+    ("computes the mean of BPM1:X about the last hour", "python"),
+    ("what do you remember about BPMs", "memory_recall"),
+    ("has the RF cavity tripped before?", "logbook_search"),
+    ("set HCM1:SP to 2.0", "channel_write"),
+])
+def test_the_default_shortlist_of_the_installed_capabilities_keeps_the_right_one(
+        query: str, expected: str) -> None:
+    # Common words ("about", "something") decide nothing and endings are folded
+    # ("compute" finds "computed"): with every built-in installed the shortlist is full.
+    from osprey_core.plugin_host import load_plugins
+    from osprey_core.settings import PlanningSettings
+
+    installed = list(load_plugins(environ={}).capabilities())
+    limit = PlanningSettings().max_candidates
+    assert len([item for item in installed if not item.terminal]) > limit
+    names = [item.name for item in rank_capabilities(query, installed, limit)]
+    assert expected in names[:limit]
+
+
+def test_common_words_do_not_change_the_ranking(capabilities: Registry[Capability]) -> None:
+    for query in ("draw a chart of the beam current", "read SR:CURRENT"):
+        padded = f"what about something that you could do for me: {query}"
+        assert rank_capabilities(padded, capabilities, 3) == rank_capabilities(
+            query, capabilities, 3)
+
+
 def test_ranking_with_only_terminal_capabilities() -> None:
     assert [item.name for item in rank_capabilities("hi", registry(Respond()), 5)] == ["respond"]
 

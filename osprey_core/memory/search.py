@@ -1,6 +1,6 @@
 """Relevance ranking of memories: BM25 over words, then a plain substring fallback.
 
-Words are case-folded, a plural ``s`` is dropped (``BPMs`` finds ``BPM``), words mixing
+Words are case-folded, common endings dropped (``BPMs`` finds ``BPM``), words mixing
 letters and digits also count by part (``BPM01`` finds ``BPM``), and common words are
 ignored, so a whole request ("what do you remember about the BPMs?") can be the query.
 """
@@ -11,26 +11,13 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from osprey_core.words import STOP_WORDS, fold
+
 if TYPE_CHECKING:
     from osprey_core.memory.models import MemoryEntry
 
 _WORD = re.compile(r"\w+")
 _PARTS = re.compile(r"[^\W\d_]+|\d+")
-STOP_WORDS = frozenset({
-    "a", "about", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but",
-    "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he",
-    "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "know", "me", "my",
-    "no", "not", "of", "on", "or", "our", "please", "recall", "remember", "said", "she",
-    "so", "tell", "that", "the", "their", "them", "then", "there", "these", "they", "this",
-    "to", "us", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will",
-    "with", "would", "you", "your",
-})
-
-
-def _normal(word: str) -> str:
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
 
 
 def tokenize(text: str) -> list[str]:
@@ -39,10 +26,10 @@ def tokenize(text: str) -> list[str]:
     for word in _WORD.findall(text.casefold()):
         if word in STOP_WORDS:
             continue
-        tokens.append(_normal(word))
+        tokens.append(fold(word))
         parts = _PARTS.findall(word)
         if len(parts) > 1:
-            tokens.extend(_normal(part) for part in parts if part not in STOP_WORDS)
+            tokens.extend(fold(part) for part in parts if part not in STOP_WORDS)
     return tokens
 
 

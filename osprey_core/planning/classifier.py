@@ -6,18 +6,22 @@ import re
 from collections.abc import Iterable
 
 from osprey_core.hookspecs.capabilities import Capability
+from osprey_core.words import STOP_WORDS, fold
 
 _WORD = re.compile(r"[a-z0-9_]+")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-case words; ``read_channels`` also yields ``read`` and ``channels``."""
+    """Lower-case words without common ones, endings folded (:func:`osprey_core.words.fold`);
+    ``read_channels`` also yields ``read`` and ``channel``."""
     tokens = []
     for word in _WORD.findall(text.lower()):
-        tokens.append(word)
+        if word in STOP_WORDS:
+            continue
+        tokens.append(fold(word))
         parts = [part for part in word.split("_") if part]
         if len(parts) > 1:
-            tokens.extend(parts)
+            tokens.extend(fold(part) for part in parts if part not in STOP_WORDS)
     return tokens
 
 
