@@ -288,16 +288,18 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SQLiteLog
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(allowed=st.sets(st.integers(0, 320)), k=st.integers(1, 30),
-       block=st.sampled_from([4, 64, 100_000]), query=st.sampled_from(TOPICS))
+       block=st.sampled_from([4, 64, 100_000]), dense=st.sampled_from([0.0, 0.5, 1.0]),
+       query=st.sampled_from(TOPICS))
 def test_no_hit_outside_the_mask_and_the_top_k_is_exact(
         filled: tuple[SQLiteLogbook, SemanticIndex], allowed: set[int], k: int, block: int,
-        query: str) -> None:
+        dense: float, query: str) -> None:
     logbook, index = filled
     mask = np.zeros(321, dtype=bool)
     mask[sorted(allowed)] = True
-    # Small blocks exercise the skipped, gathered and fully multiplied block paths.
+    # One product over all rows, or blocks skipped, gathered and multiplied whole.
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(semantic, "BLOCK_ROWS", block)
+        patch.setattr(semantic, "DENSE_ABOVE", dense)
         hits = index.search(query, mask=mask, k=k)
 
     alive = allowed & set(logbook.live_rowids())

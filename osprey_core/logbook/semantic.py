@@ -37,10 +37,12 @@ if TYPE_CHECKING:
 
 #: Layout of a vector set; a set of another format is rebuilt, never misread.
 FORMAT = 1
-#: Rows multiplied at once: large enough for BLAS, small enough to skip unmasked blocks.
+#: Above this share of allowed rows, one product over the whole matrix is cheapest.
+DENSE_ABOVE = 0.5
+#: Rows multiplied at once below that: large enough for BLAS, small enough to skip.
 BLOCK_ROWS = 65_536
 #: Below this share of allowed rows in a block, gathering them beats multiplying all.
-GATHER_BELOW = 0.25
+GATHER_BELOW = 0.1
 
 type Progress = Callable[[int, int], None]
 
@@ -374,55 +376,48 @@ class SemanticIndex:
                 f"query vector for a set of {self._set.dimension}-dimensional ones")
         allowed = self._alive_rows()
         if mask is not None:
-            allowed = allowed & _by_row(np.asarray(mask, dtype=bool), self._set.rowids())
+            mask = np.asarray(mask, dtype=bool)
+            if len(mask) < len(self._embedded):  # rowids past its end are not allowed
+                mask = np.concatenate((mask, np.zeros(len(self._embedded) - len(mask), bool)))
+            allowed = allowed & mask[self._set.rowids()]
         return self._top(query, allowed, k)
 
     def _top(self, query: np.ndarray, allowed: np.ndarray, k: int) -> SemanticHits:
-        count = int(np.count_nonzero(allowed))
-        if count == 0:
+        rows, scores = _scores(self._set.matrix(), query, allowed)
+        if len(scores) == 0:
             return SemanticHits([], [])
-        scores = _scores(self._set.matrix(), query, allowed)
-        owners = self._set.rowids()
+        owners = self._set.rowids()[rows]
         # The best chunk of an entry counts; widen until k distinct entries are found.
-        wanted = min(count, 2 * k)
+        wanted = min(len(scores), 2 * k)
         while True:
             top = np.argpartition(scores, len(scores) - wanted)[len(scores) - wanted:]
             top = top[np.lexsort((owners[top], -scores[top]))]  # ties: lower rowid first
             _, first = np.unique(owners[top], return_index=True)
-            if len(first) >= k or wanted == count:
+            if len(first) >= k or wanted == len(scores):
                 break
-            wanted = min(count, 4 * wanted)
+            wanted = min(len(scores), 4 * wanted)
         best = top[np.sort(first)[:k]]
         return SemanticHits(owners[best].tolist(), scores[best].astype(float).tolist())
 
 
-def _by_row(mask: np.ndarray, owners: np.ndarray) -> np.ndarray:
-    """``mask`` (by rowid) looked up for each row; rowids past its end are not allowed."""
-    top = int(owners.max()) + 1 if len(owners) else 0
-    if len(mask) < top:
-        mask = np.concatenate((mask, np.zeros(top - len(mask), dtype=bool)))
-    return mask[owners]
-
-
-def _scores(matrix: np.ndarray, query: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """Cosine of every allowed row, ``-inf`` elsewhere. Blocks without an allowed row are
-    skipped and sparse ones gathered, so a narrow filter (a day, an author) costs less
-    than the whole matrix."""
-    scores = np.full(len(matrix), -np.inf, dtype=np.float32)
-    for start in range(0, len(matrix), BLOCK_ROWS):
+def _scores(matrix: np.ndarray, query: np.ndarray, allowed: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The allowed rows and their cosines. A mostly open mask costs one matrix-vector
+    product; a narrower one (a week, an author) goes by blocks, skipping those with no
+    allowed row and gathering the rows of sparse ones."""
+    rows = np.flatnonzero(allowed)
+    if len(rows) > DENSE_ABOVE * len(matrix):
+        return rows, (matrix @ query)[rows]
+    bounds = np.searchsorted(rows, range(0, len(matrix) + BLOCK_ROWS, BLOCK_ROWS))
+    parts = [np.zeros(0, dtype=np.float32)]
+    for block, start in enumerate(range(0, len(matrix), BLOCK_ROWS)):
+        inside = rows[bounds[block]:bounds[block + 1]]
         stop = min(start + BLOCK_ROWS, len(matrix))
-        block = allowed[start:stop]
-        count = int(np.count_nonzero(block))
-        if count == 0:
-            continue
-        if count < GATHER_BELOW * len(block):
-            rows = start + np.flatnonzero(block)
-            scores[rows] = matrix[rows] @ query
+        if len(inside) < GATHER_BELOW * (stop - start):
+            parts.append(matrix[inside] @ query)
         else:
-            np.dot(matrix[start:stop], query, out=scores[start:stop])
-            if count < len(block):
-                scores[start:stop][~block] = -np.inf
-    return scores
+            parts.append((matrix[start:stop] @ query)[inside - start])
+    return rows, np.concatenate(parts)
 
 
 def _remove_tree(path: Path) -> None:
