@@ -92,21 +92,39 @@ class Osprey:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
+        """Release the control system and the store (``with Osprey() as osprey:``)."""
         try:
             if self._loop is not None:
                 # The control system connected on this loop, if it was used: close it there.
                 self._loop.run_until_complete(self.runtime.aclose())
         finally:
-            if self._loop is not None:
-                self._loop.close()
-                self._loop = None
-            self.runtime.store.close()
+            self._release()
+
+    async def aclose(self) -> None:
+        """Release the control system on the running loop, where the async methods
+        connected it, and the store (``async with Osprey() as osprey:``)."""
+        try:
+            await self.runtime.aclose()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+        self.runtime.store.close()
 
     def __enter__(self) -> Osprey:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Osprey:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # -- observing -----------------------------------------------------------------------
 
@@ -186,26 +204,49 @@ class Osprey:
 
     # -- sync API ------------------------------------------------------------------------
 
-    def run(self, query: str, **kwargs: Any) -> RunRecord:
-        return self._sync(self.arun(query, **kwargs))
+    # Each mirrors its async twin keyword for keyword, so a misspelt keyword fails type
+    # checking instead of at run time.
 
-    def pending(self, **kwargs: Any) -> list[ApprovalRecord]:
-        return self._sync(self.apending(**kwargs))
+    def run(self, query: str, *, session: str = "default", user: str | None = None,
+            planning: bool | None = None, interface: str = "api",
+            plan: Plan | None = None) -> RunRecord:
+        """Run a request until it is done, fails, or pauses for an approval."""
+        return self._sync(self.arun(query, session=session, user=user, planning=planning,
+                                    interface=interface, plan=plan))
 
-    def approve(self, approval_id: str, **kwargs: Any) -> RunRecord:
-        return self._sync(self.aapprove(approval_id, **kwargs))
+    def pending(self, *, session: str | None = None) -> list[ApprovalRecord]:
+        """Approvals still waiting for a decision (overdue ones expire first)."""
+        return self._sync(self.apending(session=session))
 
-    def reject(self, approval_id: str, **kwargs: Any) -> RunRecord:
-        return self._sync(self.areject(approval_id, **kwargs))
+    def approve(self, approval_id: str, *, user: str | None = None, interface: str = "api",
+                reason: str | None = None, session: str | None = None) -> RunRecord:
+        """Approve exactly the stored artifact, then run on until the next pause or the end."""
+        return self._sync(self.aapprove(approval_id, user=user, interface=interface,
+                                        reason=reason, session=session))
 
-    def edit(self, approval_id: str, artifact: Any, **kwargs: Any) -> ApprovalRecord:
-        return self._sync(self.aedit(approval_id, artifact, **kwargs))
+    def reject(self, approval_id: str, *, user: str | None = None, interface: str = "api",
+               reason: str | None = None, session: str | None = None) -> RunRecord:
+        """Reject: the run ends as rejected; nothing is replanned."""
+        return self._sync(self.areject(approval_id, user=user, interface=interface,
+                                       reason=reason, session=session))
 
-    def resume(self, run_id: str, **kwargs: Any) -> RunRecord:
-        return self._sync(self.aresume(run_id, **kwargs))
+    def edit(self, approval_id: str, artifact: Any, *, user: str | None = None,
+             interface: str = "api", session: str | None = None) -> ApprovalRecord:
+        """Replace a pending artifact; returns the new approval request it needs."""
+        return self._sync(self.aedit(approval_id, artifact, user=user, interface=interface,
+                                     session=session))
 
-    def cancel(self, run_id: str, **kwargs: Any) -> RunRecord:
-        return self._sync(self.acancel(run_id, **kwargs))
+    def resume(self, run_id: str, *, user: str | None = None, interface: str = "api",
+               indeterminate: Literal["applied", "not_applied"] | None = None) -> RunRecord:
+        """Continue an interrupted run (``indeterminate`` settles a step that crashed
+        midway: the operator says whether its effect happened)."""
+        return self._sync(self.aresume(run_id, user=user, interface=interface,
+                                       indeterminate=indeterminate))
+
+    def cancel(self, run_id: str, *, user: str | None = None, interface: str = "api",
+               reason: str | None = None) -> RunRecord:
+        """Cancel a run that has not finished; pending approvals are withdrawn."""
+        return self._sync(self.acancel(run_id, user=user, interface=interface, reason=reason))
 
     def refresh(self) -> None:
         """Recover interrupted runs and expire overdue approvals now."""
