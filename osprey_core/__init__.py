@@ -19,15 +19,16 @@ if TYPE_CHECKING:
         ServerRejectedError,
     )
     from osprey_core.errors import (
+        ApprovalError,
         ConfigError,
         DuplicateNameError,
         OspreyError,
         PluginError,
         RegistryError,
+        RunError,
         StorageError,
         UnknownNameError,
     )
-    from osprey_core.orchestrator import ApprovalError, RunError
     from osprey_core.planning.base import PlanningError, PlanValidationError
     from osprey_core.store import ConflictError, StoreDamagedError, StoreError
 
@@ -35,9 +36,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "Osprey": "osprey_core.api",
     **dict.fromkeys(("OspreyError", "ConfigError", "PluginError", "RegistryError",
-                     "UnknownNameError", "DuplicateNameError", "StorageError"),
-                    "osprey_core.errors"),
-    **dict.fromkeys(("ApprovalError", "RunError"), "osprey_core.orchestrator"),
+                     "UnknownNameError", "DuplicateNameError", "StorageError",
+                     "ApprovalError", "RunError"), "osprey_core.errors"),
     **dict.fromkeys(("PlanningError", "PlanValidationError"), "osprey_core.planning.base"),
     **dict.fromkeys(("StoreError", "ConflictError", "StoreDamagedError"), "osprey_core.store"),
     **dict.fromkeys(("ControlSystemError", "ChannelNotFoundError", "ServerRejectedError"),
