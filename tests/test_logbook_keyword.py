@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from osprey_core.logbook import keyword
 from osprey_core.logbook.docmeta import DocMeta
 from osprey_core.logbook.keyword import KeywordIndex, snippet
+from osprey_core.logbook.keyword.evaluation import QueryRun
 from osprey_core.logbook.models import Filters, LogEntry
 from osprey_core.logbook.query import And, Field, Node, Not, Or, Phrase, Word, parse_query
 from osprey_core.logbook.store import SQLiteLogbook
@@ -268,7 +268,7 @@ def _refresh(path: Path) -> None:
 def test_an_index_of_another_analyzer_is_rebuilt(store: SQLiteLogbook,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     index_of(store, [entry("1", "RF", "cavity")])
-    monkeypatch.setattr(keyword, "ANALYZER_VERSION", "another")
+    monkeypatch.setattr("osprey_core.logbook.keyword.index.ANALYZER_VERSION", "another")
     index = KeywordIndex.open(store, store.path.with_suffix(".index"))
     assert index.seq == 0 and index.segments == []
     assert index.refresh() == 1
@@ -424,8 +424,8 @@ def test_no_hit_violates_the_query_and_incremental_equals_full(
             assert top.rowids == hits.rowids[:3]
             for lookup, pick in ((math.inf, math.inf), (0, math.inf), (0, 0)):
                 with pytest.MonkeyPatch.context() as patch:  # each way to read postings
-                    patch.setattr(keyword._Run, "LOOKUP_BELOW", lookup)
-                    patch.setattr(keyword._Run, "PICK_BELOW", pick)
+                    patch.setattr(QueryRun, "LOOKUP_BELOW", lookup)
+                    patch.setattr(QueryRun, "PICK_BELOW", pick)
                     assert index.search(query, k=100) == hits
         logbook.close()
 
