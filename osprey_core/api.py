@@ -26,7 +26,8 @@ from osprey_core.models import (
     RunRecord,
     StepRecord,
 )
-from osprey_core.orchestrator import Orchestrator, Runtime
+from osprey_core.orchestration.orchestrator import Orchestrator
+from osprey_core.orchestration.runtime import Runtime
 from osprey_core.run_machine import RunState
 
 if TYPE_CHECKING:
@@ -287,7 +288,7 @@ class Osprey:
         return self.runtime.store.list_runs(session=session, states=states, limit=limit)
 
     def approval(self, approval_id: str) -> ApprovalRecord:
-        from osprey_core.orchestrator import ApprovalError
+        from osprey_core.errors import ApprovalError
         from osprey_core.store import StoreError
 
         try:

@@ -34,6 +34,22 @@ class DuplicateNameError(RegistryError):
     """Two plugins registered the same name in one family; the message names both."""
 
 
+class ApprovalError(OspreyError):
+    """A decision was refused: unknown, already decided, expired, foreign or tampered."""
+
+    #: True once the refusal is in the audit log (so it is written exactly once).
+    audited = False
+
+
+class RunError(OspreyError):
+    """The run cannot do what was asked in its current state."""
+
+
+class StepRefused(OspreyError):
+    """A step the configuration already forbids (writes disabled, a channel's limits):
+    refused while it is prepared, so nobody is asked to approve what cannot run."""
+
+
 def shorten(text: str, limit: int = 200) -> str:
     """``text`` cut to about ``limit`` characters, saying how much was left out: errors
     quote what they refuse, never a megabyte of it."""

@@ -33,7 +33,6 @@ from osprey_core.settings import ProvidersSettings
 
 if TYPE_CHECKING:
     from osprey_core.models import RunRecord
-    from osprey_core.orchestrator import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -302,15 +301,6 @@ class ProviderService:
         self.providers = providers
         self.settings = settings
         self.request = request
-
-    @classmethod
-    def for_run(cls, runtime: Runtime, run: RunRecord) -> ProviderService:
-        """Providers asked about ``run``'s request; they see the providers' private copy
-        of the configuration, never the live one."""
-        request = ProviderRequest(query=run.query, user=run.user, session=run.session,
-                                  run_id=run.id, config=runtime.provider_config)
-        return cls(runtime.plugin_view.data_providers(), runtime.config.section("providers"),
-                   request)
 
     async def gather(self, *, only: Iterable[str] | None = None,
                      query: str | None = None) -> GatherResult:

@@ -271,7 +271,7 @@ def main() -> int:
             sys.stdin.read()
         return 0
     if args.barrier is not None:
-        from osprey_core.orchestrator import Orchestrator
+        from osprey_core.orchestration.orchestrator import Orchestrator
 
         opened = Orchestrator._open_approval
 
@@ -488,7 +488,7 @@ class Lab:
 
     def orphan_runs(self) -> None:
         """Make every run's owner a process of an earlier boot, as if it had died."""
-        from osprey_core.orchestrator import boot_id
+        from osprey_core.orchestration.runtime import boot_id
 
         with contextlib.closing(self.db()) as db:
             db.execute("UPDATE runs SET owner=replace(owner, ?, 'gone'), "

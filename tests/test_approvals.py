@@ -13,9 +13,10 @@ import pytest
 from orch_helpers import Lab, ManualClock, PolicyPlugin, VotePolicy
 
 from osprey_core.approvals import Action, Outcome, rule
+from osprey_core.errors import ApprovalError
 from osprey_core.hookspecs.approval_policies import ApprovalPolicy, Verdict, Vote
 from osprey_core.models import ApprovalStatus
-from osprey_core.orchestrator import ApprovalError, Orchestrator
+from osprey_core.orchestration.orchestrator import Orchestrator
 from osprey_core.plugin_host import load_plugins
 from osprey_core.plugins.approval_modes import ConfiguredModes
 from osprey_core.registry import Registry

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from orch_helpers import TIMEOUT, Lab, json_out, pid_gone, plan_reply, respond, step
 
+from osprey_core.errors import RunError
 from osprey_core.models import ApprovalStatus, Plan, PlanStep, RunRecord, StepStatus
-from osprey_core.orchestrator import RunError
 from osprey_core.run_machine import RunState
 from osprey_core.testing.openai_server import FakeOpenAIServer
 

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from orch_helpers import Lab, ManualClock, plan_reply, step
 
+from osprey_core.errors import ApprovalError
 from osprey_core.models import ApprovalStatus, Plan, PlanStep, RunRecord, StepRecord, StepStatus
-from osprey_core.orchestrator import ApprovalError, RunController, boot_id, own_start
+from osprey_core.orchestration.controller import RunController
+from osprey_core.orchestration.runtime import boot_id, own_start
 from osprey_core.planning import PlanValidationError
 from osprey_core.run_machine import RunState
 from osprey_core.testing.openai_server import FakeOpenAIServer

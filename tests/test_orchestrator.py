@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 from orch_helpers import Lab, Observer, plan_reply, respond, step
 
-from osprey_core.errors import OspreyError
+from osprey_core.errors import ApprovalError, OspreyError, RunError
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, StepContext
 from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.models import ApprovalKind, ApprovalStatus, StepStatus, sha256_of
-from osprey_core.orchestrator import ApprovalError, RunError
 from osprey_core.planning import PlanValidationError
 from osprey_core.run_machine import TERMINAL, RunState
 from osprey_core.store import RunStore

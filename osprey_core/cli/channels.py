@@ -24,9 +24,6 @@ from osprey_core.cli.state import CliState, cli_state
 if TYPE_CHECKING:
     from osprey_core.control.system import ControlSystem
     from osprey_core.control.types import ChannelValue
-    from osprey_core.models import Plan
-    from osprey_core.orchestrator import Runtime
-    from osprey_core.planning import PlanRequest
 
 channels_app = typer.Typer(help="Read, write, monitor and describe control-system channels.",
                            no_args_is_help=True)
@@ -288,20 +285,6 @@ def parse_cli_value(text: str, kind: ValueType | None) -> Any:
     return value
 
 
-class FixedPlanner:
-    """Plans exactly the given steps (validated like any plan), whatever the request."""
-
-    def __init__(self, runtime: Runtime, steps: list[dict[str, Any]]) -> None:
-        self.runtime = runtime
-        self.steps = steps
-
-    async def plan(self, request: PlanRequest) -> Plan:
-        from osprey_core.planning import validate_plan
-
-        return validate_plan({"steps": self.steps, "reasoning": "osprey channels write"},
-                             self.runtime.host.capabilities(), request.context_keys)
-
-
 # Negative values (-1.5) must reach VALUE instead of being taken for options.
 @channels_app.command("write", context_settings={"ignore_unknown_options": True})
 def write(
@@ -322,8 +305,8 @@ def write(
 
     Exit 0 written and verified, 3 waiting for approval, 1 refused, blocked or failed.
     """
-    from osprey_core.api import Osprey
     from osprey_core.cli.render import show_run
+    from osprey_core.models import Plan, PlanStep
 
     state = cli_state(ctx)
     _check_names(control_system(state), [name])
@@ -331,12 +314,12 @@ def write(
     item: dict[str, Any] = {"channel": name, "value": parsed}
     if units:
         item["units"] = units
-    steps = [{"capability": "channel_write", "parameters": {"writes": [item]},
-              "output": "channel_write"}]
+    step = PlanStep(capability="channel_write", parameters={"writes": [item]},
+                    output="channel_write")
+    plan = Plan(steps=[step], reasoning="osprey channels write")
     query = f"set {name} to {value if isinstance(parsed, str) else json.dumps(parsed)}"
     if units:
         query += f" {units}"
-    with Osprey(host=state.host, config=state.config(),
-                planner_factory=lambda runtime: FixedPlanner(runtime, steps)) as osprey:
-        run = osprey.run(query, session=session, user=user, interface="cli")
-        show_run(osprey, run, as_json=as_json)
+    osprey = state.osprey()
+    run = osprey.run(query, session=session, user=user, interface="cli", plan=plan)
+    show_run(osprey, run, as_json=as_json)

@@ -98,7 +98,7 @@ def demo_config(state: CliState, home: Path) -> OspreyConfig:
 
 def _walk(state: CliState, home: Path) -> None:
     from osprey_core.api import Osprey
-    from osprey_core.orchestrator import ApprovalError
+    from osprey_core.errors import ApprovalError
     from osprey_core.run_machine import RunState
 
     with Osprey(host=state.host, config=demo_config(state, home)) as osprey:

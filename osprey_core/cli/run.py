@@ -20,7 +20,7 @@ def run_request(
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
 ) -> None:
     """Run a request. Exit 0 done, 3 waiting for approval, 1 failed or rejected."""
-    from osprey_core.orchestrator import split_planning_prefix
+    from osprey_core.orchestration.orchestrator import split_planning_prefix
 
     if not split_planning_prefix(query)[0]:
         raise typer.BadParameter("the request is empty", param_hint="'QUERY'")
