@@ -37,6 +37,7 @@ from itertools import pairwise
 
 from osprey_core.logbook import sample
 from osprey_core.logbook.models import Filters, LogEntry, parse_time
+from osprey_core.logbook.sample.formats import utc_offset
 
 EVAL_SEED = 11
 EVAL_COUNT = 3000
@@ -459,7 +460,7 @@ def _silent_shifts(corpus: Corpus, rng: random.Random, count: int) -> list[str]:
     """Shifts (local date and name) in which nobody wrote anything at all."""
     busy = set()
     for entry in corpus.entries.values():
-        local = entry.utc + timedelta(minutes=sample._offset(entry.utc.timestamp(), "pacific"))
+        local = entry.utc + timedelta(minutes=utc_offset(entry.utc.timestamp(), "pacific"))
         busy.add((local.strftime("%Y-%m-%d"), ("owl", "day", "swing")[local.hour // 8]))
     first = min(entry.utc for entry in corpus.entries.values())
     silent = []

@@ -16,6 +16,7 @@ import pytest
 
 from osprey_core.logbook import sample
 from osprey_core.logbook.models import LogEntry
+from osprey_core.logbook.sample.formats import utc_offset
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -364,7 +365,7 @@ def test_unanswerable_questions_have_no_answer_in_the_logbook(evaluation):
 def _written_in_shift(entries, date: str, shift: str) -> bool:
     first = {"owl": 0, "day": 8, "swing": 16}[shift]
     for entry in entries:
-        offset = sample._offset(entry.utc.timestamp(), "pacific")
+        offset = utc_offset(entry.utc.timestamp(), "pacific")
         local = entry.utc + timedelta(minutes=offset)
         if local.strftime("%Y-%m-%d") == date and first <= local.hour < first + 8:
             return True
