@@ -24,7 +24,7 @@ from osprey_core.hookspecs.execution_backends import (
     SandboxOutcome,
 )
 from osprey_core.sandbox.collect import copy_out
-from osprey_core.sandbox.prepare import refresh_shim
+from osprey_core.sandbox.interpreter import refresh_shim
 from osprey_core.sandbox.spawn import (
     StartFailed,
     classify,

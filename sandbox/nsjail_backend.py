@@ -34,7 +34,7 @@ from osprey_core.hookspecs.execution_backends import (
 )
 from osprey_core.sandbox.bootstrap import LAUNCHER
 from osprey_core.sandbox.collect import copy_out
-from osprey_core.sandbox.prepare import (
+from osprey_core.sandbox.interpreter import (
     RuntimeInfo,
     check_runtime,
     load_runtime,

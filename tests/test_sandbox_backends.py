@@ -370,7 +370,7 @@ def test_cli_setup_and_check(osprey_host: PluginHost, register_plugin: PluginReg
 
 def test_plots_reuse_the_font_cache_built_at_setup(jail: NsjailBackend, settings: ExecutionSettings,
                                                    tmp_path: Path) -> None:
-    from osprey_core.sandbox.prepare import load_runtime
+    from osprey_core.sandbox.interpreter import load_runtime
 
     runtime = load_runtime(settings.runtime_dir)
     assert runtime is not None and ".mpl/fontlist-" in " ".join(runtime.seed_files())

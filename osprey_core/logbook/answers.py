@@ -17,13 +17,33 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from osprey_core.errors import OspreyError
 from osprey_core.logbook.models import Filters, Hit
 
 if TYPE_CHECKING:
-    from osprey_core.logbook.service import Logbook
+    from osprey_core.logbook.models import SearchResult
+    from osprey_core.settings import LLMSettings, LogbookSettings
+
+
+class _Weights(Protocol):
+    def idf(self, term: str) -> float: ...
+
+
+class Logbook(Protocol):
+    """What an answer needs of :class:`osprey_core.logbook.service.Logbook`, which calls
+    :func:`answer`: named here, so this module does not import the service back."""
+
+    settings: LogbookSettings
+    llm: LLMSettings | None
+    environ: dict[str, str] | None
+
+    @property
+    def keyword(self) -> _Weights: ...
+
+    def search(self, query: str, *, mode: Any = None, filters: Filters | None = None,
+               k: int = 10) -> SearchResult: ...
 
 ABSTAIN = "The logbook does not say."
 #: ``[#als/12345]``: the only citation form accepted.
