@@ -12,6 +12,11 @@ from osprey_core.hookspecs import hookspec
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from osprey_core.approvals import Ruling
+    from osprey_core.control.system import ControlSystem
+    from osprey_core.hookspecs.archivers import ArchiverConnector
+    from osprey_core.providers import ProviderService
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedAction:
@@ -40,9 +45,8 @@ class StepContext:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     #: The approved (or, without approval, the prepared) artifact; ``None`` before prepare.
     artifact: Mapping[str, Any] | None = None
-    #: Services the core offers capabilities (:class:`StepServices`; readable by name too:
-    #: ``services["control_system"]``).
-    services: Mapping[str, Any] = field(default_factory=dict)
+    #: Services the core offers capabilities: ``step.services.control_system`` and so on.
+    services: StepServices = field(default_factory=lambda: StepServices.offering())
     #: The approval the artifact was approved under (``None``: it ran without one).
     approval_id: str | None = None
     #: The interface the run was submitted through (``cli``, ``api``, ...), for the audit.
@@ -75,11 +79,14 @@ class CapabilityInfo:
 class StepServices(Mapping[str, Any]):
     """What the core offers a capability while it prepares or runs one step.
 
-    Typed attributes, also readable by name (``services["config"]``). Deliberately narrow:
+    Read them as typed attributes (``step.services.control_system``). Deliberately narrow:
     a private copy of the configuration, read-only views of the plugin registries, and
     the run's own audit and policy questions. The plugin host is not among them, so a
     step cannot change which plugins or approval policies exist. The control system,
     archiver, provider service and configuration copy are made on first use.
+
+    Reading by name (``services["config"]``) is kept for plugins written before the
+    attributes existed; new code should use the attributes, which type checkers see.
     """
 
     __slots__ = ("_lazy", "_ready")
@@ -88,55 +95,82 @@ class StepServices(Mapping[str, Any]):
 
     def __init__(self, *, config: Callable[[], Any], plugins: Any,
                  capabilities: tuple[CapabilityInfo, ...],
-                 audit: Callable[[str, dict[str, Any]], None], rule: Callable[[Any], Any],
-                 control_system: Callable[[], Any], archiver: Callable[[], Any],
-                 providers: Callable[[], Any]) -> None:
+                 audit: Callable[[str, dict[str, Any]], None],
+                 rule: Callable[[dict[str, Any]], Ruling],
+                 control_system: Callable[[], ControlSystem],
+                 archiver: Callable[[], ArchiverConnector],
+                 providers: Callable[[], ProviderService]) -> None:
         object.__setattr__(self, "_ready", {
             "plugins": plugins, "capabilities": capabilities, "audit": audit, "rule": rule})
         object.__setattr__(self, "_lazy", {
             "config": config, "control_system": control_system, "archiver": archiver,
             "providers": providers})
 
+    @classmethod
+    def offering(cls, **services: Any) -> StepServices:
+        """Only the given services, ready-made (``StepServices.offering(control_system=cs)``):
+        for running a capability outside a run, in tests or a facility's own harness."""
+        offered = cls.__new__(cls)
+        object.__setattr__(offered, "_ready", dict(services))
+        object.__setattr__(offered, "_lazy", {})
+        return offered
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("step services are read-only")
 
+    # config and plugins stay Any: their classes (OspreyConfig, PluginView) live in modules
+    # that import this one, so naming them here would close an import cycle.
+
     @property
     def config(self) -> Any:
-        """A private copy of the configuration: changing it changes nothing else."""
+        """A private copy of the configuration (``OspreyConfig``): changing it changes
+        nothing else."""
         return self["config"]
 
     @property
     def plugins(self) -> Any:
-        """Read-only registries (code generators, execution backends, data providers)."""
-        return self._ready["plugins"]
+        """Read-only registries (``PluginView``: code generators, execution backends,
+        data providers, embedding models, logbook adapters)."""
+        return self["plugins"]
 
     @property
     def capabilities(self) -> tuple[CapabilityInfo, ...]:
-        return self._ready["capabilities"]
+        """What every registered capability is (for a planner-like step)."""
+        infos: tuple[CapabilityInfo, ...] = self["capabilities"]
+        return infos
 
     def audit(self, what: str, details: dict[str, Any]) -> None:
         """Add an entry to the run's audit log (code runs, broker decisions, ...)."""
-        self._ready["audit"](what, details)
+        self["audit"](what, details)
 
-    def rule(self, artifact: dict[str, Any]) -> Any:
+    def rule(self, artifact: dict[str, Any]) -> Ruling:
         """What the approval policies say about another artifact for this same step."""
-        return self._ready["rule"](artifact)
+        ruling: Ruling = self["rule"](artifact)
+        return ruling
 
     @property
-    def control_system(self) -> Any:
-        return self["control_system"]
+    def control_system(self) -> ControlSystem:
+        """The control system, with limits, write verification and audit in front."""
+        control: ControlSystem = self["control_system"]
+        return control
 
     @property
-    def archiver(self) -> Any:
-        return self["archiver"]
+    def archiver(self) -> ArchiverConnector:
+        archiver: ArchiverConnector = self["archiver"]
+        return archiver
 
     @property
-    def providers(self) -> Any:
-        return self["providers"]
+    def providers(self) -> ProviderService:
+        """Ask specific data providers mid-run (``await providers.gather(only=[...])``)."""
+        providers: ProviderService = self["providers"]
+        return providers
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._ready:
-            self._ready[name] = self._lazy[name]()  # KeyError for an unknown service
+            if name not in self._lazy:
+                raise KeyError(f"step services offer no {name!r} here "
+                               f"(offered: {', '.join(sorted(self)) or 'none'})")
+            self._ready[name] = self._lazy[name]()
         return self._ready[name]
 
     def __iter__(self) -> Iterator[str]:

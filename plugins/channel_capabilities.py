@@ -37,7 +37,7 @@ class ChannelRead(Capability):
         return self.logic.match_read(query)
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
-        return await self.logic.read_channels(step.services["control_system"],
+        return await self.logic.read_channels(step.services.control_system,
                                               step.parameters.channels)
 
 
@@ -61,11 +61,11 @@ class ChannelWrite(Capability):
 
     async def prepare(self, step: StepContext) -> PreparedAction:
         """Channel, current and requested value, units, limits and verification."""
-        return await self.logic.prepare_writes(step.services["control_system"],
+        return await self.logic.prepare_writes(step.services.control_system,
                                                step.parameters)
 
     async def execute(self, step: StepContext) -> list[dict[str, Any]]:
-        return await self.logic.execute_writes(step.services["control_system"], step)
+        return await self.logic.execute_writes(step.services.control_system, step)
 
 
 class ArchiverRetrieval(Capability):
@@ -84,7 +84,7 @@ class ArchiverRetrieval(Capability):
         return self.logic.match_history(query)
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
-        return await self.logic.retrieve_history(step.services["archiver"], step.parameters)
+        return await self.logic.retrieve_history(step.services.archiver, step.parameters)
 
 
 @hookimpl

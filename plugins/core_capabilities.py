@@ -72,7 +72,7 @@ class ListCapabilities(Capability):
     async def execute(self, step: StepContext) -> dict[str, str]:
         return {capability.name: capability.description + (
                     " (asks for approval)" if capability.side_effects else "")
-                for capability in step.services["capabilities"] if not capability.terminal}
+                for capability in step.services.capabilities if not capability.terminal}
 
 
 def render_answer(message: str, inputs: Mapping[str, Any]) -> str:

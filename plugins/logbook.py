@@ -41,8 +41,8 @@ class LogbookSearch(Capability):
 
     async def execute(self, step: StepContext) -> Any:
         services = step.services
-        return await asyncio.to_thread(self.logic.search, services["config"],
-                                       services["plugins"], step.parameters)
+        return await asyncio.to_thread(self.logic.search, services.config,
+                                       services.plugins, step.parameters)
 
 
 class LogbookProvider(DataProvider):

@@ -61,7 +61,7 @@ class MemorySave(Capability):
         return self.logic.prepare_save(step)
 
     async def revise(self, step: StepContext, edited: dict[str, Any]) -> PreparedAction:
-        return self.logic.save_action(self.logic.store_for(step.services["config"]),
+        return self.logic.save_action(self.logic.store_for(step.services.config),
                                       step.user, edited)
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
@@ -84,7 +84,7 @@ class MemoryRecall(Capability):
         return self.logic.match_recall(query)
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
-        return await asyncio.to_thread(self.logic.recall, step.services["config"], step.user,
+        return await asyncio.to_thread(self.logic.recall, step.services.config, step.user,
                                        step.parameters.topic)
 
 

@@ -21,7 +21,7 @@ from helpers_dist import osprey_env
 from osprey_core.api import Osprey
 from osprey_core.config import load_config
 from osprey_core.control.capabilities import match_history, match_read, match_write
-from osprey_core.hookspecs.capabilities import StepContext
+from osprey_core.hookspecs.capabilities import StepContext, StepServices
 from osprey_core.planning import OfflinePlanner, PlanRequest, rank_capabilities
 from osprey_core.plugin_host import PluginHost, load_plugins
 from osprey_core.run_machine import RunState
@@ -264,18 +264,19 @@ def test_a_write_pauses_with_channel_current_requested_units_limits_and_verifica
 def test_execute_writes_the_approved_artifact_not_the_step_parameters(plant: Plant) -> None:
     capability = plant.host.capabilities().get("channel_write")
     control = plant.osprey.runtime.control_system
+    services = StepServices.offering(control_system=control)
     parameters = capability.parameters.model_validate(
         {"writes": [{"channel": "HCM1:SP", "value": 4.0}]})
     artifact = {"writes": [{"channel": "HCM1:SP", "value": 1.25}]}
     step = StepContext(run_id="run-x", index=0, query="q", user="ana", session="s1",
                        parameters=parameters, artifact=artifact, approval_id="apv-x",
-                       interface="test", services={"control_system": control})
+                       interface="test", services=services)
     results = asyncio.run(capability.execute(step))
     assert [(r["channel"], r["requested"], r["status"]) for r in results] == [
         ("HCM1:SP", 1.25, "ok")]
     assert plant.connector.writes == [("HCM1:SP", 1.25)]
     without = StepContext(run_id="run-x", index=0, query="q", user="ana", session="s1",
-                          parameters=parameters, services={"control_system": control})
+                          parameters=parameters, services=services)
     with pytest.raises(Exception, match="only an approved artifact"):
         asyncio.run(capability.execute(without))
     assert plant.connector.writes == [("HCM1:SP", 1.25)]

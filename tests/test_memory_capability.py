@@ -13,7 +13,7 @@ import pytest
 
 from osprey_core.api import Osprey
 from osprey_core.config import OspreyConfig, load_config
-from osprey_core.hookspecs.capabilities import StepContext
+from osprey_core.hookspecs.capabilities import StepContext, StepServices
 from osprey_core.hookspecs.data_providers import ProviderRequest
 from osprey_core.memory.capabilities import DATA_NOTE, match_recall, match_save
 from osprey_core.memory.errors import InvalidMemoryError, MemoryLimitError, MemoryStoreError
@@ -137,7 +137,7 @@ def _step(desk: Desk, **fields: Any) -> StepContext:
     values: dict[str, Any] = {
         "run_id": "run-test", "index": 0, "query": "remember that x", "user": "ana",
         "session": "s1", "parameters": SaveParameters(text="x"),
-        "services": {"config": desk.config}, **fields}
+        "services": StepServices.offering(config=desk.config), **fields}
     return StepContext(**values)
 
 

@@ -167,9 +167,9 @@ def _request_from(artifact: dict[str, Any], mode: ExecutionMode) -> ExecutionReq
 def _service(step: StepContext) -> ExecutionService:
     services = step.services
     return ExecutionService(
-        services["config"], services["plugins"],
-        control_system=lambda: services["control_system"],
-        archiver=lambda: services["archiver"], actor=step.user,
+        services.config, services.plugins,
+        control_system=lambda: services.control_system,
+        archiver=lambda: services.archiver, actor=step.user,
         interface=step.interface or "api", run_id=step.run_id, audit=services.get("audit"),
     )
 
@@ -179,7 +179,7 @@ async def _authorize(step: StepContext, proposal: Proposal) -> Authorization:
     service; only an outright allow lets it run."""
     from osprey_core.approvals import Outcome
 
-    ruling = step.services["rule"](proposal.artifact())
+    ruling = step.services.rule(proposal.artifact())
     decision = {Outcome.ALLOW: Decision.RUN, Outcome.ASK: Decision.ASK}.get(
         ruling.outcome, Decision.REFUSE)
     reasons = ruling.reasons if decision is not Decision.ASK else [

@@ -111,7 +111,7 @@ def save_action(store: MemoryStore, user: str, edited: Any) -> PreparedAction:
 
 def prepare_save(step: StepContext) -> PreparedAction:
     parameters = step.parameters
-    return save_action(store_for(step.services["config"]), step.user,
+    return save_action(store_for(step.services.config), step.user,
                        {"text": parameters.text, "tags": parameters.tags})
 
 
@@ -121,7 +121,7 @@ def execute_save(step: StepContext) -> dict[str, Any]:
     if artifact.get("user") != step.user:
         raise InvalidMemoryError(f"the approved save is for {artifact.get('user')!r}, but the "
                                  f"run belongs to {step.user!r}")
-    entry = store_for(step.services["config"]).add(
+    entry = store_for(step.services.config).add(
         step.user, artifact["text"], artifact.get("tags", []), source=step.run_id)
     return {"saved": _memory_item(entry), "user": step.user}
 
