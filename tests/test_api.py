@@ -84,3 +84,15 @@ def test_importing_the_package_imports_neither_the_api_nor_the_errors(cwd: Path)
                             text=True, check=True).stdout
     assert "osprey_core.api" not in loaded and "osprey_core.errors" not in loaded
     assert "orchestrat" not in loaded
+
+
+def test_step_services_offered_by_a_harness_say_what_is_missing() -> None:
+    from osprey_core.hookspecs.capabilities import StepContext, StepServices
+
+    services = StepServices.offering(control_system="cs")
+    assert services.control_system == "cs" and services["control_system"] == "cs"
+    with pytest.raises(KeyError, match=r"no 'archiver' here.*offered: control_system"):
+        services.archiver  # noqa: B018
+    step = StepContext(run_id="r", index=0, query="q", user="u", session="s", parameters={})
+    with pytest.raises(KeyError, match="offered: none"):
+        step.services.config  # noqa: B018
