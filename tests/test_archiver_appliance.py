@@ -196,6 +196,32 @@ def test_unreachable_appliance_is_a_clear_error() -> None:
         run(lv.retrieve(["SR:BPM1:X"], START, END))
 
 
+@pytest.mark.parametrize(("answer", "message"), [
+    ((500, "<html><body>java.lang.NullPointerException</body></html>",
+      {"Content-Type": "text/html"}), r"HTTP 500 Internal Server Error: java.lang.NullPointer"),
+    ((200, b"[{\"meta\": ", {"Content-Type": "application/json"}), r"is not JSON"),
+    ((200, {"data": []}, {}), r"expected a list, got dict"),
+])
+def test_broken_answers_are_clear_errors(appliance: ArchiverApplianceService,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         answer: Any, message: str) -> None:
+    monkeypatch.setattr(appliance, "handle", lambda request: answer)
+    with pytest.raises(ControlSystemError, match=message) as caught:
+        run(archiver(appliance).retrieve(["SR:BPM1:X"], START, END))
+    assert caught.value.channel == "SR:BPM1:X"
+
+
+def test_credentials_in_the_url_are_sent_but_never_shown(
+        appliance: ArchiverApplianceService) -> None:
+    url = appliance.url.replace("http://", "http://reader:pa55@")
+    lv = ArchiverApplianceConnector({"url": f"{url}/retrieval"})
+    assert run(lv.retrieve(["SR:BPM1:X"], START, END))["SR:BPM1:X"]
+    assert appliance.requests[-1].headers["authorization"].startswith("Basic ")
+    with pytest.raises(ChannelNotFoundError) as caught:
+        run(lv.retrieve(["SR:Nope"], START, END))
+    assert "pa55" not in str(caught.value) and "127.0.0.1" in str(caught.value)
+
+
 def test_missing_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"archiver_appliance\.url is not set"):
         run(ArchiverApplianceConnector().retrieve(["SR:BPM1:X"], START, END))

@@ -356,6 +356,33 @@ def test_refused_connection_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     assert time.monotonic() - started < 1.0
 
 
+@pytest.mark.parametrize(("answer", "message"), [
+    ((500, {"error": "VI crashed"}, {}), r"HTTP 500 Internal Server Error: VI crashed"),
+    ((200, b"{not json", {"Content-Type": "application/json"}), r"the answer is not JSON"),
+    ((200, b"x" * 5000, {}), r"answer larger than 1024 bytes"),
+])
+def test_broken_answers_are_clear_errors(service: LabviewWebService,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         answer: Any, message: str) -> None:
+    monkeypatch.setattr(service, "handle", lambda request: answer)
+    lv = connector(service.url, max_response_bytes=1024)
+    with pytest.raises(ControlSystemError, match=message) as caught:
+        run(lv.read("SR:Current"))
+    assert caught.value.channel == "SR:Current"
+
+
+def test_one_client_serves_many_requests_and_closes(service: LabviewWebService) -> None:
+    lv = connector(service.url)
+
+    async def session() -> list[float]:
+        values = [(await lv.read("SR:Current")).value for _ in range(3)]
+        await lv.close()
+        return values
+
+    assert run(session()) == [401.5] * 3
+    assert lv._session is None  # closed with the connector
+
+
 def test_missing_base_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"labview.base_url is not set"):
         run(LabviewConnector().connect())

@@ -19,27 +19,33 @@ import asyncio
 import json
 import re
 import ssl
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from osprey_core.control.errors import (
     ChannelNotFoundError,
-    ConnectionTimeoutError,
     ControlSystemError,
     ReadTimeoutError,
 )
-from osprey_core.control.http import check_http_url, tls_context
+from osprey_core.control.http import (
+    Exchange,
+    check_http_url,
+    new_client,
+    redacted,
+    send,
+    tls_context,
+)
 from osprey_core.control.types import Sample, Severity, safe_repr
 from osprey_core.errors import ConfigError, OspreyError
 from osprey_core.hookspecs.archivers import ArchiverConnector
+
+if TYPE_CHECKING:
+    import httpx
 
 #: The appliance's post-processors (``mean_60``, ``firstSample_3600``, ...). Those that can
 #: fill empty bins also exist with a ``Sample`` suffix that does not (``meanSample_60``).
@@ -49,6 +55,8 @@ OPERATORS = frozenset({
     "popvariance", "kurtosis", "skewness", "linear", "loess", "rms", "caplotbinning",
     "deadBand", "errorbar", "optimized", "optimLastSample",
 })
+#: Largest answer accepted for one channel (a year of 10 Hz samples is about 250 MB).
+MAX_ANSWER = 1 << 30
 _OPERATOR = re.compile(r"(?P<name>[A-Za-z]+)(?P<args>(?:_\d+(?:\.\d+)?)*)")
 
 #: EPICS alarm status codes (``epicsAlarmConditionStrings``), as the appliance stores them.
@@ -169,66 +177,51 @@ class ArchiverApplianceConnector(ArchiverConnector):
             raise ConfigError("archiver_appliance.url is not set: the Archiver Appliance "
                               "archiver needs its retrieval URL, e.g. "
                               "http://archiver:17668/retrieval")
-        context = self._ssl_context() if urlsplit(url).scheme == "https" else None
+        tls = self._ssl_context() if urlsplit(url).scheme == "https" else None
         limit = asyncio.Semaphore(self.config.max_concurrency)
+        client = new_client(tls=tls, max_connections=self.config.max_concurrency,
+                            trust_env=self.config.use_env_proxy,
+                            headers={"Accept": "application/json",
+                                     "User-Agent": "osprey-core-archiver-appliance"})
 
         async def one(channel: str) -> list[Sample]:
             query = urlencode({"pv": wrapped[channel], "from": begin, "to": finish})
             async with limit:
-                document = await asyncio.to_thread(
-                    self._fetch, f"{url}/data/getData.json?{query}", channel, context)
+                document = await self._fetch(client, f"{url}/data/getData.json?{query}",
+                                             channel)
             return parse_response(document, channel)
 
-        unique = list(dict.fromkeys(channels))
-        results = await asyncio.gather(*(one(channel) for channel in unique))
+        async with client:
+            unique = list(dict.fromkeys(channels))
+            results = await asyncio.gather(*(one(channel) for channel in unique))
         return dict(zip(unique, results, strict=True))
 
     def _ssl_context(self) -> ssl.SSLContext:
         return tls_context(self.config.ca_file, verify=self.config.verify_tls,
                            section="archiver_appliance")
 
-    def _fetch(self, url: str, channel: str, context: ssl.SSLContext | None) -> Any:
-        """GET and decode one answer (runs in a worker thread)."""
+    async def _fetch(self, client: httpx.AsyncClient, url: str, channel: str) -> Any:
+        """GET and decode one answer."""
         timeout = self.effective_timeout
-        deadline = time.monotonic() + timeout
-        server = f"Archiver Appliance at {self.config.url}"
-        request = urllib.request.Request(url, headers={
-            "Accept": "application/json", "User-Agent": "osprey-core-archiver-appliance"})
-        try:
-            handlers: list[urllib.request.BaseHandler] = [
-                urllib.request.HTTPSHandler(context=context)]
-            if not self.config.use_env_proxy:
-                handlers.append(urllib.request.ProxyHandler({}))
-            opener = urllib.request.build_opener(*handlers)
-            with opener.open(request, timeout=timeout) as answer:
-                chunks = []
-                while chunk := answer.read(1 << 16):
-                    chunks.append(chunk)
-                    if time.monotonic() > deadline:
-                        raise TimeoutError
-                body = b"".join(chunks)
-        except urllib.error.HTTPError as exc:
-            message = _error_text(exc)
-            if exc.code == 404:
-                raise ChannelNotFoundError(
-                    f"{server} does not archive {channel} (HTTP 404{message}); check the name "
-                    "or, with an operator, that the appliance accepts it",
-                    channel=channel) from None
+        server = f"Archiver Appliance at {redacted(self.config.url or '')}"
+
+        def late(seconds: float) -> ControlSystemError:
+            return ReadTimeoutError(f"{server}: no complete answer for {channel} within "
+                                    f"{seconds:g} s (archiver timeout)", channel=channel)
+
+        how = Exchange(server, "archiver_appliance", late, channel, "archiver timeout")
+        answer = await send(client, "GET", url, how, timeout=timeout,
+                            connection_timeout=timeout, total=timeout, limit=MAX_ANSWER)
+        body = answer.body
+        if answer.status == 404:
+            raise ChannelNotFoundError(
+                f"{server} does not archive {channel} (HTTP 404{_error_text(body)}); check "
+                "the name or, with an operator, that the appliance accepts it",
+                channel=channel)
+        if not 200 <= answer.status < 300:
             raise ControlSystemError(f"{server}: retrieving {channel} failed: HTTP "
-                                     f"{exc.code} {exc.reason}{message}",
-                                     channel=channel) from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise ConnectionTimeoutError(f"{server}: no connection within {timeout:g} s",
-                                             channel=channel) from None
-            raise ControlSystemError(f"{server}: cannot connect: {exc.reason}",
-                                     channel=channel) from None
-        except TimeoutError:
-            raise ReadTimeoutError(f"{server}: no complete answer for {channel} within "
-                                   f"{timeout:g} s (archiver timeout)", channel=channel) from None
-        except OSError as exc:
-            raise ControlSystemError(f"{server}: retrieving {channel} failed: {exc}",
-                                     channel=channel) from None
+                                     f"{answer.status} {answer.reason}{_error_text(body)}",
+                                     channel=channel)
         if not body.strip():
             raise ChannelNotFoundError(f"{server} returned nothing for {channel}: it is not "
                                        "archived", channel=channel)
@@ -240,11 +233,8 @@ class ArchiverApplianceConnector(ArchiverConnector):
                                      f"{snippet!r}", channel=channel) from None
 
 
-def _error_text(error: urllib.error.HTTPError) -> str:
-    try:
-        text = error.read(2000).decode("utf-8", errors="replace")
-    except Exception:
-        return ""
+def _error_text(body: bytes) -> str:
+    text = body[:2000].decode("utf-8", errors="replace")
     text = re.sub(r"<[^>]+>", " ", text)  # Tomcat error pages are HTML
     text = " ".join(text.split())
     return f": {text[:200]}" if text else ""
