@@ -11,6 +11,7 @@ from osprey_core.hookspecs import hookspec
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from rich.console import RenderableType
 
     from osprey_core.approvals import Ruling
     from osprey_core.control.system import ControlSystem
@@ -238,6 +239,20 @@ class Capability(ABC):
     @abstractmethod
     async def execute(self, step: StepContext) -> Any:
         """Run one step and return its JSON-serialisable result."""
+
+    def render(self, result: Any) -> RenderableType | str:
+        """This step's result for a person at a terminal: plain text or a rich renderable
+        (a table of channel values, a summary of a long series, ...).
+
+        ``result`` is the result as stored with the run (JSON data: what ``execute``
+        returned, serialised). Display only: ``--json`` and the API keep the result itself.
+        Import rich inside the method, never at module top, so ``osprey --help`` stays
+        fast. The default lays mappings and lists out as indented text and summarises long
+        series (count, span, min/mean/max, first and last); it never prints JSON.
+        """
+        from osprey_core.display.text import plain_text
+
+        return plain_text(result)
 
 
 def _plain(parameters: Any) -> Any:

@@ -14,10 +14,13 @@ when the capabilities are built, so loading the plugin for ``osprey --help`` sta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, PreparedAction, StepContext
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 class ChannelRead(Capability):
@@ -39,6 +42,12 @@ class ChannelRead(Capability):
     async def execute(self, step: StepContext) -> dict[str, Any]:
         return await self.logic.read_channels(step.services.control_system,
                                               step.parameters.channels)
+
+    def render(self, result: Any) -> RenderableType | str:
+        """One row per channel: value, units, alarm (if any), time in local time."""
+        from osprey_core.display.channels import readings
+
+        return readings(result)
 
 
 class ChannelWrite(Capability):
@@ -67,6 +76,12 @@ class ChannelWrite(Capability):
     async def execute(self, step: StepContext) -> list[dict[str, Any]]:
         return await self.logic.execute_writes(step.services.control_system, step)
 
+    def render(self, result: Any) -> RenderableType | str:
+        """Requested value, value before, readback and whether the write was verified."""
+        from osprey_core.display.channels import writes
+
+        return writes(result)
+
 
 class ArchiverRetrieval(Capability):
     name = "archiver_retrieval"
@@ -85,6 +100,12 @@ class ArchiverRetrieval(Capability):
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
         return await self.logic.retrieve_history(step.services.archiver, step.parameters)
+
+    def render(self, result: Any) -> RenderableType | str:
+        """Count, span, min/mean/max, first and last per channel; never the samples."""
+        from osprey_core.display.channels import history
+
+        return history(result)
 
 
 @hookimpl

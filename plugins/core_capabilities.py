@@ -8,12 +8,14 @@ when the plugin is loaded, so ``osprey --help`` stays free of pydantic.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, StepContext
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 class Respond(Capability):
@@ -74,40 +76,28 @@ class ListCapabilities(Capability):
                     " (asks for approval)" if capability.side_effects else "")
                 for capability in step.services.capabilities if not capability.terminal}
 
+    def render(self, result: Any) -> RenderableType | str:
+        """One row per capability: what it is for."""
+        from osprey_core.display.tables import table
+
+        if not isinstance(result, Mapping):
+            return super().render(result)
+        return table("What I can do", ("capability", "what it does"), result.items())
+
 
 def render_answer(message: str, inputs: Mapping[str, Any]) -> str:
-    """A plain-text answer: the message, then each input under its key."""
+    """A plain-text answer: the message, then each input under its key, laid out as
+    indented text with long series summarised (the full results stay with the run)."""
+    from osprey_core.display.text import plain_text
+
     parts = [message] if message else []
-    parts += [_render(key, value) for key, value in inputs.items()]
+    for key, value in inputs.items():
+        if (isinstance(value, Mapping | list | tuple) and value) or (
+                isinstance(value, str) and "\n" in value):
+            parts.append(f"{key}:\n{plain_text(value, '  ')}")
+        else:
+            parts.append(f"{key}: {plain_text(value)}")
     return "\n\n".join(parts) or "Done. There are no results to report."
-
-
-def _render(key: str, value: Any) -> str:
-    if isinstance(value, Mapping) and value:
-        lines = [f"  {name}: {_scalar(item)}" for name, item in value.items()]
-    elif isinstance(value, list | tuple) and value:
-        lines = [f"  - {_scalar(item)}" for item in value]
-    elif isinstance(value, str) and "\n" in value:
-        lines = [f"  {line}" for line in value.splitlines()]
-    else:
-        return f"{key}: {_scalar(value)}"
-    return "\n".join([f"{key}:", *lines])
-
-
-#: Longest JSON rendering of one value in an answer; the full result stays with the run.
-MAX_RENDERED = 400
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return "(none)"
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) > MAX_RENDERED:
-        return (f"{text[:MAX_RENDERED]} ... ({len(text) - MAX_RENDERED} more characters; "
-                "the full result is kept with the run)")
-    return text
 
 
 @hookimpl

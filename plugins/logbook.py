@@ -13,13 +13,16 @@ imported when used, so loading the plugin stays cheap.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, StepContext
 from osprey_core.hookspecs.data_providers import ContextBlock, DataProvider, ProviderRequest
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 class LogbookSearch(Capability):
@@ -43,6 +46,12 @@ class LogbookSearch(Capability):
         services = step.services
         return await asyncio.to_thread(self.logic.search, services.config,
                                        services.plugins, step.parameters)
+
+    def render(self, result: Any) -> RenderableType | str:
+        """Entry id, time, author, title and snippet per hit."""
+        from osprey_core.display.records import logbook_hits
+
+        return logbook_hits(result)
 
 
 class LogbookProvider(DataProvider):

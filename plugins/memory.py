@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, PreparedAction, StepContext
 from osprey_core.hookspecs.data_providers import ContextBlock, DataProvider, ProviderRequest
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 class MemoryProvider(DataProvider):
@@ -67,6 +70,11 @@ class MemorySave(Capability):
     async def execute(self, step: StepContext) -> dict[str, Any]:
         return await asyncio.to_thread(self.logic.execute_save, step)
 
+    def render(self, result: Any) -> RenderableType | str:
+        from osprey_core.display.records import memory_saved
+
+        return memory_saved(result)
+
 
 class MemoryRecall(Capability):
     name = "memory_recall"
@@ -86,6 +94,11 @@ class MemoryRecall(Capability):
     async def execute(self, step: StepContext) -> dict[str, Any]:
         return await asyncio.to_thread(self.logic.recall, step.services.config, step.user,
                                        step.parameters.topic)
+
+    def render(self, result: Any) -> RenderableType | str:
+        from osprey_core.display.records import memories
+
+        return memories(result)
 
 
 @hookimpl

@@ -201,7 +201,7 @@ def test_a_read_answers_with_values_units_and_timestamps(plant: Plant) -> None:
     assert {name: (entry["value"], entry["units"], entry["severity"])
             for name, entry in values.items()} == {
         "SR:CURRENT": (500.0, "mA", "NO_ALARM"), "HCM1:SP": (0.0, "A", "NO_ALARM")}
-    assert "SR:CURRENT" in run.response and '"units": "mA"' in run.response
+    assert "SR:CURRENT" in run.response and "units: mA" in run.response
     assert plant.connector.writes == []
 
 

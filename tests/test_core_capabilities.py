@@ -67,12 +67,12 @@ def test_respond_renders_every_input_in_order() -> None:
     answer = run(Respond(), context({"message": "Here is what I found."}, inputs))
     assert answer == (
         "Here is what I found.\n\n"
-        "channel_values:\n  SR:CURRENT: 401.5\n  SR:LIFETIME: (none)\n\n"
-        'notes:\n  - beam dump at 03:12\n  - {"shift": "owl"}\n\n'
+        "channel_values:\n  SR:CURRENT: 401.5\n  SR:LIFETIME: —\n\n"
+        "notes:\n  - beam dump at 03:12\n  - shift: owl\n\n"
         "count: 3\n\n"
-        "ok: true\n\n"
+        "ok: yes\n\n"
         "summary:\n  two lines\n  of text\n\n"
-        "empty: []"
+        "empty: (none)"
     )
 
 

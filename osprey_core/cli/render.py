@@ -1,7 +1,8 @@
 """How runs and approvals look on the terminal, shared by every command that shows them.
 
 Exit codes of the commands that move a run (``run``, ``approvals approve``/``edit``,
-``runs resume``): 0 the run is done, 3 it waits for a human decision, 1 it ended any other
+``runs resume``): 0 the run is done, 3 it waits for a human decision, 4 the agent did not
+understand the request and asks to rephrase (a ``clarify`` answer), 1 it ended any other
 way (failed, rejected, expired, cancelled).
 """
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from osprey_core.cli.output import print_json
+from osprey_core.display.text import when
 from osprey_core.run_machine import PAUSED, RunState
 
 if TYPE_CHECKING:
@@ -20,13 +22,33 @@ if TYPE_CHECKING:
     from osprey_core.models import ApprovalRecord, RunRecord
 
 EXIT_AWAITING_APPROVAL = 3
+EXIT_NOT_UNDERSTOOD = 4
 
 
 def run_exit_code(run: RunRecord) -> int:
-    """0 done, 3 waiting for a human, 1 anything else (failed, rejected, expired, ...)."""
+    """0 done, 3 waiting for a human, 4 not understood (the answer asks to rephrase),
+    1 anything else (failed, rejected, expired, ...)."""
     if run.state is RunState.DONE:
-        return 0
+        return EXIT_NOT_UNDERSTOOD if not_understood(run) else 0
     return EXIT_AWAITING_APPROVAL if run.state in PAUSED else 1
+
+
+def not_understood(run: RunRecord) -> bool:
+    """The run ended by asking the user to rephrase (its last step is ``clarify``)."""
+    return bool(run.plan and run.plan.steps and run.plan.steps[-1].capability == "clarify")
+
+
+def show_answer(osprey: Osprey, run: RunRecord, *, prefix: str = "") -> None:
+    """A done run's answer, each result rendered by the capability that made it."""
+    from osprey_core.display.console import emit, make_console
+    from osprey_core.display.runs import answer, lookup
+
+    console = make_console()
+    for index, part in enumerate(answer(run, lookup(osprey.host))):
+        if index and not isinstance(part, str):
+            console.line()
+        emit(f"{prefix}{part}" if prefix and index == 0 and isinstance(part, str) else part,
+             console=console)
 
 
 def run_payload(osprey: Osprey, run: RunRecord) -> dict[str, Any]:
@@ -43,7 +65,7 @@ def show_run(osprey: Osprey, run: RunRecord, *, as_json: bool) -> NoReturn:
     if as_json:
         print_json(run_payload(osprey, run))
     elif run.state is RunState.DONE:
-        typer.echo(run.response or "")
+        show_answer(osprey, run)
     elif run.state in PAUSED and run.approval_id:
         approval = osprey.approval(run.approval_id)
         show_approval(approval)
@@ -78,13 +100,12 @@ def show_approval(approval: ApprovalRecord) -> None:
     typer.echo(approval.summary)
     for reason in approval.reasons:
         typer.echo(f"  why: {reason}")
-    typer.echo(f"sha256 {approval.artifact_sha256}; "
-               f"expires {approval.expires_at:%Y-%m-%d %H:%M:%S %Z}")
+    typer.echo(f"sha256 {approval.artifact_sha256}; expires {when(approval.expires_at)}")
     if approval.decided_by:
-        when = f" at {approval.decided_at:%Y-%m-%d %H:%M:%S %Z}" if approval.decided_at else ""
+        at = f" at {when(approval.decided_at)}" if approval.decided_at else ""
         why = f": {approval.decision_reason}" if approval.decision_reason else ""
         typer.echo(f"{approval.status} by {approval.decided_by} via "
-                   f"{approval.decided_via or '?'}{when}{why}")
+                   f"{approval.decided_via or '?'}{at}{why}")
 
 
 def show_artifact(approval: ApprovalRecord) -> None:

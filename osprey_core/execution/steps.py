@@ -9,10 +9,11 @@ it without a human; otherwise the step ends and says so.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from osprey_core.errors import StepRefused
 from osprey_core.execution.models import AttemptRecord, ExecutionMode, ExecutionRequest
 from osprey_core.execution.service import (
     EDITED,
@@ -27,6 +28,9 @@ from osprey_core.execution.service import (
 )
 from osprey_core.hookspecs.approval_policies import ApprovalPolicy, Verdict, Vote
 from osprey_core.hookspecs.capabilities import Capability, PreparedAction, StepContext
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 #: Requests the offline planner routes to generated code.
 _ANALYSIS_WORDS = re.compile(
@@ -118,6 +122,12 @@ class PythonStep(Capability):
         data["stderr"] = result.stderr[-_OUTPUT_TAIL:]
         return data
 
+    def render(self, result: Any) -> RenderableType | str:
+        """Outcome, the code, computed results as tables, figure/notebook/folder paths."""
+        from osprey_core.display.python import python_result
+
+        return python_result(result)
+
 
 class PythonWriteStep(PythonStep):
     """Generated Python that may write to the machine: always approved for its exact code."""
@@ -132,6 +142,37 @@ class PythonWriteStep(PythonStep):
 
     def match(self, query: str) -> dict[str, Any] | None:
         return None  # writing code is never chosen offline: the planner or CLI asks for it
+
+    async def prepare(self, step: StepContext) -> PreparedAction:
+        return _refuse_forbidden_writes(step, await super().prepare(step))
+
+    async def revise(self, step: StepContext, edited: dict[str, Any]) -> PreparedAction:
+        return _refuse_forbidden_writes(step, await super().revise(step, edited))
+
+
+def _refuse_forbidden_writes(step: StepContext, prepared: PreparedAction) -> PreparedAction:
+    """Refuse code whose writes the control system would block whatever happens (writes
+    disabled; a literal channel without a writable limits entry; a literal value outside
+    its limits) before anyone is asked to approve it. Writes whose channel is computed at
+    run time are judged by the broker when they happen."""
+    from osprey_core.control.system import UNKNOWN
+
+    analysis = prepared.artifact.get("analysis", {})
+    if not analysis.get("writes"):
+        return prepared
+    control_system = step.services["control_system"]
+    refused = []
+    for write in analysis.get("planned_writes", []):
+        value = UNKNOWN if write.get("computed") else write.get("value")
+        if write.get("channel") is not None and (
+                reason := control_system.refusal(write["channel"], value)):
+            refused.append(f"line {write.get('line')}: {write['channel']}: {reason}")
+    if not refused and not control_system.writes_enabled:
+        refused.append("the code writes, but writes are disabled "
+                       "(control_system.writes_enabled is false)")
+    if refused:
+        raise StepRefused("; ".join(refused) + "; nothing was asked or run")
+    return prepared
 
 
 class CodePolicy(ApprovalPolicy):

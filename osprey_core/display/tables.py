@@ -1,0 +1,36 @@
+"""Tables that survive narrow terminals and pipes: ids are never wrapped or cut.
+
+An id column (copied into the next command) keeps its full width; other columns fold
+long words and wrap at spaces, so a narrow terminal squeezes the prose, not the ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+#: Column names whose cells are identifiers or names: shown whole, never wrapped.
+ID_COLUMNS = frozenset({"id", "run", "name", "channel", "approval", "waiting for",
+                        "capability", "entry"})
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+          numeric: Iterable[str] = ()) -> Table:
+    from rich.table import Table
+
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    right = set(numeric)
+    grid = Table(title=title, highlight=False, title_justify="left")
+    for index, column in enumerate(columns):
+        if column in ID_COLUMNS:
+            longest = max([len(column), *(len(row[index]) for row in cells)])
+            grid.add_column(column, no_wrap=True, min_width=longest, overflow="ignore")
+        else:
+            grid.add_column(column, overflow="fold",
+                            justify="right" if column in right else "left")
+    for row in cells:
+        grid.add_row(*row)
+    return grid
