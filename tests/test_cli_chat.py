@@ -39,7 +39,7 @@ def test_ambiguous_reply_decides_nothing_show_prints_the_artifact_yes_approves(e
     marker = f"artifact (sha256 {approval['artifact_sha256']}):\n"
     artifact = out.split(marker)[1]
     assert json.loads(artifact[:artifact.index("\n}\n") + 2]) == approval["artifact"]
-    assert "osprey> list_capabilities:" in out
+    assert "osprey>\nWhat I can do" in out
     assert (approval["status"], approval["decided_via"]) == ("approved", "chat")
     # "maybe" and "show" left no trace: one request, one decision
     assert decisions(env) == ["approval_requested", "approval_approved"]
@@ -56,7 +56,7 @@ def test_ambiguous_reply_then_end_of_input_leaves_the_request_pending(env, cwd):
     # the pause is durable: another process decides it later
     result = osprey("approvals", "approve", approval["id"], env=env, cwd=cwd)
     assert_exit(result, 0)
-    assert "list_capabilities:" in result.stdout
+    assert "What I can do" in result.stdout
 
 
 @pytest.mark.parametrize("reason, recorded", [("not during beam time\n", "not during beam time"),
@@ -69,7 +69,7 @@ def test_no_rejects_with_an_optional_reason(env, cwd, reason, recorded):
         "rejected", "ana", recorded)
     assert run["state"] == "rejected"
     assert f"osprey> run {run['id']} rejected: rejected by ana" in out
-    assert "osprey> list_capabilities" not in out  # nothing ran
+    assert "What I can do" not in out  # nothing ran
 
 
 def test_edit_from_a_file_then_approve(env, cwd):
@@ -103,7 +103,7 @@ def test_errors_are_reported_and_the_chat_goes_on(env, cwd):
     out = chat(env, cwd, "/planning\n\nwhat can you do?\nquit\nwhat can you do?\n",
                "--session", "s1")
     assert "error: the request is empty" in out
-    assert out.count("osprey> list_capabilities:") == 1  # 'quit' ended the session
+    assert out.count("osprey>\nWhat I can do") == 1  # 'quit' ended the session
     [run] = Stored(env).runs()
     assert (run["state"], run["session"], run["interface"]) == ("done", "s1", "chat")
 

@@ -42,10 +42,20 @@ def list_approvals(
     if as_json:
         print_json([record.model_dump(mode="json") for record in records])
         return
-    rows = [(r.id, r.status, r.action, r.run_id, r.session, r.requested_by,
-             f"{r.expires_at:%Y-%m-%d %H:%M}", r.decided_by or "") for r in records]
-    print_table("approvals", ("id", "status", "kind", "run", "session", "asked by",
-                              "expires (UTC)", "decided by"), rows)
+    from osprey_core.display.text import when
+
+    rows = [(r.id, r.status, r.action, _first_line(r.summary), r.run_id, r.session,
+             r.requested_by, when(r.expires_at, seconds=False), r.decided_by or "")
+            for r in records]
+    print_table("approvals", ("id", "status", "kind", "summary", "run", "session", "asked by",
+                              "expires", "decided by"), rows)
+
+
+def _first_line(summary: str, width: int = 80) -> str:
+    """What the request is about, in one line (``approvals show`` has it all)."""
+    lines = [line.strip() for line in summary.splitlines() if line.strip()]
+    text = " / ".join(lines[:3]) if lines else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @approvals_app.command("show")

@@ -98,7 +98,9 @@ def get(
         rows = [(name, data["count"], _at(data, "first"), _at(data, "last"),
                  _number(data.get("min")), _number(data.get("max")), _number(data.get("mean")))
                 for name, data in history.items()]
-        print_table(f"history {span['start'][:19]} .. {span['end'][:19]} (UTC)",
+        from osprey_core.display.text import when
+
+        print_table(f"history {when(span['start'])} .. {when(span['end'])}",
                     ("channel", "samples", "first", "last", "min", "max", "mean"), rows)
         typer.echo("Every sample: add --csv or --json.")
 
@@ -107,8 +109,9 @@ def _at(data: dict[str, Any], key: str) -> str:
     if key not in data:
         return ""
     from osprey_core.cli.channels import shown_value
+    from osprey_core.display.text import when
 
-    return f"{shown_value(data[key]['value'])} at {data[key]['timestamp'][11:19]}"
+    return f"{shown_value(data[key]['value'])} at {when(data[key]['timestamp'])}"
 
 
 def _number(value: Any) -> str:

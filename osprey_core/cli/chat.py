@@ -1,8 +1,10 @@
 """``osprey chat``: an interactive session with approvals answered inline.
 
 Each approval request is shown once, then answered with ``yes``, ``no`` (with an optional
-reason), ``show`` (the exact artifact) or ``edit`` (a plan, from a file). Anything else
-decides nothing and asks again; end of input leaves the request pending in the store.
+reason), ``show`` (the exact artifact) or, where the request can be edited, ``edit`` (from a
+file). Anything else decides nothing and asks again; end of input or Ctrl-C leaves the
+request pending in the store and prints how to decide it later. Lines are edited with
+readline, and the history is kept in ``<home>/chat_history``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from osprey_core.cli.render import show_approval, show_artifact
+from osprey_core.cli.render import decision_commands, show_answer, show_approval, show_artifact
 from osprey_core.cli.state import cli_state
 from osprey_core.errors import OspreyError
 from osprey_core.run_machine import PAUSED, RunState
@@ -24,7 +26,8 @@ if TYPE_CHECKING:  # runtime imports wait for use: every `osprey` call loads thi
 
 Ask = Callable[[str], str | None]
 
-PROMPT = "approve? [yes/no/show/edit] "
+HISTORY_FILE = "chat_history"
+HISTORY_LENGTH = 1000
 YES, NO, QUIT = {"y", "yes", "approve"}, {"n", "no", "reject"}, {"exit", "quit"}
 
 
@@ -35,12 +38,22 @@ def chat(
                                     "for the audit log (default: your login name)."),
     planning: bool = typer.Option(False, "--planning", help="Review every plan first."),
 ) -> None:
-    """Talk to the agent; approval requests are answered inline (yes / no / show / edit)."""
+    """Talk to the agent; approval requests are answered inline (yes / no / show / edit).
+
+    Ctrl-C at an approval prompt leaves the request pending and says how to decide it;
+    Ctrl-C while a step runs stops the chat and says how to resume the run.
+    """
+    from osprey_core.cli.progress import following, interrupted
+
     osprey = cli_state(ctx).osprey()
+    _history(osprey.config.home / HISTORY_FILE)
     typer.echo("osprey chat: type a request ('/planning ...' to review the plan first), "
                "'exit' to leave. Unanswered approvals stay pending.")
     while True:
-        line = _ask("you> ")
+        try:
+            line = _ask("you> ")
+        except KeyboardInterrupt:
+            line = None
         if line is None:
             typer.echo()
             break
@@ -50,13 +63,17 @@ def chat(
         if not text:
             continue
         try:
-            run = osprey.run(text, session=session, user=user, planning=planning or None,
-                             interface="chat")
+            with following(osprey) as watch:
+                try:
+                    run = osprey.run(text, session=session, user=user,
+                                     planning=planning or None, interface="chat")
+                except KeyboardInterrupt:
+                    raise interrupted(watch.run_id) from None
             run = settle(osprey, run, user=user, ask=_ask)
         except OspreyError as exc:
             typer.echo(f"error: {exc}")
             continue
-        _report(run)
+        _report(osprey, run)
 
 
 def settle(osprey: Osprey, run: RunRecord, *, user: str | None, ask: Ask) -> RunRecord:
@@ -67,10 +84,16 @@ def settle(osprey: Osprey, run: RunRecord, *, user: str | None, ask: Ask) -> Run
         if approval.id != shown:
             show_approval(approval)
             shown = approval.id
-        answer = ask(PROMPT)
+        choices = "yes/no/show/edit" if osprey.editable(approval) else "yes/no/show"
+        try:
+            answer = ask(f"approve? [{choices}] ")
+        except KeyboardInterrupt:
+            answer = None
         if answer is None:
             typer.echo(f"\nleft pending; decide later with: osprey approvals approve "
                        f"{approval.id} (or reject)")
+            for line in decision_commands(osprey, approval):
+                typer.echo(f"  {line}")
             return run
         try:
             run = _answer(osprey, run, approval, answer.strip(), user, ask)
@@ -98,8 +121,8 @@ def _answer(osprey: Osprey, run: RunRecord, approval: ApprovalRecord, answer: st
         _edit(osprey, approval, user, ask)
         return osprey.get_run(run.id)
     else:
-        typer.echo(f"{answer!r} is not an answer: type yes, no, show or edit. "
-                   "Nothing was decided.")
+        choices = "yes, no, show or edit" if osprey.editable(approval) else "yes, no or show"
+        typer.echo(f"{answer!r} is not an answer: type {choices}. Nothing was decided.")
     return run
 
 
@@ -124,15 +147,41 @@ def _edit(osprey: Osprey, approval: ApprovalRecord, user: str | None, ask: Ask) 
     typer.echo(f"{approval.id} is superseded by the edited {what}:")
 
 
-def _report(run: RunRecord) -> None:
+def _report(osprey: Osprey, run: RunRecord) -> None:
     if run.state is RunState.DONE:
-        typer.echo(f"osprey> {run.response}")
+        show_answer(osprey, run, prefix="osprey> ")
     elif run.state not in PAUSED:
         typer.echo(f"osprey> run {run.id} {run.state}: {run.error or 'no details'}")
 
 
 def _ask(prompt: str) -> str | None:
+    """A line from the operator (``None`` at end of input); Ctrl-C propagates."""
     try:
         return input(prompt)
     except EOFError:
         return None
+
+
+def _history(path: Path) -> None:
+    """Line editing and a history kept across sessions, on a terminal with readline."""
+    import sys
+
+    if not sys.stdin.isatty():
+        return
+    try:
+        import readline
+    except ImportError:  # a Python without readline: plain input() still works
+        return
+    import atexit
+    from contextlib import suppress
+
+    with suppress(OSError):  # no history yet, or unreadable: start a new one
+        readline.read_history_file(path)
+    readline.set_history_length(HISTORY_LENGTH)
+
+    def save() -> None:
+        with suppress(OSError):  # losing the history never stops the chat
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+
+    atexit.register(save)

@@ -145,12 +145,14 @@ def search(ctx: typer.Context,
     if as_json:
         print_json(result.to_json())
         return
+    from osprey_core.display.text import when
+
     for notice in result.notices:
         typer.echo(f"Notice: {notice}", err=True)
     print_table(f"{len(result.hits)} of {result.total} ({result.mode}, "
-                f"{result.seconds * 1000:.0f} ms)", ("id", "time (UTC)", "author", "logbook",
+                f"{result.seconds * 1000:.0f} ms)", ("id", "time", "author", "logbook",
                                                      "snippet"),
-                [(hit.entry.id, f"{hit.entry.utc:%Y-%m-%d %H:%M}", hit.entry.author,
+                [(hit.entry.id, when(hit.entry.utc, seconds=False), hit.entry.author,
                   hit.entry.logbook, hit.snippet) for hit in result.hits])
 
 

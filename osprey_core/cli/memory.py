@@ -46,15 +46,15 @@ def _tags(text: str) -> list[str]:
 
 
 def _cell(text: str, limit: int = PREVIEW) -> str:
-    """Table text: one line, shortened, with rich markup shown literally."""
-    from rich.markup import escape
-
+    """Table text: one line, shortened (tables show markup literally)."""
     line = " ".join(text.split())
-    return escape(line if len(line) <= limit else f"{line[:limit - 3]}...")
+    return line if len(line) <= limit else f"{line[:limit - 3]}..."
 
 
 def _stamp(entry: MemoryEntry) -> str:
-    return f"{entry.updated_at:%Y-%m-%d %H:%M:%S}"
+    from osprey_core.display.text import when
+
+    return when(entry.updated_at)
 
 
 @memory_app.command("add")
@@ -81,7 +81,7 @@ def list_memories(ctx: typer.Context, user: str | None = USER, as_json: bool = J
     elif not entries:
         typer.echo(f"No memories for user {user!r}.")
     else:
-        print_table(f"memories of {user}", ("id", "updated (UTC)", "tags", "text"),
+        print_table(f"memories of {user}", ("id", "updated", "tags", "text"),
                     [(entry.id, _stamp(entry), _cell(", ".join(entry.tags)), _cell(entry.text))
                      for entry in entries])
 
@@ -101,7 +101,7 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., metavar="QUERY")
         typer.echo(f"No memory of user {user!r} matches {query!r}.")
     else:
         print_table(f"memories of {user} matching {_cell(query, 40)}",
-                    ("id", "score", "updated (UTC)", "text"),
+                    ("id", "score", "updated", "text"),
                     [(hit.entry.id, f"{hit.score:.3f}", _stamp(hit.entry), _cell(hit.entry.text))
                      for hit in hits])
 

@@ -13,16 +13,11 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """A table that survives pipes and narrow terminals (ids whole, prose folded)."""
+    from osprey_core.display.console import make_console
+    from osprey_core.display.tables import table
 
-    table = Table(title=title, show_lines=False, highlight=False)
-    for column in columns:
-        # Ids are copied into the next command: never wrap them.
-        table.add_column(column, overflow="fold", no_wrap=column in ("id", "run", "name"))
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console().print(table)
+    make_console().print(table(title, columns, rows))
 
 
 @contextmanager

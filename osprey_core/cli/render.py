@@ -44,11 +44,15 @@ def show_answer(osprey: Osprey, run: RunRecord, *, prefix: str = "") -> None:
     from osprey_core.display.runs import answer, lookup
 
     console = make_console()
-    for index, part in enumerate(answer(run, lookup(osprey.host))):
+    parts = answer(run, lookup(osprey.host))
+    if prefix and parts and isinstance(parts[0], str):
+        parts[0] = prefix + parts[0]
+    elif prefix:
+        emit(prefix.rstrip(), console=console)
+    for index, part in enumerate(parts):
         if index and not isinstance(part, str):
             console.line()
-        emit(f"{prefix}{part}" if prefix and index == 0 and isinstance(part, str) else part,
-             console=console)
+        emit(part, console=console)
 
 
 def run_payload(osprey: Osprey, run: RunRecord) -> dict[str, Any]:

@@ -19,14 +19,21 @@ def run_request(
                                     "audit log (default: your login name)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON."),
 ) -> None:
-    """Run a request. Exit 0 done, 3 waiting for approval, 1 failed or rejected."""
+    """Run a request. Exit 0 done, 3 waiting for approval, 4 not understood (rephrase),
+    1 failed or rejected, 130 interrupted (the run id and how to resume it are printed)."""
     from osprey_core.orchestration.orchestrator import split_planning_prefix
 
     if not split_planning_prefix(query)[0]:
         raise typer.BadParameter("the request is empty", param_hint="'QUERY'")
     if not session.strip():
         raise typer.BadParameter("the session id is empty", param_hint="'--session'")
+    from osprey_core.cli.progress import following, interrupted
+
     osprey = cli_state(ctx).osprey()
-    run = osprey.run(query, session=session, user=user, planning=planning or None,
-                     interface="cli")
+    with following(osprey) as watch:
+        try:
+            run = osprey.run(query, session=session, user=user, planning=planning or None,
+                             interface="cli")
+        except KeyboardInterrupt:
+            raise interrupted(watch.run_id) from None
     show_run(osprey, run, as_json=as_json)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from osprey_core.cli.output import print_json, print_table
-from osprey_core.cli.render import run_payload, show_run
+from osprey_core.cli.render import run_payload, show_answer, show_run
 from osprey_core.cli.state import cli_state
 from osprey_core.run_machine import PAUSED, TERMINAL, RunState
 
@@ -47,10 +47,12 @@ def list_runs(
     if as_json:
         print_json([run_payload(osprey, run) for run in runs])
         return
-    rows = [(run.id, run.state, run.session, run.user, f"{run.created_at:%Y-%m-%d %H:%M:%S}",
+    from osprey_core.display.text import when
+
+    rows = [(run.id, run.state, run.session, run.user, when(run.created_at),
              (run.approval_id or "") if run.state in PAUSED else "",
              _short(run.query, 60)) for run in runs]
-    print_table("runs", ("id", "state", "session", "user", "created (UTC)", "waiting for",
+    print_table("runs", ("id", "state", "session", "user", "created", "waiting for",
                          "request"), rows)
 
 
@@ -73,6 +75,8 @@ def show(ctx: typer.Context, run_id: str = RUN_ID,
             payload["events"] = [event.model_dump(mode="json") for event in history]
         print_json(payload)
         return
+    from osprey_core.display.text import when
+
     _describe(osprey, run, {step.index: str(step.status) for step in steps})
     for approval in approvals:
         by = f" by {approval.decided_by}" if approval.decided_by else ""
@@ -80,7 +84,7 @@ def show(ctx: typer.Context, run_id: str = RUN_ID,
     if history:
         typer.echo("events:")
     for event in history:
-        typer.echo(f"  {event.at:%Y-%m-%d %H:%M:%S.%f} {event.kind} {_json(event.data)}")
+        typer.echo(f"  {when(event.at)} {event.kind} {_json(event.data)}")
 
 
 @runs_app.command("resume")
@@ -122,11 +126,12 @@ def cancel(ctx: typer.Context, run_id: str = RUN_ID,
 
 
 def _describe(osprey: Osprey, run: RunRecord, status: dict[int, str]) -> None:
+    from osprey_core.display.text import when
+
     typer.echo(f"run {run.id}: {run.state}")
     typer.echo(f"  session {run.session}, user {run.user}, via {run.interface}, "
                f"planning mode {'on' if run.planning else 'off'}")
-    typer.echo(f"  created {run.created_at:%Y-%m-%d %H:%M:%S %Z}, "
-               f"updated {run.updated_at:%Y-%m-%d %H:%M:%S %Z}")
+    typer.echo(f"  created {when(run.created_at)}, updated {when(run.updated_at)}")
     typer.echo(f"request: {run.query}")
     if run.plan is not None:
         typer.echo(f"plan (sha256 {run.plan_sha256}, file {osprey.plan_file(run.id)}):")
@@ -134,11 +139,22 @@ def _describe(osprey: Osprey, run: RunRecord, status: dict[int, str]) -> None:
         for index, step in enumerate(run.plan.steps):
             inputs = f" reads {', '.join(step.inputs)}" if step.inputs else ""
             typer.echo(f"  {index + 1}. [{status.get(index, not_started)}] {step.capability} "
-                       f"{_json(step.parameters)}{inputs} -> {step.output}")
-    if run.response:
+                       f"{_arguments(step.parameters)}{inputs} -> {step.output}")
+    if run.state is RunState.DONE:
+        typer.echo("answer:")
+        show_answer(osprey, run)
+    elif run.response:
         typer.echo(f"response: {run.response}")
     if run.error:
         typer.echo(f"error: {run.error}")
+
+
+def _arguments(parameters: dict[str, Any]) -> str:
+    """``channels=SR:CURRENT, BPM1:X`` rather than JSON; empty values are left out."""
+    from osprey_core.display.text import scalar
+
+    return " ".join(f"{key}={_short(scalar(value), 60)}" for key, value in parameters.items()
+                    if value not in (None, "", [], {}))
 
 
 def _json(data: Any) -> str:

@@ -20,6 +20,7 @@ ID_COLUMNS = frozenset({"id", "run", "name", "channel", "approval", "waiting for
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
           numeric: Iterable[str] = ()) -> Table:
     from rich.table import Table
+    from rich.text import Text
 
     cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     right = set(numeric)
@@ -32,5 +33,5 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
             grid.add_column(column, overflow="fold",
                             justify="right" if column in right else "left")
     for row in cells:
-        grid.add_row(*row)
+        grid.add_row(*(Text(cell) for cell in row))  # data, never markup
     return grid
