@@ -32,7 +32,8 @@ def build_app(host: PluginHost) -> typer.Typer:
         # Plain help like git or pip: rich help formatting costs ~100 ms on every --help.
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
-        add_completion=False,
+        # --install-completion / --show-completion (bash, zsh, fish, PowerShell).
+        add_completion=True,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
 
@@ -44,7 +45,21 @@ def build_app(host: PluginHost) -> typer.Typer:
             None, "--config", "-c", dir_okay=False,
             help="Config file (default: $OSPREY_CONFIG, else ./osprey.yml if present).",
         ),
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                    help="More log output on stderr (-v info, -vv debug)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q",
+                                   help="Only errors on stderr (no notices or warnings)."),
+        utc: bool = typer.Option(False, "--utc", help="Show times in UTC instead of the "
+                                 "local time zone (TZ)."),
+        _version: bool = typer.Option(False, "--version", is_eager=True,
+                                      callback=_print_version,
+                                      help="Print the version and exit."),
     ) -> None:
+        _logging(verbose, quiet)
+        if utc:
+            from osprey_core.display.text import use_utc
+
+            use_utc(True)
         ctx.obj = CliState(host=host, config_path=config)
         # Close the store and the event loop (and any control-system connection) in order,
         # rather than leaving them to garbage collection at interpreter exit.
@@ -52,6 +67,28 @@ def build_app(host: PluginHost) -> typer.Typer:
 
     host.add_commands(app)
     return app
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from osprey_core.cli.version import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+def _logging(verbose: int, quiet: bool) -> None:
+    """Standard logging on stderr: warnings by default, ``-v`` info, ``-vv`` debug,
+    ``--quiet`` errors only (and no notices)."""
+    import logging
+
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO)[min(verbose, 1)] \
+        if verbose < 2 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if quiet:
+        from osprey_core.control.service import silence_notices
+
+        silence_notices()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,12 +14,20 @@ def show_version(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Print the osprey-core and Python versions."""
+    if as_json:
+        print_json(versions())
+    else:
+        print(version_line())
+
+
+def versions() -> dict[str, str]:
     try:
         core = version("osprey-core")
     except PackageNotFoundError:  # running from a source tree that is not installed
         core = "unknown"
-    info = {"osprey-core": core, "python": platform.python_version()}
-    if as_json:
-        print_json(info)
-    else:
-        print(f"osprey-core {info['osprey-core']} (Python {info['python']})")
+    return {"osprey-core": core, "python": platform.python_version()}
+
+
+def version_line() -> str:
+    info = versions()
+    return f"osprey-core {info['osprey-core']} (Python {info['python']})"

@@ -47,11 +47,17 @@ CONTROL_SYSTEM_NOTICE = ("control_system.type is not set: using the simulated 'm
 ARCHIVER_NOTICE = ("archiver.type is not set: using the history of the simulated 'mock' "
                    "machine (no real archiver is contacted)")
 _shown: set[str] = set()
+_quiet = {"on": False}
+
+
+def silence_notices() -> None:
+    """No notices on stderr from now on (``osprey --quiet``)."""
+    _quiet["on"] = True
 
 
 def stderr_once(text: str) -> None:
-    """Print a notice to stderr, once per process."""
-    if text not in _shown:
+    """Print a notice to stderr, once per process (never after ``silence_notices``)."""
+    if text not in _shown and not _quiet["on"]:
         _shown.add(text)
         print(f"Notice: {text}", file=sys.stderr, flush=True)
 
