@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -471,10 +472,13 @@ def test_demo_walks_the_round_trip_without_touching_the_users_data(env, cwd):
     assert "The run pauses (awaiting_plan_approval)" in out
     assert f"approval {approval_id} (plan, run run-" in out
     assert f"osprey approvals approve {approval_id}" in out
-    assert "The run is done. Its answer:\nlist_capabilities:" in out
+    assert "The run is done. Its answer:\nWhat I can do" in out
     assert "approval_approved    demo-shift-leader" in out
     assert f"refused: approval {approval_id} is already approved by demo-shift-leader" in out
     assert not Path(env["OSPREY_HOME"]).exists()
+    kept = Path(out.rstrip().rsplit("is kept in ", 1)[1].rstrip("."))
+    assert (kept / "notebook.ipynb").is_file() and list((kept / "figures").glob("*.png"))
+    shutil.rmtree(kept)
 
 
 def test_demo_keeps_its_data_in_home_when_asked(tmp_path, env, cwd):
@@ -488,6 +492,7 @@ def test_demo_keeps_its_data_in_home_when_asked(tmp_path, env, cwd):
     assert len(runs) == 6
     assert (home / "logbook.db").exists()
     assert "figure:" in result.stdout and "notebook:" in result.stdout
+    assert "the analysis's figure and notebook are in " in result.stdout
     for run in runs:
         assert (run["state"], run["session"], run["interface"]) == ("done", "demo", "demo")
     assert not Path(env["OSPREY_HOME"]).exists()

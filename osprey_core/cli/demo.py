@@ -11,19 +11,22 @@ question and lets the agent search it.
 It runs on embedded defaults (offline planner, default approval policy, the ``mock``
 control system with writes enabled and a limits entry for the corrector, no API key, no
 network) in a throwaway home directory: an operator's config file, ``OSPREY__*``
-overrides and ``OSPREY_HOME`` data are neither read nor touched.
+overrides and ``OSPREY_HOME`` data are neither read nor touched. What the analysis made
+(its figure and notebook) is kept in a folder the demo names at the end.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from osprey_core.cli.render import decision_commands, show_approval
+from osprey_core.cli.render import decision_commands, show_answer, show_approval
 from osprey_core.cli.state import CliState, cli_state
+from osprey_core.display.text import clock
 from osprey_core.errors import OspreyError
 
 if TYPE_CHECKING:
@@ -64,12 +67,20 @@ def demo(
     simulated machine."""
     state = cli_state(ctx)
     if home is not None:
-        _walk(state, home.expanduser().absolute())
-        typer.echo(f"\nThe demo's runs, plans and audit log are kept in {home}.")
+        made = _walk(state, home.expanduser().absolute())
+        typer.echo(f"\nThe demo's runs, plans and audit log are kept in {home}; the "
+                   f"analysis's figure and notebook are in {made}.")
         return
     with tempfile.TemporaryDirectory(prefix="osprey-demo-") as tmp:
-        _walk(state, Path(tmp))
-    typer.echo("\nThe demo ran in a temporary directory, now removed; nothing was kept.")
+        made = _walk(state, Path(tmp))
+        kept = Path(tempfile.mkdtemp(prefix="osprey-demo-results-"))
+        for item in made.iterdir():
+            if item.is_dir():
+                shutil.copytree(item, kept / item.name)
+            else:
+                shutil.copy2(item, kept / item.name)
+    typer.echo("\nThe demo ran in a temporary directory, now removed. What the analysis "
+               f"made (figure, notebook, code, results) is kept in {kept}.")
 
 
 def demo_config(state: CliState, home: Path) -> OspreyConfig:
@@ -96,7 +107,8 @@ def demo_config(state: CliState, home: Path) -> OspreyConfig:
     return OspreyConfig(settings, sections=sections, fallback_home=home)
 
 
-def _walk(state: CliState, home: Path) -> None:
+def _walk(state: CliState, home: Path) -> Path:
+    """The whole demo; returns the analysis's execution folder."""
     from osprey_core.api import Osprey
     from osprey_core.errors import ApprovalError
     from osprey_core.run_machine import RunState
@@ -124,12 +136,12 @@ def _walk(state: CliState, home: Path) -> None:
             raise OspreyError(f"demo: the approved run should be done but is {run.state} "
                               f"({run.error or 'no details'})")
         _say(4, f"The run is {run.state}. Its answer:")
-        typer.echo(run.response)
+        show_answer(osprey, run)
 
         _say(5, "The audit log of this run:")
         for entry in osprey.audit(run_id=run.id):
             digest = f" sha256 {entry.sha256[:16]}..." if entry.sha256 else ""
-            typer.echo(f"  {entry.at:%H:%M:%S} {entry.action:<20} {entry.actor:<18} "
+            typer.echo(f"  {clock(entry.at)} {entry.action:<20} {entry.actor:<18} "
                        f"via {entry.interface}{digest}")
 
         try:
@@ -140,8 +152,9 @@ def _walk(state: CliState, home: Path) -> None:
             raise OspreyError(f"demo: a second approval of {approval_id} was accepted")
 
         _machine(osprey)
-        _python(osprey)
+        made = _python(osprey)
         _logbook(osprey, state)
+    return made
 
 
 def _machine(osprey: Osprey) -> None:
@@ -152,7 +165,7 @@ def _machine(osprey: Osprey) -> None:
          f"is contacted). An operator asks:  osprey run {READ_REQUEST!r}")
     run = _expect(osprey.run(READ_REQUEST, session="demo", user="demo-operator",
                              interface="demo"), RunState.DONE)
-    typer.echo(run.response)
+    show_answer(osprey, run)
 
     _say(8, f"The operator asks for a change:  osprey run {WRITE_REQUEST!r}")
     run = _expect(osprey.run(WRITE_REQUEST, session="demo", user="demo-operator",
@@ -169,10 +182,10 @@ def _machine(osprey: Osprey) -> None:
          "verifies by reading HCM1:RB back:")
     run = _expect(osprey.approve(approval.id, user="demo-shift-leader", interface="demo",
                                  reason="demo"), RunState.DONE)
-    typer.echo(run.response)
+    show_answer(osprey, run)
     check = _expect(osprey.run("read HCM1:SP and HCM1:RB", session="demo",
                                user="demo-operator", interface="demo"), RunState.DONE)
-    typer.echo(check.response)
+    show_answer(osprey, check)
 
     _say(10, "The audit log of the write, every attempt with who asked and under which "
          "approval:")
@@ -181,12 +194,13 @@ def _machine(osprey: Osprey) -> None:
         what = f" {channel} -> {entry.details.get('requested')!r}" if channel else ""
         if channel and entry.approval_id:
             what += f" (approval {entry.approval_id})"
-        typer.echo(f"  {entry.at:%H:%M:%S} {entry.action:<22} {entry.actor:<18} "
+        typer.echo(f"  {clock(entry.at)} {entry.action:<22} {entry.actor:<18} "
                    f"via {entry.interface}{what}")
 
 
-def _python(osprey: Osprey) -> None:
-    """Part three: generated code reads the machine's history in the sandbox and plots it."""
+def _python(osprey: Osprey) -> Path:
+    """Part three: generated code reads the machine's history in the sandbox and plots it;
+    returns its execution folder."""
     from osprey_core.run_machine import RunState
 
     _say(11, "Analysis needs code. The operator asks:  osprey run "
@@ -196,18 +210,8 @@ def _python(osprey: Osprey) -> None:
          "only through the broker on this side:")
     run = _expect(osprey.run(PYTHON_REQUEST, session="demo", user="demo-operator",
                              interface="demo"), RunState.DONE)
-    result = run.context["python"]
-    typer.echo(f"generated code (sha256 {result['code_sha256'][:16]}...):")
-    for line in result["code"].rstrip().splitlines():
-        typer.echo(f"    {line}")
-    typer.echo(f"exit: {result['exit_reason']} in {result['timings']['execution_seconds']:.2f} s;"
-               f" broker: {result['broker']['reads']} read(s), "
-               f"{len(result['broker']['blocked'])} blocked write(s)")
-    typer.echo(f"results: {result['results']}")
-    for figure in result["figures"]:
-        typer.echo(f"figure:   {figure}")
-    typer.echo(f"notebook: {result['notebook']}")
-    typer.echo(f"folder:   {result['folder']} (code, results.json, logs, metadata.json)")
+    show_answer(osprey, run)
+    return Path(run.context["python"]["folder"])
 
 
 def _logbook(osprey: Osprey, state: CliState) -> None:

@@ -45,6 +45,11 @@ def when(moment: datetime | str | None, *, seconds: bool = True) -> str:
     return f"{shown} {offset[:3]}:{offset[3:]}"
 
 
+def clock(moment: datetime) -> str:
+    """The time of day only (``07:23:30``), in the same zone as :func:`when`."""
+    return when(moment)[11:19]
+
+
 def number(value: Any) -> str:
     """A number with six significant digits (``494.466``), anything else as text."""
     if isinstance(value, bool) or not isinstance(value, int | float):
