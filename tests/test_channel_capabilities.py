@@ -284,19 +284,16 @@ def test_execute_writes_the_approved_artifact_not_the_step_parameters(plant: Pla
 
 @uses_capabilities
 @uses_connectors
-def test_a_write_beyond_the_limits_is_shown_as_blocked_and_blocked_after_approval(
-        plant: Plant) -> None:
+def test_a_write_beyond_the_limits_is_refused_before_anyone_is_asked(plant: Plant) -> None:
     run = plant.run("set HCM1:SP to 9 A")
-    approval = plant.osprey.approval(run.approval_id or "")
-    assert approval.artifact["writes"][0]["notes"] == [
-        "WILL BE BLOCKED: 9 is above the maximum 5.0"]
-    assert "! WILL BE BLOCKED: 9 is above the maximum 5.0" in approval.summary
-    failed = plant.osprey.approve(approval.id, user="shift-leader", interface="test")
-    assert failed.state is RunState.FAILED
-    assert "HCM1:SP blocked (above_max)" in (failed.error or "")
+    assert run.state is RunState.FAILED and run.approval_id is None
+    assert run.error == ("step 1 (channel_write) refused before asking for approval: "
+                         "HCM1:SP: 9 is above the maximum 5.0; nothing was asked or written")
+    assert plant.osprey.approvals() == []
     assert plant.connector.writes == []
     actions = [entry.action for entry in plant.osprey.audit(run_id=run.id)]
-    assert "channel_write_blocked" in actions and "channel_write_started" not in actions
+    assert "step_refused" in actions and "approval_requested" not in actions
+    assert not any(action.startswith("channel_write") for action in actions)
 
 
 @uses_capabilities
@@ -325,10 +322,9 @@ def test_enum_and_string_writes_keep_their_text(plant: Plant) -> None:
     assert done.state is RunState.DONE, done.error
     assert plant.connector.writes == [("SR:MODE", "USER"),
                                       ("LINAC:NOTE", "tuning, back at 14:00")]
-    run = plant.run("set SR:MODE to BEAM")
-    failed = plant.osprey.approve(run.approval_id or "", user="shift-leader",
-                                  interface="test")
-    assert failed.state is RunState.FAILED and "not_allowed_value" in (failed.error or "")
+    refused = plant.run("set SR:MODE to BEAM")  # not an allowed value: nobody is asked
+    assert refused.state is RunState.FAILED and refused.approval_id is None
+    assert "SR:MODE: 'BEAM' is not one of" in (refused.error or "")
     assert plant.connector.channels["SR:MODE"] == "USER"
 
 
@@ -435,23 +431,21 @@ def test_a_write_through_osprey_run_is_approved_from_another_process(tmp_path: P
 
 
 @uses_capabilities
-def test_with_writes_disabled_the_approved_write_is_blocked_and_the_run_fails(
+def test_with_writes_disabled_a_write_is_refused_before_anyone_is_asked(
         tmp_path: Path) -> None:
     env = mock_env(tmp_path, control_system={"writes_enabled": False})
-    asked = osprey("run", "set HCM1:SP to 1.0 A", "--json", env=env, cwd=tmp_path)
-    assert_exit(asked, 3)
-    summary = json.loads(asked.stdout)["approval"]["summary"]
-    assert "WILL BE BLOCKED: writes are disabled" in summary
-    approved = osprey("approvals", "approve", approval_of(asked), env=env, cwd=tmp_path)
-    assert_exit(approved, 1)
-    assert "HCM1:SP blocked (writes_disabled)" in approved.stderr
-    assert "control_system.writes_enabled is false" in approved.stderr
+    refused = osprey("run", "set HCM1:SP to 1.0 A", "--json", env=env, cwd=tmp_path)
+    assert_exit(refused, 1)
+    assert "HCM1:SP: writes are disabled (control_system.writes_enabled is false)" in (
+        json.loads(refused.stdout)["error"])
     read = osprey("channels", "read", "HCM1:SP", "--json", env=env, cwd=tmp_path)
     assert json.loads(read.stdout)["HCM1:SP"]["value"] == 0.0
     [run] = Stored(env).runs()
-    assert run["state"] == "failed" and "writes_disabled" in run["error"]
+    assert run["state"] == "failed" and run["approval_id"] is None
+    assert Stored(env).approvals() == {}
     actions = [entry["action"] for entry in Stored(env).audit()]
-    assert "channel_write_blocked" in actions and "channel_write_started" not in actions
+    assert "step_refused" in actions and "approval_requested" not in actions
+    assert not any(action.startswith("channel_write") for action in actions)
 
 
 @uses_capabilities

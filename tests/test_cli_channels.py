@@ -215,7 +215,7 @@ def test_write_without_approval_mode_still_obeys_the_limits(tmp_path) -> None:
     too_far = run("channels", "write", "HCM1:SP", "4.5", env=env, cwd=tmp_path, code=1)
     assert "HCM1:SP blocked (step_too_large)" in too_far.stderr
     unlisted = run("channels", "write", "VCM1:SP", "0.1", env=env, cwd=tmp_path, code=1)
-    assert "VCM1:SP blocked (unlisted_channel)" in unlisted.stderr
+    assert "VCM1:SP: VCM1:SP is not in the limits database" in unlisted.stderr  # not asked
     text = run("channels", "write", "SR:MODE", "2", "--type", "string", env=env,
                cwd=tmp_path, code=1)
     assert "not one of" in text.stderr  # the text "2", not an enum index
@@ -226,10 +226,12 @@ def test_write_without_approval_mode_still_obeys_the_limits(tmp_path) -> None:
         0.5, "Machine Development")
 
 
-def test_write_with_writes_disabled_is_blocked(tmp_path) -> None:
+def test_write_with_writes_disabled_is_refused_before_asking(tmp_path) -> None:
     env = {**environment(tmp_path, writes_enabled=False), "OSPREY__APPROVAL__MODE": "disabled"}
     result = run("channels", "write", "HCM1:SP", "0.5", env=env, cwd=tmp_path, code=1)
-    assert "HCM1:SP blocked (writes_disabled)" in result.stderr
+    assert "HCM1:SP: writes are disabled (control_system.writes_enabled is false)" in (
+        result.stderr)
+    assert Stored(env).approvals() == {}
     assert as_json("channels", "read", "HCM1:SP", env=env, cwd=tmp_path)["HCM1:SP"][
         "value"] == 0.0
 
@@ -270,7 +272,7 @@ def test_array_values_are_parsed_as_lists(tmp_path) -> None:
         assert (write["requested"], write["readback"], write["verified"]) == (
             [0.1, 0.2, 3], [0.1, 0.2, 3], True)
     scalar = run("channels", "write", "A:X", "0.5", env=env, cwd=tmp_path, code=1)
-    assert "A:X blocked (wrong_type): expected a list of numbers" in scalar.stderr
+    assert "A:X: expected a list of numbers, got float" in scalar.stderr
 
 
 # -- archiver -------------------------------------------------------------------------------

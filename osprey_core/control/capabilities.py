@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
-from osprey_core.control.limits import ChannelLimits, check_value, step_size
+from osprey_core.control.limits import ChannelLimits, step_size
 from osprey_core.control.types import (
     ChannelValue,
     Sample,
@@ -44,7 +44,7 @@ from osprey_core.control.types import (
     plain_value,
     value_text,
 )
-from osprey_core.errors import OspreyError
+from osprey_core.errors import OspreyError, StepRefused
 
 if TYPE_CHECKING:
     from osprey_core.control.system import ControlSystem
@@ -325,18 +325,11 @@ def _limits_json(limits: ChannelLimits | None) -> dict[str, Any] | None:
     return {"min": limits.min, "max": limits.max, "max_step": limits.max_step}
 
 
-def _problems(control_system: ControlSystem, channel: str, value: Any,
-              limits: ChannelLimits | None, current: ChannelValue | None) -> list[str]:
-    """What the control system will refuse when this write runs, as far as known now."""
-    if not control_system.writes_enabled:
-        return ["writes are disabled (control_system.writes_enabled is false)"]
-    if limits is None:
-        return [f"{channel} is not in the limits database, so it is not writable"]
-    if not limits.writable:
-        return [f"{channel} is not writable (limits database)"]
-    if problem := check_value(value, limits):
-        return [problem[1]]
-    if limits.max_step is None or current is None:
+def _problems(value: Any, limits: ChannelLimits | None,
+              current: ChannelValue | None) -> list[str]:
+    """What the control system will refuse when this write runs if the channel stays where
+    it is now (the step from the current value); certain refusals never get this far."""
+    if limits is None or limits.max_step is None or current is None:
         return []
     now = plain_value(current.value)
     if is_number(value) and is_number(now) and (step := step_size(now, value)) > limits.max_step:
@@ -379,7 +372,7 @@ async def _describe_write(control_system: ControlSystem,
     tolerance = limits.tolerance.model_dump(exclude_none=True) if limits and limits.tolerance \
         else None
     notes = [f"WILL BE BLOCKED: {problem}"
-             for problem in _problems(control_system, channel, value, limits, current)]
+             for problem in _problems(value, limits, current)]
     if current is None:
         notes.append(f"current value unknown: {unread}")
     if item.units is not None and units is None:
@@ -427,6 +420,10 @@ async def prepare_writes(control_system: ControlSystem,
         entry, described = await _describe_write(control_system, item)
         entries.append(entry)
         lines += described
+    refused = [f"{item.channel}: {reason}" for item in parameters.writes
+               if (reason := control_system.refusal(item.channel, item.value))]
+    if refused:
+        raise StepRefused("; ".join(refused) + "; nothing was asked or written")
     count = len(entries)
     header = (f"Write {count} channel{'s' * (count != 1)} on the "
               f"'{control_system.connector.name}' control system, in this order:")

@@ -63,6 +63,8 @@ from osprey_core.hookspecs.connectors import ControlSystemConnector
 from osprey_core.models import AuditRecord
 
 AuditSink = Callable[[AuditRecord], None]
+#: A value that is not known yet (computed at run time): only the channel can be judged.
+UNKNOWN: Any = object()
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +222,17 @@ class ControlSystem:
     def limits_for(self, channel: str) -> ChannelLimits | None:
         return self.limits.lookup(channel)
 
+    def refusal(self, channel: str, value: Any = UNKNOWN) -> str | None:
+        """Why :meth:`write` would block ``value`` on ``channel`` whatever the machine's
+        state (master switch, limits database, value checks), or ``None``. Without a value
+        only the channel is judged. Nothing is read: ``max_step`` needs the current value
+        at write time and is left to :meth:`write`."""
+        try:
+            self._permit(channel, UNKNOWN if value is UNKNOWN else self._plain(value))
+        except _Blocked as blocked:
+            return str(blocked)
+        return None
+
     async def write(self, channel: str, value: Any, request: WriteRequest) -> WriteResult:
         """Check, write, verify and audit one value, of any type. Never raises for a refused
         write; the result and the audit records are JSON whatever the value."""
@@ -328,7 +341,7 @@ class ControlSystem:
                            f"{channel} is not in the limits database, so it is not writable")
         if not limits.writable:
             raise _Blocked(Reason.NOT_WRITABLE, f"{channel} is not writable (limits database)")
-        if problem := check_value(value, limits):
+        if value is not UNKNOWN and (problem := check_value(value, limits)):
             raise _Blocked(*problem)
         return limits
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from osprey_core.approvals import Action, Outcome
-from osprey_core.errors import OspreyError, RunError
+from osprey_core.errors import OspreyError, RunError, StepRefused
 from osprey_core.hookspecs.capabilities import Capability, StepContext, StepServices
 from osprey_core.models import (
     ApprovalKind,
@@ -168,7 +168,11 @@ class RunController(RunRecorder):
             context = self.step_context(index, capability)
             approved = self._approved_artifact(index)
             if approved is None:
-                prepared = await capability.prepare(context)
+                try:
+                    prepared = await capability.prepare(context)
+                except StepRefused as exc:
+                    raise self._refused(index, capability,
+                                        f"before asking for approval: {exc}") from None
                 artifact, summary = prepared.artifact, prepared.summary
             else:
                 artifact, summary = approved.artifact, approved.summary
@@ -176,8 +180,8 @@ class RunController(RunRecorder):
                     approved = None  # the same artifact, asked again below if policy asks
             ruling = self.rt.rule(self.step_action(capability, artifact))
             if ruling.outcome is Outcome.DENY:
-                raise RunError(f"step {index + 1} ({capability.name}) refused by policy: "
-                               + "; ".join(ruling.reasons))
+                raise self._refused(index, capability,
+                                    "by policy: " + "; ".join(ruling.reasons))
             if ruling.outcome is Outcome.ASK and approved is None:
                 self.stage_approval(ApprovalKind.STEP, index,
                                      self.rt.info(capability.name).approval_kind,
@@ -186,6 +190,14 @@ class RunController(RunRecorder):
             await self._run_step(index, capability, with_artifact(
                 context, artifact, None if approved is None else approved.id))
         return "respond"
+
+    def _refused(self, index: int, capability: Capability, why: str) -> RunError:
+        """A step the policies or the configuration forbid: refused before anyone is asked
+        to approve it (no approval is requested), with the refusal in the audit log."""
+        message = f"step {index + 1} ({capability.name}) refused {why}"
+        self.audit("step_refused", self.run.user, self.run.interface, step=index + 1,
+                   capability=capability.name, reason=message)
+        return RunError(message)
 
     def _lapsed(self, approval: ApprovalRecord) -> bool:
         """Has an approved step missed its chance to start? It must start before the
