@@ -16,6 +16,8 @@ from statistics import fmean
 from typing import Any
 
 import pytest
+from helpers_cli import assert_exit, osprey
+from helpers_dist import osprey_env
 
 from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
 from osprey_core.control.limits import LimitsConfig, LimitsDatabase
@@ -54,6 +56,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+ANY_NAME = {"any_name_reads": True}
 
 
 def machine(clock: Callable[[], float], *, noise: bool = False, home: Path | None = None,
@@ -214,9 +219,26 @@ def test_waveform_matches_noisy_bpm_readings() -> None:
     assert sim.read("BPM:XALL").value == [sim.read(f"BPM{n}:X").value for n in range(1, 5)]
 
 
-def test_undeclared_names_read_plausible_values() -> None:
+def test_undeclared_names_are_not_found_with_the_closest_declared_names() -> None:
+    sim = machine(Clock())
+    with pytest.raises(ChannelNotFoundError, match=r"did you mean SR:CURRENT\b") as caught:
+        sim.read("SR:CURRNET")
+    assert caught.value.channel == "SR:CURRNET"
+    assert "mock.any_name_reads" in str(caught.value)
+    with pytest.raises(ChannelNotFoundError, match="did you mean HCM1:SP"):
+        sim.read("hcm1:sp")  # names are case-sensitive, suggestions are not
+    with pytest.raises(ChannelNotFoundError, match=r"declares \d+ channels"):
+        sim.read("QQQ:ZZZ:WWW")
+    with pytest.raises(ChannelNotFoundError, match="no such channel"):
+        sim.write("QF1:SP", 1.0)  # nothing stored for an undeclared name
+    assert not sim.log.changes("QF1:SP")
+    with pytest.raises(ChannelNotFoundError):
+        sim.metadata("XY:TEMP")
+
+
+def test_undeclared_names_read_plausible_values_when_allowed() -> None:
     clock = Clock()
-    sim = machine(clock, noise=True)
+    sim = machine(clock, noise=True, any_name_reads=True)
     assert sim.read("LN:TEMP:7").value == pytest.approx(25.0, abs=0.1)
     assert sim.read("LN:TEMP:7").units == "degC"
     assert sim.read("BTS:DCCT:CURRENT").value == pytest.approx(100.0, abs=1)
@@ -226,7 +248,8 @@ def test_undeclared_names_read_plausible_values() -> None:
     assert abs(sim.read("QF1:RB").value) < 0.01
     assert abs(sim.read("SOMETHING:ELSE").value) < 0.01
     # Deterministic per name and time.
-    assert sim.read("LN:TEMP:7").value == machine(clock, noise=True).read("LN:TEMP:7").value
+    assert sim.read("LN:TEMP:7").value == machine(
+        clock, noise=True, any_name_reads=True).read("LN:TEMP:7").value
     # Writes to undeclared names are stored (the limits database decides if they happen).
     sim.write("QF1:SP", 3.5)
     assert sim.read("QF1:SP").value == 3.5
@@ -273,7 +296,7 @@ def test_metadata_comes_from_the_declaration() -> None:
     sim.clock = Clock(T0 + 10)
     readback = sim.metadata("HCM1:RB")
     assert (readback.status, readback.severity) == ("HIHI", Severity.MAJOR)
-    undeclared = sim.metadata("XY:TEMP")
+    undeclared = machine(sim.clock, any_name_reads=True).metadata("XY:TEMP")
     assert undeclared.units == "degC" and "undeclared" in (undeclared.description or "")
 
 
@@ -569,7 +592,7 @@ def test_write_path_refusals_with_the_mock(tmp_path: Path) -> None:
 
 def test_archived_history_is_what_the_connector_read(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[Any], datetime]:
-        connector = MockConnector(None, home=tmp_path)
+        connector = MockConnector(ANY_NAME, home=tmp_path)  # LN:TEMP:3 is undeclared
         await connector.connect()
         written = datetime.now(UTC)
         await connector.write("HCM1:SP", 1.0)
@@ -583,7 +606,7 @@ def test_archived_history_is_what_the_connector_read(tmp_path: Path) -> None:
         return readings, written
 
     readings, written = run(scenario())
-    archiver = MockArchiver(None, home=tmp_path)  # a separate instance, same home
+    archiver = MockArchiver(ANY_NAME, home=tmp_path)  # a separate instance, same home
     for reading in readings:
         history = run(archiver.retrieve([reading.channel], reading.timestamp,
                                         reading.timestamp))
@@ -746,3 +769,20 @@ def test_loading_the_mock_plugins_stays_light() -> None:
     result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True,
                             text=True, check=True, timeout=60)
     assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize("any_name_reads", [False, True])
+def test_a_typo_on_the_command_line_fails_with_a_suggestion_unless_any_name_reads(
+        tmp_path: Path, any_name_reads: bool) -> None:
+    config = tmp_path / "osprey.yml"
+    config.write_text(json.dumps({"control_system": {"type": "mock"},
+                                  "mock": {"any_name_reads": any_name_reads}}))
+    result = osprey("channels", "read", "SR:CURRNET", "--json", cwd=tmp_path,
+                    env=osprey_env(tmp_path / "home", OSPREY_CONFIG=str(config)))
+    if any_name_reads:
+        assert_exit(result, 0)
+        assert "value" in json.loads(result.stdout)["SR:CURRNET"]
+    else:
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        error = json.loads(result.stdout)["SR:CURRNET"]["error"]
+        assert "did you mean SR:CURRENT?" in error and "mock.any_name_reads" in error
