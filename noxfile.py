@@ -63,9 +63,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Ruff over everything, including the banned bare imports of the mapped folders."""
+    """Ruff over everything, including the banned bare imports of the mapped folders; then
+    mypy --strict over the public API (osprey_core.api and the hook specs)."""
     session.install("--quiet", "ruff>=0.17,<0.18")
     session.run("ruff", "check", ".")
+    # The types the API names: the core, numpy (embedding vectors), rich (rendering).
+    session.install("--quiet", ".[logbook]", "rich", "mypy>=1.11", "types-PyYAML>=6")
+    session.run("python", "tests/test_typing.py")
 
 
 @nox.session(python=PYTHON)

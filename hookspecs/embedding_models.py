@@ -69,7 +69,8 @@ class EmbeddingModel(ABC):
     def embed_query(self, text: str) -> np.ndarray:
         """The vector of a search query, shape ``(dimension,)``. Models trained with a
         query prefix (``"query: "``) override this; the rest embed it as a document."""
-        return self.embed([text])[0]
+        vector: np.ndarray = self.embed([text])[0]
+        return vector
 
 
 @hookspec
