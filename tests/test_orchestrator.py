@@ -123,7 +123,7 @@ def test_llm_plan_in_planning_mode_is_approved_then_runs_with_a_single_llm_call(
     done = osprey.approve(approval.id, user="bob")
 
     assert done.state is RunState.DONE
-    assert "SR:CURRENT: 500.0" in (done.response or "")
+    assert "SR:CURRENT: 500" in (done.response or "")  # rendered by its capability
     assert server.calls == 1
     assert lab_counts(llm_lab) == {"read_beam": 1}
     trail = [(entry.action, entry.approval_id, entry.sha256, entry.actor)
