@@ -8,10 +8,18 @@ from typing import Any
 
 from osprey_core.hookspecs import hookspec
 
+#: Every ``RunEvent.kind`` a run emits (docs/events.md says what each one's ``data`` holds).
+#: Kinds are only ever added, so an observer may ignore the ones it does not know.
+RUN_EVENT_KINDS: tuple[str, ...] = (
+    "submitted", "state", "step_started", "step_succeeded", "step_failed",
+    "plan_edited", "artifact_edited", "approval_refused",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
-    """Something happened in a run: a state change, a step started or finished, ..."""
+    """Something happened in a run: a state change, a step started or finished, ...
+    ``kind`` is one of :data:`RUN_EVENT_KINDS`."""
 
     run_id: str
     kind: str

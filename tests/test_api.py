@@ -96,3 +96,19 @@ def test_step_services_offered_by_a_harness_say_what_is_missing() -> None:
     step = StepContext(run_id="r", index=0, query="q", user="u", session="s", parameters={})
     with pytest.raises(KeyError, match="offered: none"):
         step.services.config  # noqa: B018
+
+
+def test_the_event_reference_lists_exactly_the_kinds_the_run_emits() -> None:
+    import re
+
+    from osprey_core.hookspecs.observers import RUN_EVENT_KINDS
+
+    root = Path(__file__).resolve().parents[1]
+    source = "\n".join(path.read_text() for path in
+                       sorted((root / "osprey_core" / "orchestration").glob("*.py")))
+    emitted = set(re.findall(r'(?:\.save\(|event=\(|RunEvent\([^()]*?, |EventRecord\([^()]*?'
+                             r'kind=)\s*"(\w+)"', source, re.S))
+    assert emitted == set(RUN_EVENT_KINDS)
+    documented = re.findall(r"^\| `(\w+)` \|", (root / "docs" / "events.md").read_text(),
+                            re.M)
+    assert documented == list(RUN_EVENT_KINDS)
