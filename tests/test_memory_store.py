@@ -336,11 +336,11 @@ def test_a_lock_held_too_long_fails_clearly_and_changes_nothing(
     import fcntl
     import os
 
-    import osprey_core.memory.store as store_module
+    import osprey_core.memory.files as files_module
 
     store.add("ana", "first")
     before = store.path_for("ana").read_bytes()
-    monkeypatch.setattr(store_module, "LOCK_TIMEOUT", 0.2)
+    monkeypatch.setattr(files_module, "LOCK_TIMEOUT", 0.2)
     # Another open file description holding the lock, as a hung process would.
     holder = os.open(store.path_for("ana").with_suffix(".lock"), os.O_RDWR)
     fcntl.flock(holder, fcntl.LOCK_EX)
