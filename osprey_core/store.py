@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from osprey_core.errors import OspreyError, os_error_text
+from osprey_core.errors import os_error_text
 from osprey_core.models import (
     ApprovalRecord,
     ApprovalStatus,
@@ -33,192 +32,28 @@ from osprey_core.models import (
     StepRecord,
 )
 from osprey_core.run_machine import RunState
+from osprey_core.store_errors import (
+    ConflictError,
+    StoreDamagedError,
+    StoreError,
+    StoreStorageError,
+    check_database_file,
+    store_error,
+    translating,
+)
+from osprey_core.store_schema import MIGRATIONS, SPLIT_FIELDS, owner_key
+
+#: The store's errors live with the other stores' in :mod:`osprey_core.store_errors`.
+__all__ = [
+    "ConflictError",
+    "RunStore",
+    "StoreDamagedError",
+    "StoreError",
+    "StoreStorageError",
+    "owner_key",
+]
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class StoreError(OspreyError):
-    """The store refused an operation (unknown id, lost race, newer schema)."""
-
-
-class ConflictError(StoreError):
-    """A compare-and-set lost: someone else changed the record first."""
-
-
-class StoreDamagedError(StoreError):
-    """The database file is damaged, truncated or not osprey's: osprey refuses to work on
-    it (and never replaces it) until it is restored from a backup or moved away."""
-
-
-class StoreStorageError(StoreError):
-    """The disk refused the database (read-only, full, locked, failing)."""
-
-
-#: The first 16 bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
-#: What to do about a damaged store, said once for every message that needs it.
-RESTORE_HINT = ("nothing was changed. Run 'osprey store check' for details; restore a backup "
-                "with 'osprey store restore BACKUP', or move the file away to start a new, "
-                "empty store")
-
-
-def check_database_file(path: Path, evidence: Callable[[], Path | None] | None = None,
-                        hint: str = RESTORE_HINT) -> None:
-    """Refuse, before SQLite touches it, a database file that is empty, truncated or not
-    a database, and a missing one whose data evidently existed (its ``-wal`` file, or
-    whatever ``evidence`` finds): SQLite would silently create a fresh, empty database
-    in its place."""
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(100)
-            size = os.fstat(handle.fileno()).st_size
-    except FileNotFoundError:
-        wal = path.with_name(path.name + "-wal")
-        left = wal if wal.exists() else (evidence() if evidence is not None else None)
-        if left is not None:
-            raise StoreDamagedError(
-                f"the store {path} is missing, but {left} is left from it: it was deleted or "
-                f"moved, and osprey will not start an empty one in its place; {hint}"
-                ) from None
-        return
-    except OSError as exc:
-        raise StoreStorageError(f"cannot read the store {path}: {os_error_text(exc)}") from None
-    if size == 0:
-        raise StoreDamagedError(f"the store {path} is empty (0 bytes), though an "
-                                f"existing store never is; {hint}")
-    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
-        raise StoreDamagedError(f"the store {path} is not an SQLite database (its first bytes "
-                                f"are {header[:16]!r}); {hint}")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    if header[24:28] == header[92:96] and pages * page_size > size:
-        raise StoreDamagedError(f"the store {path} is truncated: it is {size} bytes but says "
-                                f"it holds {pages} pages of {page_size}; {hint}")
-
-
-def _file_system_state(path: Path) -> str:
-    """``read-only``, ``full`` or ``''`` for the file system holding ``path``: SQLite often
-    reports either as a bare 'disk I/O error' or 'unable to open database file'."""
-    try:
-        stats = os.statvfs(path.parent)
-    except OSError:
-        return ""
-    if stats.f_flag & os.ST_RDONLY:
-        return "read-only"
-    if stats.f_bavail * stats.f_frsize < 64 * 1024:
-        return "full"
-    return ""
-
-
-def store_error(path: Path, exc: sqlite3.Error, hint: str = RESTORE_HINT) -> StoreError:
-    """An SQLite error as an operator reads it: which file, what is wrong, what to do."""
-    text = str(exc)
-    lowered = text.lower()
-    state = _file_system_state(path)
-    if state == "read-only":
-        lowered += " read-only"
-    elif state == "full":
-        lowered += " full"
-    if any(word in lowered for word in ("malformed", "not a database", "encrypted")):
-        return StoreDamagedError(f"the store {path} is damaged ({text}); {hint}")
-    if "readonly" in lowered or "read-only" in lowered:
-        return StoreStorageError(f"cannot write the store {path}: it is read-only ({text}); "
-                                 "nothing was changed. Check the file system and the "
-                                 "permissions of its directory (the store needs to write "
-                                 "beside the file even to read it)")
-    if "full" in lowered:
-        return StoreStorageError(f"cannot write the store {path}: the disk is full ({text}); "
-                                 "nothing was changed. Free some space and try again")
-    if "unable to open" in lowered:
-        return StoreStorageError(f"cannot open the store {path} ({text}): check that its "
-                                 "directory exists and is writable")
-    if "locked" in lowered or "busy" in lowered:
-        return StoreStorageError(f"the store {path} is locked by another process ({text}); "
-                                 "nothing was changed. Try again")
-    return StoreError(f"the store {path} failed: {text}")
-
-
-def translating[**P, R](method: Callable[P, R]) -> Callable[P, R]:
-    """Turn any SQLite error inside ``method`` into a :class:`StoreError` naming the file."""
-
-    @functools.wraps(method)
-    def translated(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            store: Any = args[0]
-            raise store_error(store.path, exc, getattr(store, "damage_hint", RESTORE_HINT)
-                              ) from exc
-
-    return translated
-
-
-SCHEMA_V1 = (
-    """CREATE TABLE runs (id TEXT PRIMARY KEY, session TEXT NOT NULL, state TEXT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, data TEXT NOT NULL)""",
-    "CREATE INDEX runs_session ON runs(session)",
-    "CREATE INDEX runs_state ON runs(state)",
-    """CREATE TABLE steps (run_id TEXT NOT NULL REFERENCES runs(id), idx INTEGER NOT NULL,
-        status TEXT NOT NULL, idempotency_key TEXT NOT NULL UNIQUE, data TEXT NOT NULL,
-        PRIMARY KEY (run_id, idx))""",
-    """CREATE TABLE approvals (id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id),
-        session TEXT NOT NULL, status TEXT NOT NULL, expires_at TEXT NOT NULL,
-        data TEXT NOT NULL)""",
-    "CREATE INDEX approvals_status ON approvals(status)",
-    "CREATE INDEX approvals_run ON approvals(run_id)",
-    """CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
-        action TEXT NOT NULL, run_id TEXT, approval_id TEXT, data TEXT NOT NULL)""",
-    "CREATE INDEX audit_run ON audit(run_id)",
-    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-    """CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
-        at TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)""",
-    "CREATE INDEX events_run ON events(run_id)",
-)
-
-
-def _split_runs(conn: sqlite3.Connection) -> None:
-    """Version 2: a run's plan and its context values get tables of their own, so saving a
-    run after each step rewrites a small row, not every earlier step's output; and the
-    process working on a run (its owner) gets a column that compare-and-set can check."""
-    for statement in (
-        "ALTER TABLE runs ADD COLUMN owner TEXT",
-        """CREATE TABLE run_plans (run_id TEXT PRIMARY KEY REFERENCES runs(id),
-            sha256 TEXT NOT NULL, data TEXT NOT NULL)""",
-        """CREATE TABLE run_context (run_id TEXT NOT NULL REFERENCES runs(id),
-            key TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (run_id, key))""",
-    ):
-        conn.execute(statement)
-    for run_id, data in conn.execute("SELECT id, data FROM runs").fetchall():
-        record = json.loads(data)
-        plan, context = record.pop("plan", None), record.pop("context", {}) or {}
-        if plan is not None:
-            conn.execute("INSERT INTO run_plans VALUES (?, ?, ?)",
-                         [run_id, record.get("plan_sha256") or "", json.dumps(plan)])
-        conn.executemany("INSERT INTO run_context VALUES (?, ?, ?)",
-                         [(run_id, key, json.dumps(value)) for key, value in context.items()])
-        conn.execute("UPDATE runs SET data=?, owner=? WHERE id=?",
-                     [json.dumps(record), owner_key(RunRecord.model_validate(
-                         {**record, "plan": plan, "context": context})), run_id])
-
-
-Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
-#: Schema migrations in order; version N runs ``MIGRATIONS[N - 1]``. Only ever append.
-#: (Statements run one by one: ``executescript`` would commit the open transaction.)
-MIGRATIONS: list[Migration] = [SCHEMA_V1, _split_runs]
-#: Run fields kept in tables of their own (see :func:`_split_runs`).
-SPLIT_FIELDS = frozenset({"plan", "context"})
-
-
-def owner_key(run: RunRecord) -> str | None:
-    """The identity of the process working on ``run``: boot id, pid and the process's
-    start time, so a reused pid or a reboot never passes for the same process."""
-    if run.owner_pid is None:
-        return None
-    return f"{run.owner_boot}/{run.owner_pid}/{run.owner_start}"
 
 
 class RunStore:

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from osprey_core.errors import StorageError
-from osprey_core.store import (
-    MIGRATIONS,
+from osprey_core.store_errors import (
     StoreDamagedError,
     StoreError,
     StoreStorageError,
     check_database_file,
     store_error,
 )
+from osprey_core.store_schema import MIGRATIONS
 
 #: The tables a store of the current schema must have.
 TABLES = ("meta", "runs", "steps", "approvals", "audit", "events", "run_plans", "run_context")

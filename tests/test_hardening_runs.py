@@ -277,7 +277,8 @@ def test_the_run_record_does_not_grow_with_the_steps_it_has_run(lab: Lab, steps:
 def test_a_store_written_before_the_split_is_migrated_with_nothing_lost(tmp_path: Path) -> None:
     import sqlite3
 
-    from osprey_core.store import SCHEMA_V1, RunStore
+    from osprey_core.store import RunStore
+    from osprey_core.store_schema import SCHEMA_V1
 
     path = tmp_path / "osprey.db"
     legacy = executing_run(123, "boot", None).model_copy(

@@ -22,7 +22,8 @@ from osprey_core.models import (
     sha256_of,
 )
 from osprey_core.run_machine import RunState
-from osprey_core.store import MIGRATIONS, ConflictError, RunStore, StoreDamagedError, StoreError
+from osprey_core.store import ConflictError, RunStore, StoreDamagedError, StoreError
+from osprey_core.store_schema import MIGRATIONS
 
 NOW = datetime(2030, 1, 1, 8, 0, tzinfo=UTC)
 

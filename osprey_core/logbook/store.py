@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from osprey_core.logbook.models import Attachment, LogEntry
-from osprey_core.store import (
+from osprey_core.store_errors import (
     StoreError,
     StoreStorageError,
     check_database_file,
