@@ -29,7 +29,7 @@ from osprey_core.logbook.models import Filters
 from osprey_core.logbook.query import And, Field, Node, Not, Or, ParsedQuery
 
 if TYPE_CHECKING:
-    from osprey_core.logbook.store import DocRow, LogbookStore
+    from osprey_core.logbook.storage import DocRow, LogbookStore
 
 #: Bumped when the files of an index change shape; an index in another format is rebuilt.
 META_FORMAT = 1

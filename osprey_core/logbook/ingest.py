@@ -28,7 +28,7 @@ from typing import Any
 from osprey_core.errors import OspreyError, PluginError
 from osprey_core.hookspecs.logbook_adapters import LogbookAdapter
 from osprey_core.logbook.models import BadRecord, LogEntry
-from osprey_core.logbook.store import HighWater, LogbookStore
+from osprey_core.logbook.storage import HighWater, LogbookStore
 from osprey_core.settings import LogbookSourceSettings
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from osprey_core.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from osprey_core.hookspecs.embedding_models import EmbeddingModel
-    from osprey_core.logbook.store import DocRow, LogbookStore
+    from osprey_core.logbook.storage import DocRow, LogbookStore
     from osprey_core.settings import EmbeddingSettings
 
 #: Layout of a vector set; a set of another format is rebuilt, never misread.

@@ -7,23 +7,35 @@ indexes beside the database (keyword postings, embedding matrices) catch up with
 what changed. An edited entry is a delete of the old row and an insert of its new version:
 a row's content never changes, so an index entry for a row is never stale, only dead.
 
-:class:`LogbookStore` is the interface the rest of the logbook uses; :class:`SQLiteLogbook`
-implements it. A PostgreSQL implementation follows the same contract.
+:class:`~osprey_core.logbook.storage.LogbookStore` is the interface the rest of the logbook
+uses; :class:`SQLiteLogbook` implements it. A PostgreSQL implementation follows the same contract.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
-from osprey_core.logbook.models import Attachment, LogEntry
+from osprey_core.logbook.models import LogEntry
+from osprey_core.logbook.sqlite_schema import (
+    COLUMNS,
+    MIGRATIONS,
+    doc_from_row,
+    entry_from_row,
+    entry_row,
+)
+from osprey_core.logbook.storage import (
+    Changes,
+    DocRow,
+    HighWater,
+    LogbookStore,
+    SourceState,
+    UpsertCounts,
+)
 from osprey_core.store_errors import (
     StoreError,
     StoreStorageError,
@@ -37,119 +49,16 @@ from osprey_core.store_errors import (
 LOGBOOK_HINT = ("nothing was changed. Move the file away and ingest the logbooks again "
                 "(osprey logbook ingest), or restore a copy of it")
 
-_COLUMNS = ("id", "source", "native_id", "logbook", "author", "title", "text", "tags", "ts",
-            "ts_offset", "linked_to", "attachments", "ingested_at", "content_hash", "version")
-
-
-def _schema_v1(conn: sqlite3.Connection) -> None:
-    import sqlite_utils  # only when a database is created or upgraded: it imports pandas
-
-    conn.execute("""CREATE TABLE entries (
-        rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, source TEXT NOT NULL,
-        native_id TEXT NOT NULL, logbook TEXT, author TEXT, title TEXT NOT NULL,
-        text TEXT NOT NULL, tags TEXT NOT NULL, ts REAL NOT NULL, ts_offset INTEGER,
-        linked_to TEXT NOT NULL, attachments TEXT NOT NULL, ingested_at REAL NOT NULL,
-        content_hash TEXT NOT NULL, version INTEGER NOT NULL)""")
-    for column in ("ts", "author", "logbook", "source"):
-        conn.execute(f"CREATE INDEX entries_{column} ON entries({column})")
-    conn.execute("""CREATE TABLE entry_tags (rowid INTEGER NOT NULL, tag TEXT NOT NULL,
-        PRIMARY KEY (tag, rowid)) WITHOUT ROWID""")
-    conn.execute("""CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        rowid INTEGER NOT NULL, op TEXT NOT NULL)""")
-    conn.execute("""CREATE TRIGGER entries_change_del AFTER DELETE ON entries BEGIN
-        INSERT INTO changes (rowid, op) VALUES (old.rowid, 'del');
-        DELETE FROM entry_tags WHERE rowid = old.rowid; END""")
-    conn.execute("""CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries BEGIN
-        SELECT RAISE(ABORT, 'entries are replaced, never updated in place'); END""")
-    conn.execute("""CREATE TABLE sources (source TEXT PRIMARY KEY, adapter TEXT,
-        location TEXT, high_water_ts REAL, high_water_id TEXT, last_ingest REAL,
-        entries INTEGER NOT NULL DEFAULT 0)""")
-    sqlite_utils.Database(conn)["entries"].enable_fts(
-        ["title", "text"], create_triggers=True, tokenize="porter unicode61")
-    # New rows reach the FTS index and the change log in one statement per batch (see
-    # upsert): a trigger per row made ingest five times slower. Deletes keep theirs.
-    conn.execute('DROP TRIGGER "entries_ai"')
-
-
-#: Schema migrations in order; version N runs ``MIGRATIONS[N - 1]``. Only ever append.
-MIGRATIONS = [_schema_v1]
-
-
-@dataclass(frozen=True, slots=True)
-class UpsertCounts:
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-    def __add__(self, other: UpsertCounts) -> UpsertCounts:
-        return UpsertCounts(self.added + other.added, self.updated + other.updated,
-                            self.unchanged + other.unchanged)
-
-
-@dataclass(frozen=True, slots=True)
-class HighWater:
-    """The newest entry a source has delivered: ingest resumes from here (minus overlap)."""
-
-    timestamp: datetime
-    native_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SourceState:
-    source: str
-    adapter: str | None
-    location: str | None
-    high_water: HighWater | None
-    last_ingest: datetime | None
-    entries: int
-
-
-@dataclass(frozen=True, slots=True)
-class DocRow:
-    """The fields index builders read, without building a validated entry per row."""
-
-    rowid: int
-    source: str
-    logbook: str | None
-    author: str | None
-    title: str
-    text: str
-    tags: tuple[str, ...]
-    ts: float
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """Rows added and removed after change ``since``, up to ``last``."""
-
-    last: int
-    added: list[int]
-    removed: list[int]
-
-
-class LogbookStore(Protocol):
-    """What the logbook needs from a store (SQLite here; PostgreSQL can follow)."""
-
-    path: Path
-
-    def upsert(self, entries: Sequence[LogEntry]) -> UpsertCounts: ...
-    def get(self, ids: Sequence[str]) -> list[LogEntry]: ...
-    def by_rowids(self, rowids: Sequence[int]) -> dict[int, LogEntry]: ...
-    def rowids(self, ids: Sequence[str]) -> dict[str, int]: ...
-    def count(self, source: str | None = None) -> int: ...
-    def docs(self, rowids: Iterable[int] | None = None, *,
-             batch: int = 5000) -> Iterator[list[DocRow]]: ...
-    def live_rowids(self) -> list[int]: ...
-    def changes_since(self, seq: int) -> Changes: ...
-    def last_change(self) -> int: ...
-    def phrase_rowids(self, phrase: str, rowids: Sequence[int]) -> set[int]: ...
-    def delete(self, ids: Sequence[str]) -> int: ...
-    def purge(self, *, source: str | None = None, before: datetime | None = None) -> int: ...
-    def high_water(self, source: str) -> HighWater | None: ...
-    def record_ingest(self, source: str, adapter: str, location: str,
-                      high_water: HighWater | None) -> None: ...
-    def sources(self) -> list[SourceState]: ...
-    def close(self) -> None: ...
+#: The contract's records are importable from here too, beside their engine.
+__all__ = [
+    "Changes",
+    "DocRow",
+    "HighWater",
+    "LogbookStore",
+    "SQLiteLogbook",
+    "SourceState",
+    "UpsertCounts",
+]
 
 
 class SQLiteLogbook:
@@ -254,7 +163,7 @@ class SQLiteLogbook:
                     continue
                 if old is not None:
                     replaced.append(old[0])
-                rows.append(_row(entry, digest, now, 1 if old is None else old[2] + 1))
+                rows.append(entry_row(entry, digest, now, 1 if old is None else old[2] + 1))
                 rows_entries.append((entry_id, entry))
             if replaced:
                 conn.executemany("DELETE FROM entries WHERE rowid=?", [(r,) for r in replaced])
@@ -263,8 +172,8 @@ class SQLiteLogbook:
             base = conn.execute("SELECT coalesce(max(rowid), 0) FROM entries").fetchone()[0]
             base = max(base, conn.execute("SELECT coalesce(max(rowid), 0) FROM changes"
                                           ).fetchone()[0])
-            marks = ", ".join("?" for _ in ("rowid", *_COLUMNS))
-            conn.executemany(f"INSERT INTO entries (rowid, {', '.join(_COLUMNS)}) "
+            marks = ", ".join("?" for _ in ("rowid", *COLUMNS))
+            conn.executemany(f"INSERT INTO entries (rowid, {', '.join(COLUMNS)}) "
                              f"VALUES ({marks})",
                              [(base + offset, *row) for offset, row in enumerate(rows, 1)])
             tags = [(base + offset, tag.casefold()) for offset, (_, entry) in
@@ -345,8 +254,8 @@ class SQLiteLogbook:
             chunk = list(ids[start:start + 500])
             marks = ", ".join("?" for _ in chunk)
             for row in self.conn.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM entries WHERE id IN ({marks})", chunk):
-                entry = _entry(row)
+                    f"SELECT {', '.join(COLUMNS)} FROM entries WHERE id IN ({marks})", chunk):
+                entry = entry_from_row(row)
                 found[entry.id] = entry
         return [found[entry_id] for entry_id in ids if entry_id in found]
 
@@ -357,9 +266,9 @@ class SQLiteLogbook:
             chunk = list(rowids[start:start + 500])
             marks = ", ".join("?" for _ in chunk)
             for rowid, *row in self.conn.execute(
-                    f"SELECT rowid, {', '.join(_COLUMNS)} FROM entries WHERE rowid IN ({marks})",
+                    f"SELECT rowid, {', '.join(COLUMNS)} FROM entries WHERE rowid IN ({marks})",
                     chunk):
-                found[rowid] = _entry(row)
+                found[rowid] = entry_from_row(row)
         return found
 
     @translating
@@ -384,7 +293,7 @@ class SQLiteLogbook:
                 while rows := self.conn.execute(
                         f"SELECT {columns} FROM entries WHERE rowid>? ORDER BY rowid LIMIT ?",
                         [after, batch]).fetchall():
-                    yield [_doc(row) for row in rows]
+                    yield [doc_from_row(row) for row in rows]
                     after = rows[-1][0]
                 return
             wanted = sorted(set(rowids))
@@ -394,7 +303,7 @@ class SQLiteLogbook:
                 for sub in range(0, len(chunk), 500):
                     part = chunk[sub:sub + 500]
                     marks = ", ".join("?" for _ in part)
-                    found += [_doc(row) for row in self.conn.execute(
+                    found += [doc_from_row(row) for row in self.conn.execute(
                         f"SELECT {columns} FROM entries WHERE rowid IN ({marks}) ORDER BY rowid",
                         part)]
                 if found:
@@ -468,34 +377,3 @@ class SQLiteLogbook:
                 None if ts is None else HighWater(datetime.fromtimestamp(ts, UTC), native),
                 None if last is None else datetime.fromtimestamp(last, UTC), entries))
         return states
-
-
-def _row(entry: LogEntry, digest: str, now: float, version: int) -> tuple[Any, ...]:
-    return (entry.id, entry.source, entry.native_id, entry.logbook, entry.author, entry.title,
-            entry.text, _json_list(entry.tags), entry.utc.timestamp(),
-            entry.utc_offset_minutes, _json_list(entry.linked_to),
-            _json_list([item.model_dump(mode="json") for item in entry.attachments]), now,
-            digest, version)
-
-
-def _json_list(items: Sequence[Any]) -> str:
-    """A list as JSON; most are empty, and ``json.dumps`` was a third of ingest's Python."""
-    return json.dumps(list(items), ensure_ascii=False) if items else "[]"
-
-
-def _entry(row: Sequence[Any]) -> LogEntry:
-    (_, source, native_id, logbook, author, title, text, tags, ts, offset, linked, attachments,
-     *_rest) = row
-    # Written by this module from validated entries: constructed without re-validating.
-    return LogEntry.model_construct(
-        source=source, native_id=native_id, timestamp=datetime.fromtimestamp(ts, UTC),
-        text=text, title=title, logbook=logbook, author=author, tags=tuple(json.loads(tags)),
-        linked_to=tuple(json.loads(linked)),
-        attachments=tuple(Attachment.model_construct(**item)
-                          for item in json.loads(attachments)),
-        utc_offset_minutes=offset)
-
-
-def _doc(row: Sequence[Any]) -> DocRow:
-    rowid, source, logbook, author, title, text, tags, ts = row
-    return DocRow(rowid, source, logbook, author, title, text, tuple(json.loads(tags)), ts)

@@ -26,7 +26,7 @@ from osprey_core.logbook.query import ParsedQuery, Word, walk_positive
 from osprey_core.logbook.tokenize import ANALYZER_VERSION
 
 if TYPE_CHECKING:
-    from osprey_core.logbook.store import LogbookStore
+    from osprey_core.logbook.storage import LogbookStore
 
 #: BM25 parameters (measured on SciFact, see docs/logbook-search.md).
 K1 = 1.2

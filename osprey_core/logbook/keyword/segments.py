@@ -16,7 +16,7 @@ import numpy as np
 from osprey_core.logbook.tokenize import RAW_TOKEN, analyze_raw, term_hash
 
 if TYPE_CHECKING:
-    from osprey_core.logbook.store import DocRow
+    from osprey_core.logbook.storage import DocRow
 
 ARRAYS = ("terms", "offsets", "occ_offsets", "docs", "tfs", "occ_starts", "positions",
            "rows", "lengths")
