@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from helpers_dist import osprey_env, write_distribution
+from support.dist import osprey_env, write_distribution
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers_sandbox import run_code, sha256
+from support.bootstrap import run_code, sha256
 
 from osprey_core.execution.models import ExecutionRequest
 from osprey_core.hookspecs.execution_backends import ExitReason, SandboxOutcome

@@ -14,8 +14,8 @@ from typing import Any
 
 import iocs
 import pytest
-from helpers_sandbox import Ran, mock_machine, run_code, sha256
 from iocs import IOC, direct_read, direct_write
+from support.bootstrap import Ran, mock_machine, run_code, sha256
 
 from osprey_core.control.system import ControlSystem
 from osprey_core.execution.models import ExecutionMode

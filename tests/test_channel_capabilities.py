@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_cli import Stored, assert_exit, osprey
-from helpers_dist import osprey_env
+from support.cli import Stored, assert_exit, osprey
+from support.dist import osprey_env
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers_dist import osprey_env, run_osprey, write_distribution
+from support.dist import osprey_env, run_osprey, write_distribution
 
 from osprey_core.config import MASK
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_cli import Stored, assert_exit, osprey
-from helpers_dist import osprey_env, write_distribution
+from support.cli import Stored, assert_exit, osprey
+from support.dist import osprey_env, write_distribution
 
 pytestmark = pytest.mark.exercises_hook("register_commands")
 uses_connectors = pytest.mark.exercises_hook("register_connectors")

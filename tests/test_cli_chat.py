@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers_cli import Stored, assert_exit, osprey, pulse_env
+from support.cli import Stored, assert_exit, osprey, pulse_env
 
 pytestmark = pytest.mark.exercises_hook("register_commands")
 

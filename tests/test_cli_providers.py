@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers_cli import assert_exit, json_of, osprey
-from helpers_dist import osprey_env, write_distribution
+from support.cli import assert_exit, json_of, osprey
+from support.dist import osprey_env, write_distribution
 
 from osprey_core.api import default_user
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers_cli import Stored, assert_exit, json_of, osprey, pulse_env
-from helpers_dist import write_distribution
+from support.cli import Stored, assert_exit, json_of, osprey, pulse_env
+from support.dist import write_distribution
 
 from osprey_core.models import sha256_of
 from osprey_core.testing.openai_server import FakeOpenAIServer

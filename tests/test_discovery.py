@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers_dist import by_name, osprey_env, plugins_json, run_osprey, write_distribution
+from support.dist import by_name, osprey_env, plugins_json, run_osprey, write_distribution
 
 from osprey_core.errors import DuplicateNameError
 from osprey_core.plugin_host import load_plugins

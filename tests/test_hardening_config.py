@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_dist import osprey_env
 from pydantic import BaseModel, ConfigDict
+from support.dist import osprey_env
 
 from osprey_core.config import load_config
 from osprey_core.control.limits import LimitsDatabase

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers_dist import osprey_env
-from helpers_mounts import run_osprey
+from support.dist import osprey_env
+from support.mounts import run_osprey
 
 from osprey_core.api import Osprey
 from osprey_core.control.capabilities import match_history, match_read, match_write

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_dist import osprey_env
-from helpers_mounts import needs_mounts, read_only, run_osprey
+from support.dist import osprey_env
+from support.mounts import needs_mounts, read_only, run_osprey
 
 from osprey_core.errors import StorageError
 from osprey_core.fileio import atomic_write_text

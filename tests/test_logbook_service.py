@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_dist import osprey_env
+from support.dist import osprey_env
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config

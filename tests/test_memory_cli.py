@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_cli import assert_exit
-from helpers_dist import osprey_env
+from support.cli import assert_exit
+from support.dist import osprey_env
 
 #: Runs ``osprey`` with the ``memory`` sub-app registered even before the core commands
 #: plugin registers it (then this adds nothing).

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_cli import assert_exit
-from helpers_dist import osprey_env
-from helpers_mounts import needs_mounts, read_only, run_osprey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.cli import assert_exit
+from support.dist import osprey_env
+from support.mounts import needs_mounts, read_only, run_osprey
 
 from osprey_core.memory.errors import (
     MemoryCorruptError,

@@ -16,8 +16,8 @@ from statistics import fmean
 from typing import Any
 
 import pytest
-from helpers_cli import assert_exit, osprey
-from helpers_dist import osprey_env
+from support.cli import assert_exit, osprey
+from support.dist import osprey_env
 
 from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
 from osprey_core.control.limits import LimitsConfig, LimitsDatabase

@@ -16,10 +16,10 @@ from typing import Any
 import iocs
 import nbformat
 import pytest
-from helpers_cli import assert_exit, osprey
-from helpers_dist import osprey_env
 from iocs import IOC, direct_read, direct_write
-from sandbox_helpers import SANDBOX_DIR
+from support.cli import assert_exit, osprey
+from support.dist import osprey_env
+from support.sandbox import SANDBOX_DIR
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config

@@ -18,7 +18,7 @@ from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
 import pytest
-from sandbox_helpers import SANDBOX_DIR, SMALL, processes_with, run
+from support.sandbox import SANDBOX_DIR, SMALL, processes_with, run
 from typer.testing import CliRunner
 
 from osprey_core.cli import build_app

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from helpers_sandbox import mock_machine, run_code, sha256
+from support.bootstrap import mock_machine, run_code, sha256
 
 from osprey_core.execution.models import ExecutionMode
 from osprey_core.hookspecs.execution_backends import EXIT_CODE_CPU, EXIT_CODE_MEMORY

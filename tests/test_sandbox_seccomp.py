@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sandbox_helpers import SANDBOX_DIR, SMALL, run
+from support.sandbox import SANDBOX_DIR, SMALL, run
 
 from osprey_core.hookspecs.execution_backends import ExitReason
 from osprey_core.sandbox.nsjail_backend import (

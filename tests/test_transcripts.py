@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers_cli import assert_exit, osprey
-from helpers_dist import osprey_env
+from support.cli import assert_exit, osprey
+from support.dist import osprey_env
 
 pytestmark = pytest.mark.exercises_hook("register_commands")
 

@@ -1,0 +1,1 @@
+"""Helpers the tests share: CLI runs, throwaway distributions, sandbox and broker runs."""
