@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from helpers_dist import osprey_env, write_distribution
+from support.dist import osprey_env, write_distribution
 
 if TYPE_CHECKING:
     from osprey_core.store import RunStore
