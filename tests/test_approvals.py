@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab, ManualClock, PolicyPlugin, VotePolicy
+from support.orchestration import Lab, ManualClock, PolicyPlugin, VotePolicy
 
 from osprey_core.approvals import Action, Outcome, rule
 from osprey_core.errors import ApprovalError

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import TIMEOUT, Lab, json_out, pid_gone, plan_reply, respond, step
+from support.orchestration import TIMEOUT, Lab, json_out, pid_gone, plan_reply, respond, step
 
 from osprey_core.errors import RunError
 from osprey_core.models import ApprovalStatus, Plan, PlanStep, RunRecord, StepStatus

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab, PolicyPlugin
+from support.orchestration import Lab, PolicyPlugin
 
 from osprey_core.errors import PluginError, RegistryError
 from osprey_core.hookspecs import hookimpl

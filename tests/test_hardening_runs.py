@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab, ManualClock, plan_reply, step
+from support.orchestration import Lab, ManualClock, plan_reply, step
 
 from osprey_core.errors import ApprovalError
 from osprey_core.models import ApprovalStatus, Plan, PlanStep, RunRecord, StepRecord, StepStatus

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from orch_helpers import RecordingPlanner
+from support.orchestration import RecordingPlanner
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config

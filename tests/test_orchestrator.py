@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab, Observer, plan_reply, respond, step
+from support.orchestration import Lab, Observer, plan_reply, respond, step
 
 from osprey_core.errors import ApprovalError, OspreyError, RunError
 from osprey_core.hookspecs import hookimpl

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab
+from support.orchestration import Lab
 
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, PreparedAction, StepContext

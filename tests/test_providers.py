@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from orch_helpers import Lab, RecordingPlanner, plan_reply, respond, step
+from support.orchestration import Lab, RecordingPlanner, plan_reply, respond, step
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config

@@ -24,13 +24,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from support.dist import osprey_env, write_distribution
-
 from osprey_core.api import Osprey
 from osprey_core.config import load_config
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.approval_policies import ApprovalPolicy, Verdict, Vote
 from osprey_core.plugin_host import PluginHost, load_plugins
+from support.dist import osprey_env, write_distribution
 
 LEDGER_ENV = "ORCH_TEST_LEDGER"
 PLUGIN_NAME = "orchtest"
