@@ -19,12 +19,9 @@ import pytest
 from support.sandbox import SANDBOX_DIR, SMALL, run
 
 from osprey_core.hookspecs.execution_backends import ExitReason
-from osprey_core.sandbox.nsjail_backend import (
-    DENIED_SYSCALLS,
-    X86_64_SYSCALLS,
-    NsjailBackend,
-)
+from osprey_core.sandbox.nsjail_backend import NsjailBackend
 from osprey_core.sandbox.prepare import prepare_runtime
+from osprey_core.sandbox.seccomp import DENIED_SYSCALLS, X86_64_SYSCALLS
 from osprey_core.settings import ExecutionSettings
 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
