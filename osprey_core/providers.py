@@ -135,6 +135,25 @@ def gathered_blocks(run: RunRecord) -> list[ContextBlock]:
     return [] if stored is None else GatherResult.from_json(stored).blocks
 
 
+def context_by_type(blocks: Sequence[ContextBlock]) -> dict[str, dict[str, Any]]:
+    """Each gathered context type and its data, as a step input named after the type gets it.
+
+    The data is the block's JSON (``provider``, ``context_type``, ``title``, ``items``). When
+    several providers yield the same type, their blocks become one: items in provider order,
+    providers and titles joined with ``"; "``.
+    """
+    typed: dict[str, dict[str, Any]] = {}
+    for block in blocks:
+        data = block.to_json()
+        if (seen := typed.get(block.context_type)) is None:
+            typed[block.context_type] = data
+            continue
+        for key in ("provider", "title"):
+            seen[key] = f"{seen[key]}; {data[key]}"
+        seen["items"] = [*seen["items"], *data["items"]]
+    return typed
+
+
 def render_context(blocks: Sequence[ContextBlock]) -> str:
     """Blocks for a prompt: a preamble saying they are data, then each block between tags.
 

@@ -78,12 +78,14 @@ class RunController(RunRecorder):
 
     async def on_enter_planning(self) -> None:
         from osprey_core.planning import PlanRequest
-        from osprey_core.providers import gathered_blocks
+        from osprey_core.providers import context_by_type, gathered_blocks
 
         shortlist = [self.rt.capability(name) for name in self.run.candidates]
-        request = PlanRequest(query=self.run.query, capabilities=shortlist,
-                              context_keys=sorted(self.run.context), user=self.run.user,
-                              session=self.run.session, context=gathered_blocks(self.run),
+        blocks = gathered_blocks(self.run)
+        # A gathered block's context type is a context key too: a step can require and read it.
+        keys = sorted({*self.run.context, *context_by_type(blocks)})
+        request = PlanRequest(query=self.run.query, capabilities=shortlist, context_keys=keys,
+                              user=self.run.user, session=self.run.session, context=blocks,
                               limits=self.rt.plan_limits())
         try:
             plan = self.given_plan or await self.rt.planner().plan(request)
@@ -277,7 +279,7 @@ class RunController(RunRecorder):
         return StepContext(
             run_id=self.run.id, index=index, query=self.run.query, user=self.run.user,
             session=self.run.session, parameters=parameters,
-            inputs={key: self.run.context.get(key) for key in step.inputs},
+            inputs=self.step_inputs(step.inputs),
             services=StepServices(
                 config=self.rt.private_config, plugins=self.rt.plugin_view,
                 capabilities=tuple(self.rt.capability_info.values()), audit=self.step_audit,
@@ -289,6 +291,18 @@ class RunController(RunRecorder):
                 providers=lambda: self.rt.provider_service(self.run)),
             interface=self.run.interface,
         )
+
+
+    def step_inputs(self, keys: list[str]) -> dict[str, Any]:
+        """A step's inputs: run-context entries (earlier outputs, request context), else the
+        data gathered from providers for the context type of that name."""
+        inputs = {key: self.run.context[key] for key in keys if key in self.run.context}
+        if missing := [key for key in keys if key not in inputs]:
+            from osprey_core.providers import context_by_type, gathered_blocks
+
+            typed = context_by_type(gathered_blocks(self.run))
+            inputs.update({key: typed.get(key) for key in missing})
+        return {key: inputs[key] for key in keys}
 
 
 def with_artifact(context: StepContext, artifact: dict[str, Any],

@@ -34,7 +34,8 @@ def validate_plan(
 
     ``plan`` may be raw JSON data (an LLM reply, an edited plan file); unknown fields are
     refused, so nothing beyond steps and reasoning can ride along. ``context_keys`` are the
-    request-context keys; each also counts as a context type for ``requires``.
+    request-context keys (the run's, plus the context type of each block the data providers
+    gathered); each also counts as a context type for ``requires``.
 
     A plan that does not end with a terminal step gets a ``respond`` step appended that
     reads every step's output (only when ``respond`` is registered), so every run ends
