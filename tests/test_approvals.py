@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +23,6 @@ from osprey_core.settings import ApprovalSettings
 from osprey_core.testing.fakes import FakeApprovalPolicy
 
 uses_policies = pytest.mark.exercises_hook("register_approval_policies")
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    opened = Lab(tmp_path)
-    yield opened
-    opened.close()
 
 
 def action(kind: str = "step", *, capability: str | None = "set_magnet",

@@ -47,11 +47,6 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def site(tmp_path: Path) -> Path:
     return tmp_path / "site"
 

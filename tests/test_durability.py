@@ -12,9 +12,7 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,16 +25,9 @@ from osprey_core.testing.openai_server import FakeOpenAIServer
 
 
 @pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
-def lab(tmp_path: Path, server: FakeOpenAIServer) -> Iterator[Lab]:
-    opened = Lab(tmp_path, llm_url=server.base_url)
-    yield opened
-    opened.close()
+def lab(llm_lab: Lab) -> Lab:
+    """Every lab here plans through the LLM planner and the fake server."""
+    return llm_lab
 
 
 def finished(process: subprocess.Popen[str]) -> tuple[int, str, str]:

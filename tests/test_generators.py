@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,6 @@ REQUEST = ExecutionRequest(
     query="read the horizontal BPMs", objective="Read BPM1:X and BPM2:X",
     capability_hints=["channels: BPM1:X, BPM2:X"],
     expected_results={"values": "BPM readings by name"})
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as running:
-        yield running
 
 
 class Sleeps:

@@ -3,8 +3,6 @@ refusals (hardening issue, item 1)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,13 +76,6 @@ class MeddlerPlugin:
     @hookimpl
     def register_capabilities(self, register: Any) -> None:
         register(self.meddler)
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    opened = Lab(tmp_path)
-    yield opened
-    opened.close()
 
 
 def meddle_then_write() -> Plan:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,6 @@ from osprey_core.orchestration.runtime import boot_id, own_start
 from osprey_core.planning import PlanValidationError
 from osprey_core.run_machine import RunState
 from osprey_core.testing.openai_server import FakeOpenAIServer
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    opened = Lab(tmp_path)
-    yield opened
-    opened.close()
 
 
 def executing_run(owner_pid: int, owner_boot: str, owner_start: int | None) -> RunRecord:

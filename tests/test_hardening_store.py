@@ -19,11 +19,6 @@ from osprey_core.store import RunStore, StoreDamagedError, StoreStorageError
 from osprey_core.store_maintenance import backup_store, check_store, restore_store
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "home"
-
-
 def osprey(home: Path, *args: str, setup: str = "") -> tuple[int, str, str]:
     env = osprey_env(home, OSPREY_STRICT_PLUGINS="1")
     result = run_osprey(list(args), env, home.parent, setup)

@@ -19,7 +19,7 @@ from osprey_core.hookspecs.approval_policies import Verdict, Vote
 from osprey_core.hookspecs.capabilities import Capability
 from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.hookspecs.services import ServiceSpec
-from osprey_core.plugin_host import PluginHost, load_plugins
+from osprey_core.plugin_host import PluginHost
 from osprey_core.testing import PluginRegistrar
 from osprey_core.testing.fakes import (
     FakeApprovalPolicy,
@@ -35,11 +35,6 @@ from osprey_core.testing.fakes import (
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def strict_host() -> PluginHost:
-    return load_plugins(discover=False, environ={"OSPREY_STRICT_PLUGINS": "1"})
 
 
 # -- capabilities ------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -59,12 +58,6 @@ VALID = json.dumps({
                "output": "current"},
               {"capability": "respond", "inputs": ["current"], "output": "answer"}],
 })
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as running:
-        yield running
 
 
 @pytest.fixture

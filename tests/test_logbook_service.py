@@ -143,12 +143,6 @@ def test_a_last_question_is_answered_from_the_newest_entry(logbook: Logbook) -> 
     assert answer.citations == [newest.id]
 
 
-@pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as running:
-        yield running
-
-
 def llm_logbook(sample_home: Path, server: FakeOpenAIServer) -> Logbook:
     host = host_with_fake_model()
     config = load_config(host, sample_home / "osprey.yml", environ={

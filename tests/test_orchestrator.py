@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,28 +24,6 @@ from osprey_core.planning import PlanValidationError
 from osprey_core.run_machine import TERMINAL, RunState
 from osprey_core.store import RunStore
 from osprey_core.testing.openai_server import FakeOpenAIServer
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """An offline lab: no LLM endpoint, the offline planner matches the test capabilities."""
-    opened = Lab(tmp_path)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
-def llm_lab(tmp_path: Path, server: FakeOpenAIServer) -> Iterator[Lab]:
-    """A lab whose planner is the LLM planner talking to ``server``."""
-    opened = Lab(tmp_path, llm_url=server.base_url)
-    yield opened
-    opened.close()
 
 
 def actions(osprey: Any, run_id: str) -> list[str]:

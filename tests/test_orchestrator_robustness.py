@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,13 +15,6 @@ from osprey_core.hookspecs.capabilities import Capability, PreparedAction, StepC
 from osprey_core.models import Plan
 from osprey_core.run_machine import RunState
 from osprey_core.store import RunStore
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    opened = Lab(tmp_path)
-    yield opened
-    opened.close()
 
 
 class BrokenPrepare(Capability):

@@ -100,11 +100,6 @@ def host() -> PluginHost:
 
 
 @pytest.fixture
-def strict_host() -> PluginHost:
-    return load_plugins(discover=False, environ={"OSPREY_STRICT_PLUGINS": "1"})
-
-
-@pytest.fixture
 def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A directory on ``sys.path`` for plugin modules; they are unloaded afterwards."""
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -11,7 +11,6 @@ import asyncio
 import json
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -260,13 +259,6 @@ class AskNotes(Capability):
         result = await providers.gather(only=["shift_notes"], query="beam loss")
         return {"statuses": [o.status for o in result.outcomes],
                 "blocks": [block.to_json() for block in result.blocks]}
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    opened = Lab(tmp_path)
-    yield opened
-    opened.close()
 
 
 def open_osprey(lab: Lab, *providers: DataProvider, planner: RecordingPlanner | None = None,
