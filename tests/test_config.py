@@ -68,11 +68,6 @@ def host() -> PluginHost:
     return host
 
 
-@pytest.fixture
-def bare_host() -> PluginHost:
-    return load_plugins(discover=False, environ={})
-
-
 def write(tmp_path: Path, text: str, name: str = "osprey.yml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -148,9 +143,9 @@ def test_wrong_type_of_a_secret_does_not_print_it(host, tmp_path):
     assert "987654321" not in message
 
 
-def test_duplicate_key_refused_with_both_lines(bare_host, tmp_path):
+def test_duplicate_key_refused_with_both_lines(osprey_host, tmp_path):
     path = write(tmp_path, "# comment\nhome: /a\nhome: /b\n")
-    message = config_error(bare_host, path)
+    message = config_error(osprey_host, path)
     assert message == f"{path}:3: duplicate key 'home' (first defined on line 2)"
 
 
@@ -161,15 +156,15 @@ def test_nested_duplicate_key(host, tmp_path):
         host, path)
 
 
-def test_invalid_yaml_reports_line_and_column(bare_host, tmp_path):
+def test_invalid_yaml_reports_line_and_column(osprey_host, tmp_path):
     path = write(tmp_path, "home: /a\nbeam:\n  port: [1, 2\n")
-    message = config_error(bare_host, path)
+    message = config_error(osprey_host, path)
     assert message.startswith(f"{path}:4:1: invalid YAML:")
 
 
-def test_yaml_tab_indentation_reports_position(bare_host, tmp_path):
+def test_yaml_tab_indentation_reports_position(osprey_host, tmp_path):
     path = write(tmp_path, "home: /a\n\tport: 1\n")
-    assert config_error(bare_host, path).startswith(f"{path}:2:1: invalid YAML:")
+    assert config_error(osprey_host, path).startswith(f"{path}:2:1: invalid YAML:")
 
 
 @uses_sections
@@ -184,30 +179,30 @@ def test_yaml_anchors_and_merge_keys_work(host, tmp_path):
     assert targets == [Target(name="ioc1", port=5064), Target(name="ioc2", port=5064)]
 
 
-def test_recursive_yaml_alias_refused(bare_host, tmp_path):
+def test_recursive_yaml_alias_refused(osprey_host, tmp_path):
     path = write(tmp_path, "home: &h [1, *h]\n")
-    message = config_error(bare_host, path)
+    message = config_error(osprey_host, path)
     assert message == (f"{path}:1:7: invalid YAML: an alias refers to the collection that "
                        "contains it (an infinitely deep value)")
 
 
-def test_top_level_list_refused(bare_host, tmp_path):
+def test_top_level_list_refused(osprey_host, tmp_path):
     path = write(tmp_path, "- home\n- beam\n")
-    message = config_error(bare_host, path)
+    message = config_error(osprey_host, path)
     assert message == (f"{path}:1: the top level must be a mapping of sections (key: value), "
                        "not a list")
 
 
-def test_yaml_boolean_key_refused(bare_host, tmp_path):
+def test_yaml_boolean_key_refused(osprey_host, tmp_path):
     # ``true:`` is a boolean key; pydantic would report a baffling one.
     path = write(tmp_path, "true: 1\n")
-    assert "osprey.yml:1: key 'true' reads as true/false in YAML" in config_error(bare_host, path)
+    assert "osprey.yml:1: key 'true' reads as true/false in YAML" in config_error(osprey_host, path)
 
 
-def test_yes_and_on_are_words_not_booleans(bare_host, tmp_path):
+def test_yes_and_on_are_words_not_booleans(osprey_host, tmp_path):
     # YAML 1.2, not 1.1: ``on:`` is a key like any other.
     path = write(tmp_path, "on: 1\n")
-    assert "osprey.yml:1: on: unknown key" in config_error(bare_host, path)
+    assert "osprey.yml:1: on: unknown key" in config_error(osprey_host, path)
 
 
 @pytest.mark.parametrize("text", ["", "# nothing but comments\n", "---\n"])
@@ -232,40 +227,40 @@ def test_unknown_section_lookup_suggests(host, tmp_path):
 # -- finding the file ------------------------------------------------------------------------
 
 
-def test_missing_explicit_file_is_an_error(bare_host, tmp_path):
+def test_missing_explicit_file_is_an_error(osprey_host, tmp_path):
     missing = tmp_path / "nope.yml"
-    assert config_error(bare_host, missing) == (
+    assert config_error(osprey_host, missing) == (
         f"config file {missing} (from --config) does not exist")
 
 
-def test_osprey_config_env_names_its_source(bare_host, tmp_path, monkeypatch):
+def test_osprey_config_env_names_its_source(osprey_host, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "home: /from/cwd\n")  # ignored: OSPREY_CONFIG wins over ./osprey.yml
     chosen = write(tmp_path, "home: /from/env\n", name="site.yml")
-    config = load_config(bare_host, environ={"OSPREY_CONFIG": str(chosen)})
+    config = load_config(osprey_host, environ={"OSPREY_CONFIG": str(chosen)})
     assert config.path == chosen
     assert config.home == Path("/from/env")
-    message = config_error(bare_host, None, {"OSPREY_CONFIG": "gone.yml"})
+    message = config_error(osprey_host, None, {"OSPREY_CONFIG": "gone.yml"})
     assert message == "config file gone.yml (from OSPREY_CONFIG) does not exist"
 
 
-def test_explicit_path_beats_osprey_config(bare_host, tmp_path):
+def test_explicit_path_beats_osprey_config(osprey_host, tmp_path):
     explicit = write(tmp_path, "home: /explicit\n", name="a.yml")
-    config = load_config(bare_host, explicit, environ={"OSPREY_CONFIG": str(tmp_path / "x")})
+    config = load_config(osprey_host, explicit, environ={"OSPREY_CONFIG": str(tmp_path / "x")})
     assert config.home == Path("/explicit")
 
 
-def test_discovers_osprey_yml_in_cwd(bare_host, tmp_path, monkeypatch):
+def test_discovers_osprey_yml_in_cwd(osprey_host, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert load_config(bare_host, environ={}).path is None
+    assert load_config(osprey_host, environ={}).path is None
     write(tmp_path, "home: /here\n")
-    config = load_config(bare_host, environ={})
+    config = load_config(osprey_host, environ={})
     assert config.path == Path("osprey.yml")
     assert config.home == Path("/here")
 
 
-def test_config_path_that_is_a_directory(bare_host, tmp_path):
-    assert "is not a file" in config_error(bare_host, tmp_path)
+def test_config_path_that_is_a_directory(osprey_host, tmp_path):
+    assert "is not a file" in config_error(osprey_host, tmp_path)
 
 
 # -- environment -----------------------------------------------------------------------------
@@ -333,20 +328,20 @@ def test_env_override_below_a_scalar_is_refused(host, tmp_path):
     assert "OSPREY__BEAM____PORT: empty key segment" in message
 
 
-def test_osprey_home_env(bare_host, tmp_path):
+def test_osprey_home_env(osprey_host, tmp_path):
     path = write(tmp_path, "home: /from/file\n")
-    config = load_config(bare_host, path, environ={"OSPREY_HOME": str(tmp_path / "h")})
+    config = load_config(osprey_host, path, environ={"OSPREY_HOME": str(tmp_path / "h")})
     assert config.home == tmp_path / "h"
     assert config.env_overrides == {"OSPREY_HOME": "home"}
     # Without a configured home, OSPREY_HOME and XDG_DATA_HOME come from the given environ.
-    assert load_config(bare_host, None, environ={"XDG_DATA_HOME": "/xdg"}).home == Path(
+    assert load_config(osprey_host, None, environ={"XDG_DATA_HOME": "/xdg"}).home == Path(
         "/xdg/osprey")
 
 
-def test_relative_home_in_file_is_relative_to_the_file(bare_host, tmp_path, monkeypatch):
+def test_relative_home_in_file_is_relative_to_the_file(osprey_host, tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     path = write(tmp_path, "home: data\n")
-    assert load_config(bare_host, path, environ={}).home == tmp_path / "data"
+    assert load_config(osprey_host, path, environ={}).home == tmp_path / "data"
 
 
 # -- display ---------------------------------------------------------------------------------
@@ -381,20 +376,20 @@ def test_to_display_leaves_unset_secrets_visible_as_unset(host):
 
 
 @uses_sections
-def test_plugin_section_colliding_with_core_key(bare_host):
+def test_plugin_section_colliding_with_core_key(osprey_host):
     class Squatter:
         @osprey_core.hookimpl
         def register_config_sections(self, register):
             register("home", BeamSettings)
 
-    bare_host.register(Squatter(), "squatter")
-    message = config_error(bare_host, None)
+    osprey_host.register(Squatter(), "squatter")
+    message = config_error(osprey_host, None)
     assert message == ("plugin 'squatter' registered config section 'home', "
                        "which is a core setting")
 
 
 @uses_sections
-def test_plugin_section_with_required_key_must_be_written(bare_host, tmp_path):
+def test_plugin_section_with_required_key_must_be_written(osprey_host, tmp_path):
     class Needs(BaseModel):
         url: str
 
@@ -403,9 +398,9 @@ def test_plugin_section_with_required_key_must_be_written(bare_host, tmp_path):
         def register_config_sections(self, register):
             register("needs", Needs)
 
-    bare_host.register(NeedsPlugin(), "needs_plugin")
-    assert "needs: required key is missing" in config_error(bare_host, None)
-    config = load_config(bare_host, write(tmp_path, "needs:\n  url: http://x\n"), environ={})
+    osprey_host.register(NeedsPlugin(), "needs_plugin")
+    assert "needs: required key is missing" in config_error(osprey_host, None)
+    config = load_config(osprey_host, write(tmp_path, "needs:\n  url: http://x\n"), environ={})
     assert config.section("needs").url == "http://x"
 
 
@@ -428,14 +423,14 @@ def test_starter_yaml_round_trips(host, tmp_path):
     assert "home" not in data  # unset by default: left commented out
 
 
-def test_starter_yaml_without_plugins_validates(bare_host, tmp_path):
-    text = starter_yaml(bare_host)
+def test_starter_yaml_without_plugins_validates(osprey_host, tmp_path):
+    text = starter_yaml(osprey_host)
     assert "# home: null" in text
-    load_config(bare_host, write(tmp_path, text), environ={})
+    load_config(osprey_host, write(tmp_path, text), environ={})
 
 
 @uses_sections
-def test_starter_yaml_marks_required_keys_and_points_at_them(bare_host, tmp_path):
+def test_starter_yaml_marks_required_keys_and_points_at_them(osprey_host, tmp_path):
     class Needs(BaseModel):
         url: str = Field(description="Where the service listens.")
 
@@ -444,9 +439,9 @@ def test_starter_yaml_marks_required_keys_and_points_at_them(bare_host, tmp_path
         def register_config_sections(self, register):
             register("needs", Needs)
 
-    bare_host.register(NeedsPlugin(), "needs_plugin")
-    text = starter_yaml(bare_host)
+    osprey_host.register(NeedsPlugin(), "needs_plugin")
+    text = starter_yaml(osprey_host)
     assert "needs:\n  # Where the service listens.\n  url:  # required: str\n" in text
     path = write(tmp_path, text)
     line = text.splitlines().index("  url:  # required: str") + 1
-    assert f"{path}:{line}: needs.url: expected str, got None" in config_error(bare_host, path)
+    assert f"{path}:{line}: needs.url: expected str, got None" in config_error(osprey_host, path)

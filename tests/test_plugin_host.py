@@ -94,9 +94,9 @@ def registers(*items: Any) -> Callable[..., None]:
 
 
 @pytest.fixture
-def host() -> PluginHost:
+def host(osprey_host: PluginHost) -> PluginHost:
     """A lenient host (not strict), whatever the caller's environment says."""
-    return load_plugins(discover=False, environ={})
+    return osprey_host
 
 
 @pytest.fixture
