@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.sleeps import Sleeps
 
 from osprey_core.analysis import analyze
 from osprey_core.errors import ConfigError, OspreyError
@@ -31,16 +32,6 @@ REQUEST = ExecutionRequest(
     query="read the horizontal BPMs", objective="Read BPM1:X and BPM2:X",
     capability_hints=["channels: BPM1:X, BPM2:X"],
     expected_results={"values": "BPM readings by name"})
-
-
-class Sleeps:
-    """A no-op ``sleep`` that remembers the back-off it was asked for."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.seconds.append(seconds)
 
 
 class Callbacks:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
+from support.sleeps import Sleeps
 
 from osprey_core.errors import ConfigError
 from osprey_core.hookspecs.capabilities import Capability
@@ -66,16 +67,6 @@ def capabilities() -> Registry[Capability]:
     for capability in (ReadChannels(), LogbookSearch(), Respond(), Clarify()):
         found.add(capability, plugin="tests")
     return found
-
-
-class Sleeps:
-    """A no-op ``sleep`` that remembers the back-off it was asked for."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.seconds.append(seconds)
 
 
 def planner(base_url: str, capabilities: Registry[Capability], sleeps: Sleeps,
