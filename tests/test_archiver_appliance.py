@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_fakes import ArchiverApplianceService, bin_samples, epoch, unused_port
 from pydantic import ValidationError
+from support.http_fakes import ArchiverApplianceService, bin_samples, epoch, unused_port
 
 from osprey_core.config import load_config
 from osprey_core.control.archiver_appliance import (

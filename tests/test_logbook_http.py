@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_fakes import ElogService
+from support.http_fakes import ElogService
 
 from osprey_core.errors import ConfigError
 from osprey_core.hookspecs.logbook_adapters import LogbookSourceError

@@ -19,8 +19,8 @@ import pytest
 
 pytest.importorskip("tango")
 
+from support.tango_devices import Corrector, SlowSupply
 from tango.test_context import MultiDeviceTestContext
-from tango_devices import Corrector, SlowSupply
 
 from osprey_core.control.errors import (
     ChannelNotFoundError,
