@@ -61,8 +61,8 @@ def edited_plan(message: str = "Edited by the operator.") -> dict[str, object]:
 def test_run_without_approval_exits_0_with_the_answer(env, cwd, stored):
     result = osprey("run", ASK, env=env, cwd=cwd)
     assert_exit(result, 0)
-    assert "list_capabilities:" in result.stdout
-    assert "pulse_magnet: Pulse the test magnet" in result.stdout
+    assert "What I can do" in result.stdout
+    assert re.search(r"pulse_magnet +Pulse the test magnet", result.stdout)
     [run] = stored.runs()
     assert run["state"] == "done" and run["approval_id"] is None
     assert run["user"] == getpass.getuser()  # --user defaults to the login name
@@ -149,7 +149,7 @@ def test_approve_from_a_second_process_completes_the_run_once(env, cwd, stored):
     result = osprey("approvals", "approve", approval_id, "--reason", "checked the plan",
                     "--user", "shift-leader", env=env, cwd=cwd)
     assert_exit(result, 0)
-    assert result.stdout.startswith("list_capabilities:")
+    assert result.stdout.startswith("What I can do")
     record = stored.approvals()[approval_id]
     assert (record["status"], record["decided_by"], record["decided_via"],
             record["decision_reason"]) == ("approved", "shift-leader", "cli", "checked the plan")
@@ -192,7 +192,7 @@ def test_reject_ends_the_run_as_rejected(env, cwd, stored):
     assert f"run {run['id']}: rejected" in shown.stdout
     assert "error: rejected by " in shown.stdout and ": not during beam time" in shown.stdout
     assert f"approval {approval_id} (plan): rejected" in shown.stdout
-    assert "1. [not run] list_capabilities {}" in shown.stdout
+    assert "1. [not run] list_capabilities -> list_capabilities" in shown.stdout
     assert stored.approvals()[approval_id]["decision_reason"] == "not during beam time"
     late = osprey("approvals", "approve", approval_id, env=env, cwd=cwd)
     assert_exit(late, 1)
@@ -396,9 +396,9 @@ def test_runs_list_show_and_events(env, cwd):
     shown = osprey("runs", "show", done["id"], "--events", env=env, cwd=cwd)
     assert_exit(shown, 0)
     assert f"run {done['id']}: done" in shown.stdout
-    assert "1. [succeeded] list_capabilities {}" in shown.stdout
-    assert "2. [succeeded] respond {\"message\":\"\"} reads list_capabilities" in shown.stdout
-    assert "response: list_capabilities:" in shown.stdout
+    assert "1. [succeeded] list_capabilities -> list_capabilities" in shown.stdout
+    assert "2. [succeeded] respond reads list_capabilities -> response" in shown.stdout
+    assert "answer:\nWhat I can do" in shown.stdout
     assert shown.stdout.index("events:") < shown.stdout.index(
         'state {"from":"responding","to":"done"}')
 

@@ -137,9 +137,11 @@ def _describe(osprey: Osprey, run: RunRecord, status: dict[int, str]) -> None:
         typer.echo(f"plan (sha256 {run.plan_sha256}, file {osprey.plan_file(run.id)}):")
         not_started = "not run" if run.state in TERMINAL else "pending"
         for index, step in enumerate(run.plan.steps):
-            inputs = f" reads {', '.join(step.inputs)}" if step.inputs else ""
-            typer.echo(f"  {index + 1}. [{status.get(index, not_started)}] {step.capability} "
-                       f"{_arguments(step.parameters)}{inputs} -> {step.output}")
+            inputs = f"reads {', '.join(step.inputs)}" if step.inputs else ""
+            what = " ".join(part for part in (step.capability, _arguments(step.parameters),
+                                              inputs) if part)
+            typer.echo(f"  {index + 1}. [{status.get(index, not_started)}] {what} -> "
+                       f"{step.output}")
     if run.state is RunState.DONE:
         typer.echo("answer:")
         show_answer(osprey, run)
