@@ -55,6 +55,36 @@ def test_offline_planner_with_the_loaded_plugins_asks_for_clarification() -> Non
         "Could you rephrase the request?")
 
 
+def offline_plan(query: str) -> Any:
+    capabilities = load_plugins(environ={}).capabilities()
+    request = PlanRequest(query=query, capabilities=rank_capabilities(query, capabilities, 8))
+    return asyncio.run(OfflinePlanner(capabilities).plan(request))
+
+
+@pytest.mark.exercises_hook("register_capabilities")
+@pytest.mark.parametrize("query, planned", [
+    ("read SR:CURRENT and BPM1:X", ["channel_read"]),  # one step covers both parts
+    ("read SR:CURRENT then remember that I like BPMs", ["channel_read", "memory_save"]),
+    ("history of SR:CURRENT over the last hour and read BPM1:X",
+     ["archiver_retrieval", "channel_read"]),
+])
+def test_the_offline_planner_plans_every_part_of_a_request(query: str,
+                                                           planned: list[str]) -> None:
+    plan = offline_plan(query)
+    assert [step.capability for step in plan.steps] == [*planned, RESPOND]
+    assert plan.steps[-1].parameters["message"] == "" and "Left out" not in plan.reasoning
+
+
+@pytest.mark.exercises_hook("register_capabilities")
+def test_the_offline_planner_names_the_part_it_left_out() -> None:
+    plan = offline_plan("read SR:CURRENT and brew some coffee, please")
+    assert [step.capability for step in plan.steps] == ["channel_read", RESPOND]
+    assert plan.steps[-1].inputs == ["channel_read"]
+    assert plan.steps[-1].parameters["message"].startswith(
+        "Not done: I did not understand 'brew some coffee' (no capability matched")
+    assert "Left out (nothing matched): 'brew some coffee'." in plan.reasoning
+
+
 def test_respond_renders_every_input_in_order() -> None:
     inputs = {
         "channel_values": {"SR:CURRENT": 401.5, "SR:LIFETIME": None},

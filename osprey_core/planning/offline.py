@@ -1,18 +1,21 @@
 """The embedded default planner: plans from the capabilities' own keyword matches.
 
 It needs no network and no model, so a fresh install answers simple requests; anything
-it cannot match becomes a ``clarify`` step instead of a guess.
+it cannot match becomes a ``clarify`` step instead of a guess. A request of several parts
+("read X and brew coffee") is never cut silently: each part is planned, or the answer
+names the parts it left out.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from osprey_core.hookspecs.capabilities import Capability
 from osprey_core.models import Plan, PlanStep
 from osprey_core.planning.base import PlanningError, PlanRequest
-from osprey_core.planning.terminal import CLARIFY
+from osprey_core.planning.terminal import CLARIFY, RESPOND
 from osprey_core.planning.validation import validate_plan
 from osprey_core.registry import Registry
 
@@ -30,12 +33,11 @@ class OfflinePlanner:
         self.capabilities = capabilities
 
     async def plan(self, request: PlanRequest) -> Plan:
-        matched = [
-            (capability, parameters)
-            for capability in request.capabilities
-            if not capability.terminal
-            and (parameters := _match(capability, request.query)) is not None
-        ]
+        candidates = [capability for capability in request.capabilities
+                      if not capability.terminal]
+        matched = [(capability, parameters) for capability in candidates
+                   if (parameters := _match(capability, request.query)) is not None]
+        left_out = _plan_parts(request.query, candidates, matched) if matched else []
         if not matched:
             return validate_plan(self._clarify(request), self.capabilities, request.context_keys,
                                  request.limits)
@@ -51,7 +53,18 @@ class OfflinePlanner:
                                   description=capability.description))
             providers.update(dict.fromkeys(capability.provides, output))
         names = ", ".join(f"'{capability.name}'" for capability, _ in matched)
-        plan = Plan(steps=steps, reasoning=f"Offline plan: {names} matched the request.")
+        reasoning = f"Offline plan: {names} matched the request."
+        if left_out and RESPOND in self.capabilities:
+            parts = "; ".join(f"'{part}'" for part in left_out)
+            reasoning += f" Left out (nothing matched): {parts}."
+            steps.append(PlanStep(
+                capability=RESPOND, output=_unique_key("response", taken),
+                parameters={"message": f"Not done: I did not understand {parts} (no "
+                            "capability matched that part). Ask for it on its own, in "
+                            "other words."},
+                inputs=[step.output for step in steps],
+                description="Answer with the results and name what was left out."))
+        plan = Plan(steps=steps, reasoning=reasoning)
         return validate_plan(plan, self.capabilities, request.context_keys, request.limits)
 
     def _clarify(self, request: PlanRequest) -> Plan:
@@ -69,6 +82,39 @@ class OfflinePlanner:
             description="Ask the user to rephrase: nothing matched the request.",
         )
         return Plan(steps=[step], reasoning="Offline plan: no capability matched the request.")
+
+
+#: Where a request splits into parts: punctuation, "and", "then", "also".
+_PARTS = re.compile(r"\s*(?:[,;!?]|\.(?=\s|$)|\b(?:and|then|also)\b)\s*", re.IGNORECASE)
+_FILLER = frozenset({"a", "an", "the", "to", "of", "for", "me", "my", "please", "now", "it",
+                     "over", "last", "in", "on", "at", "with", "from", "i", "you", "can",
+                     "could", "would", "also", "too", "s", "is", "are", "what", "be"})
+
+
+def _plan_parts(query: str, candidates: list[Capability],
+                matched: list[tuple[Capability, dict[str, Any]]]) -> list[str]:
+    """Plan each part of ``query`` no matched step covers (a capability matching that part
+    alone joins ``matched``); return the parts nothing matched.
+
+    A part is covered when a matched capability matches it too, or one of its words is in a
+    matched step's parameters (``BPM1:X`` of "read SR:CURRENT and BPM1:X")."""
+    left_out = []
+    for part in filter(None, _PARTS.split(query)):
+        words = {word.lower() for word in re.findall(r"[^\s\"'()]+", part.strip(".?!"))}
+        if not words - _FILLER:
+            continue
+        said = json.dumps([parameters for _, parameters in matched]).lower()
+        if any(word in said for word in words - _FILLER) or any(
+                _match(capability, part) is not None for capability, _ in matched):
+            continue
+        extra = [(capability, parameters) for capability in candidates
+                 if all(capability is not other for other, _ in matched)
+                 and (parameters := _match(capability, part)) is not None]
+        if extra:
+            matched += extra
+        else:
+            left_out.append(part.strip())
+    return left_out
 
 
 def _match(capability: Capability, query: str) -> dict[str, Any] | None:
