@@ -9,8 +9,6 @@ from osprey_core.analysis.dangerous import DANGEROUS
 from osprey_core.analysis.model import PlannedWrite, Severity
 from osprey_core.analysis.tables import CALLERS, CONSTRUCTORS, READ_FUNCTIONS, WRITE_FUNCTIONS
 
-# --------------------------------------------------------------------------- limits, helpers
-
 #: How deep constant code given to exec/eval/compile is analyzed.
 MAX_NESTED_CODE = 3
 #: Calls of functions defined in the code that are followed with their arguments' types;
@@ -131,10 +129,6 @@ def returned(function: FunctionNode) -> list[ast.expr]:
                             | ast.ClassDef):
             pending.extend(ast.iter_child_nodes(node))
     return found
-
-
-# --------------------------------------------------------------------------- visitor
-
 
 
 def keyword_node(node: ast.Call, name: str) -> ast.AST | None:

@@ -13,9 +13,6 @@ if TYPE_CHECKING:
     pass
 
 
-# -- walking the model ---------------------------------------------------------------------
-
-
 def union_options(annotation: Any) -> tuple[Any, ...]:
     """The members of a union (``X | None`` -> X, None), unwrapping ``Annotated``."""
     origin = get_origin(annotation)

@@ -19,7 +19,6 @@ SECRET_WORDS = frozenset({
     "password", "passwords", "passwd", "passphrase", "secret", "secrets",
     "token", "key", "keys", "apikey", "credential", "credentials",
 })
-# -- display -------------------------------------------------------------------------------
 
 
 def is_secret_key(key: str) -> bool:

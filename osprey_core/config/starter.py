@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from osprey_core.plugin_host import PluginHost
 
 
-# -- starter file --------------------------------------------------------------------------
-
-
 def starter_yaml(host: PluginHost | None) -> str:
     """A commented starter ``osprey.yml`` with every setting at its default."""
     owners = {name: plugin for name, (_, plugin) in

@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-# -- class families ----------------------------------------------------------------------
-
-
 class FakeCodeGenerator(Tracked, CodeGenerator):
     """Returns scripted code, one entry per attempt, and records the feedback it got.
 

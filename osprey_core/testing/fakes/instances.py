@@ -15,9 +15,6 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
-# -- instance families -------------------------------------------------------------------
-
-
 class FakeCapability(Capability):
     """A capability that records each step and returns a result or raises.
 

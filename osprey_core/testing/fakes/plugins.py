@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
-# -- plugins -----------------------------------------------------------------------------
-
-
 class FakeObserver:
     """An observer plugin recording every run and approval event it is told about.
 
