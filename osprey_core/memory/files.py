@@ -46,6 +46,8 @@ _SAVE = "save memory to"
 
 @dataclass(slots=True)
 class LoadedFile:
+    """A user's file as read: its entries, and its size for the growth check on write."""
+
     path: Path
     entries: list[MemoryEntry]
     size: int
