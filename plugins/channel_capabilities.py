@@ -99,7 +99,9 @@ class ArchiverRetrieval(Capability):
         return self.logic.match_history(query)
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
-        return await self.logic.retrieve_history(step.services.archiver, step.parameters)
+        from osprey_core.control.history import retrieve_history
+
+        return await retrieve_history(step.services.archiver, step.parameters)
 
     def render(self, result: Any) -> RenderableType | str:
         """Count, span, min/mean/max, first and last per channel; never the samples."""

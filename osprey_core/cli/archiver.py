@@ -56,7 +56,8 @@ def get(
     from pydantic import ValidationError
 
     from osprey_core.cli.channels import run_async
-    from osprey_core.control.capabilities import HistoryParameters, retrieve_history
+    from osprey_core.control.capabilities import HistoryParameters
+    from osprey_core.control.history import retrieve_history
     from osprey_core.control.service import build_archiver
 
     if as_json and as_csv:

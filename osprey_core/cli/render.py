@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from osprey_core.cli.output import print_json
-from osprey_core.display.text import when
 from osprey_core.run_machine import PAUSED, RunState
 
 if TYPE_CHECKING:
@@ -98,6 +97,8 @@ def decision_commands(osprey: Osprey, approval: ApprovalRecord) -> list[str]:
 
 def show_approval(approval: ApprovalRecord) -> None:
     """Header, summary, why it was asked, and what the decision is bound to."""
+    from osprey_core.display.text import when
+
     step = "" if approval.step_index is None else f", step {approval.step_index + 1}"
     typer.echo(f"approval {approval.id} ({approval.action}{step}, run {approval.run_id}, "
                f"session {approval.session}): {approval.status}")

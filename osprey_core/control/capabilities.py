@@ -1,9 +1,9 @@
 """The logic behind ``channel_read``, ``channel_write`` and ``archiver_retrieval``.
 
-The capabilities themselves live in the built-in plugin
-``osprey_core.plugins.channel_capabilities``; this module holds what they share with the
-CLI: parameter models, the phrasings the offline planner understands, value parsing, the
-approval artifact of a write and the rendering of results.
+The capabilities live in the built-in plugin ``osprey_core.plugins.channel_capabilities``
+(their results are drawn by :mod:`osprey_core.display.channels`); this module holds what
+they share with the CLI: parameter models, the phrasings the offline planner understands,
+value parsing and the approval artifact of a write.
 
 Values are never converted behind the operator's back: ``2`` stays an integer, ``"2.0"``
 stays text and ``USER`` an enum label, and the control system's limits decide whether the
@@ -36,7 +36,6 @@ from osprey_core.control.errors import ChannelNotFoundError, ControlSystemError
 from osprey_core.control.limits import ChannelLimits, step_size
 from osprey_core.control.types import (
     ChannelValue,
-    Sample,
     WriteRequest,
     WriteResult,
     is_number,
@@ -48,7 +47,6 @@ from osprey_core.errors import OspreyError, StepRefused
 
 if TYPE_CHECKING:
     from osprey_core.control.system import ControlSystem
-    from osprey_core.hookspecs.archivers import ArchiverConnector
     from osprey_core.hookspecs.capabilities import PreparedAction, StepContext
 
 Number = StrictInt | StrictFloat
@@ -460,42 +458,3 @@ async def execute_writes(control_system: ControlSystem,
     if not all(result.ok for result in results):
         raise ChannelWriteError(describe_failures(results))
     return [write_result(result) for result in results]
-
-
-# -- history ------------------------------------------------------------------------------
-
-
-def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
-    """Count, min/max/mean of numeric samples, first and last, then every sample as
-    ``[timestamp, value]`` (the summary first: an answer shows the start of a long result)."""
-    numbers = [sample.value for sample in samples
-               if is_number(sample.value) and math.isfinite(sample.value)]
-    stats: dict[str, Any] = {"count": len(samples)}
-    if numbers:
-        stats |= {"min": min(numbers), "max": max(numbers),
-                  "mean": sum(numbers) / len(numbers)}
-    if samples:
-        stats["first"] = {"timestamp": samples[0].timestamp.isoformat(),
-                          "value": json_value(samples[0].value)}
-        stats["last"] = {"timestamp": samples[-1].timestamp.isoformat(),
-                         "value": json_value(samples[-1].value)}
-    stats["samples"] = [[sample.timestamp.isoformat(), json_value(sample.value)]
-                        for sample in samples]
-    return stats
-
-
-async def retrieve_history(archiver: ArchiverConnector, parameters: HistoryParameters,
-                           now: datetime | None = None) -> dict[str, Any]:
-    start, end = parameters.time_range(now or datetime.now(UTC))
-    try:
-        history = await asyncio.wait_for(
-            archiver.retrieve(parameters.channels, start, end, operator=parameters.operator),
-            archiver.timeout)
-    except TimeoutError:
-        raise ControlSystemError(f"archiver '{archiver.name}' did not answer within "
-                                 f"{archiver.timeout:g} s") from None
-    span = {"start": start.isoformat(), "end": end.isoformat(),
-            "operator": parameters.operator}
-    history = {name: summarise(history.get(name, [])) for name in parameters.channels}
-    return {name: {**{key: value for key, value in data.items() if key != "samples"}, **span,
-                   "samples": data["samples"]} for name, data in history.items()}
