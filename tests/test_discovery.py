@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import sys
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution
@@ -131,6 +132,9 @@ def test_discovered_capability_runs_with_step_or_mapping(
     assert from_step == from_mapping
     assert from_step.rigidity_tm == pytest.approx(
         hand_kinematics(PROTON, 1, 200)["rigidity_tm"], rel=1e-12)
+    shown = capability.render(from_step.as_dict())  # the stored result, for an operator
+    assert shown.startswith("proton at 200 MeV kinetic energy:\n")
+    assert re.search(r"rigidity B·rho +\d\.\d+ T·m", shown) and "{" not in shown
 
     from pydantic import ValidationError
 

@@ -42,3 +42,17 @@ class BeamKinematicsCapability(Capability):
         raw = step if isinstance(step, Mapping) else getattr(step, "parameters", step)
         params = KinematicsParameters.model_validate(raw)
         return kinematics(params.particle, params.kinetic_energy_mev)
+
+    def render(self, result: Any) -> str:
+        """What the operator reads: each quantity with its units (plain text, so the
+        plugin needs no display library)."""
+        if not isinstance(result, Mapping):
+            return super().render(result)
+        rows = [("gamma", result.get("gamma"), ""), ("beta", result.get("beta"), ""),
+                ("momentum", result.get("momentum_mev_c"), "MeV/c"),
+                ("rigidity B·rho", result.get("rigidity_tm"), "T·m"),
+                ("total energy", result.get("total_energy_mev"), "MeV")]
+        head = (f"{result.get('particle')} at {result.get('kinetic_energy_mev'):g} MeV "
+                "kinetic energy:")
+        return "\n".join([head, *(f"  {name:<15} {value:.6g} {units}".rstrip()
+                                   for name, value, units in rows if value is not None)])
