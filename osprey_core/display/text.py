@@ -121,7 +121,9 @@ def plain_text(value: Any, indent: str = "") -> str:
         lines = []
         for key, item in value.items():
             label = str(key)
-            if _nested(item) and item and not _flat_list(item):
+            if isinstance(item, list | tuple) and (len(item) > MAX_LISTED or is_series(item)):
+                lines.append(f"{indent}{label}: {summary_of(item)}")
+            elif _nested(item) and item and not _flat_list(item):
                 lines += [f"{indent}{label}:", plain_text(item, indent + "  ")]
             elif isinstance(item, str) and "\n" in item:
                 lines += [f"{indent}{label}:",

@@ -1,0 +1,109 @@
+"""The display layer on its own: plain text without JSON or cuts, series summaries, local
+times, the default render hook, and a plugin whose renderer breaks."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from osprey_core.display.console import emit, make_console, to_text
+from osprey_core.display.runs import answer, render_result
+from osprey_core.display.text import plain_text, series_summary, use_utc, when
+from osprey_core.hookspecs.capabilities import Capability, StepContext
+from osprey_core.models import Plan, PlanStep, RunRecord
+from osprey_core.run_machine import RunState
+
+T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+
+def series(count: int) -> list[list[Any]]:
+    return [[(T0 + timedelta(seconds=index)).isoformat(), float(index)]
+            for index in range(count)]
+
+
+class Gauge(Capability):
+    name = "gauge"
+    description = "A test capability with the default render."
+
+    async def execute(self, step: StepContext) -> Any:
+        return None
+
+
+class Broken(Gauge):
+    name = "broken"
+
+    def render(self, result: Any) -> str:
+        raise RuntimeError("renderer bug")
+
+
+def test_a_long_series_is_summarised_never_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    text = plain_text({"SR:CURRENT": {"count": 5000, "samples": series(5000),
+                                      "operator": None, "ok": True}})
+    assert text == (
+        "SR:CURRENT:\n"
+        "  count: 5000\n"
+        "  samples: 5000 samples from 2026-01-15 12:00:00 +00:00 to 2026-01-15 13:23:19 +00:00;"
+        " min 0, mean 2499.5, max 4999; first 0, last 4999\n"
+        "  operator: —\n"
+        "  ok: yes")
+    assert series_summary([]) == "no samples"
+    assert plain_text(list(range(40))).startswith("40 items; min 0, mean 19.5, max 39")
+
+
+def test_times_are_local_with_their_offset_or_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert when("2026-01-15T12:00:00+00:00") == "2026-01-15 17:30:00 +05:30"
+        assert when(T0, seconds=False) == "2026-01-15 17:30 +05:30"
+        use_utc(True)
+        assert when(T0) == "2026-01-15 12:00:00 +00:00"
+    finally:
+        use_utc(False)
+        monkeypatch.undo()
+        time.tzset()
+    assert when("not a time") == "not a time" and when(None) == ""
+
+
+def test_the_default_render_is_text_and_a_broken_one_falls_back() -> None:
+    assert Gauge().render({"a": [1, 2], "b": {"c": None}}) == "a: 1, 2\nb:\n  c: —"
+    assert render_result(Broken(), {"x": 1}) == "x: 1"
+    assert render_result(None, "plain") == "plain"
+
+
+def test_a_run_answer_is_the_message_then_each_input_rendered() -> None:
+    plan = Plan(steps=[
+        PlanStep(capability="gauge", output="first"),
+        PlanStep(capability="broken", output="second"),
+        PlanStep(capability="respond", parameters={"message": "Two results:"},
+                 inputs=["first", "second"], output="response")])
+    run = RunRecord(id="run-000000000001", session="s", user="u", query="q",
+                    state=RunState.DONE, plan=plan, created_at=T0, updated_at=T0,
+                    context={"first": {"v": 1}, "second": {"w": 2}}, response="raw")
+
+    class Respond(Gauge):
+        name = "respond"
+        terminal = True
+
+    found = {"gauge": Gauge(), "broken": Broken(), "respond": Respond()}
+    assert answer(run, found.get) == ["Two results:", "first:", "v: 1", "second:", "w: 2"]
+
+
+def test_no_color_and_plain_width_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = make_console()
+    assert console.no_color and console.width == 200  # pytest's stdout is not a terminal
+    buffer = io.StringIO()
+    from rich.console import Console
+    from rich.text import Text
+
+    emit("[bold]kept literally[/bold]", console=Console(file=buffer))
+    assert buffer.getvalue() == "[bold]kept literally[/bold]\n"
+    assert to_text(Text("plain")) == "plain"
