@@ -13,7 +13,6 @@ import enum
 import json
 import math
 from collections.abc import Coroutine
-from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -88,7 +87,9 @@ def shown_value(value: Any) -> str:
 
 
 def _row(value: ChannelValue) -> list[Any]:
-    stamp = value.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    from osprey_core.display.text import when
+
+    stamp = when(value.timestamp, millis=True)
     return [value.channel, shown_value(value.value), value.units or "", value.severity.name,
             stamp]
 
@@ -115,7 +116,7 @@ def read(ctx: typer.Context, names: list[str] = NAMES, as_json: bool = JSON) -> 
     else:
         rows = [_row(batch.values[name]) for name in names if name in batch.values]
         if rows:
-            print_table("channels", ("channel", "value", "units", "severity", "timestamp (UTC)"),
+            print_table("channels", ("channel", "value", "units", "severity", "timestamp"),
                         rows)
         for name, error in batch.errors.items():
             typer.echo(f"Error: {name}: {error}", err=True)

@@ -32,8 +32,10 @@ def as_datetime(moment: datetime | str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def when(moment: datetime | str | None, *, seconds: bool = True) -> str:
-    """``2026-12-07 07:23:30 +01:00`` in the operator's time zone (TZ), or UTC with --utc."""
+def when(moment: datetime | str | None, *, seconds: bool = True,
+         millis: bool = False) -> str:
+    """``2026-12-07 07:23:30 +01:00`` in the operator's time zone (TZ), or UTC with --utc
+    (``millis``: ``07:23:30.125``, for monitors)."""
     if moment is None:
         return ""
     aware = as_datetime(moment)
@@ -41,7 +43,9 @@ def when(moment: datetime | str | None, *, seconds: bool = True) -> str:
         return str(moment)
     local = aware.astimezone(UTC) if _settings["utc"] else aware.astimezone()
     offset = local.strftime("%z")
-    shown = local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    shown = local.strftime("%Y-%m-%d %H:%M:%S" if seconds or millis else "%Y-%m-%d %H:%M")
+    if millis:
+        shown += f".{local.microsecond // 1000:03d}"
     return f"{shown} {offset[:3]}:{offset[3:]}"
 
 
