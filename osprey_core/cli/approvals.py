@@ -80,8 +80,10 @@ def approve(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | No
     Exit 0 when the run is done, 3 when it waits for another approval, 1 otherwise.
     """
     osprey = cli_state(ctx).osprey()
-    run = osprey.approve(approval_id, user=user, interface="cli", reason=reason,
-                         session=session)
+    from osprey_core.cli.progress import driving
+
+    run = driving(osprey, lambda: osprey.approve(approval_id, user=user, interface="cli",
+                                                 reason=reason, session=session))
     show_run(osprey, run, as_json=as_json)
 
 

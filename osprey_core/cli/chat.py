@@ -43,7 +43,9 @@ def chat(
     Ctrl-C at an approval prompt leaves the request pending and says how to decide it;
     Ctrl-C while a step runs stops the chat and says how to resume the run.
     """
-    from osprey_core.cli.progress import following, interrupted
+    from functools import partial
+
+    from osprey_core.cli.progress import driving
 
     osprey = cli_state(ctx).osprey()
     _history(osprey.config.home / HISTORY_FILE)
@@ -63,12 +65,8 @@ def chat(
         if not text:
             continue
         try:
-            with following(osprey) as watch:
-                try:
-                    run = osprey.run(text, session=session, user=user,
-                                     planning=planning or None, interface="chat")
-                except KeyboardInterrupt:
-                    raise interrupted(watch.run_id) from None
+            run = driving(osprey, partial(osprey.run, text, session=session, user=user,
+                                          planning=planning or None, interface="chat"))
             run = settle(osprey, run, user=user, ask=_ask)
         except OspreyError as exc:
             typer.echo(f"error: {exc}")
@@ -106,8 +104,11 @@ def settle(osprey: Osprey, run: RunRecord, *, user: str | None, ask: Ask) -> Run
 def _answer(osprey: Osprey, run: RunRecord, approval: ApprovalRecord, answer: str,
             user: str | None, ask: Ask) -> RunRecord:
     choice = answer.lower()
+    from osprey_core.cli.progress import driving
+
     if choice in YES:
-        return osprey.approve(approval.id, user=user, interface="chat", session=run.session)
+        return driving(osprey, lambda: osprey.approve(approval.id, user=user, interface="chat",
+                                                      session=run.session))
     if choice in NO:
         reason = (ask("reason (optional)> ") or "").strip() or None
         return osprey.reject(approval.id, user=user, interface="chat", reason=reason,

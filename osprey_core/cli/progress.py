@@ -7,7 +7,7 @@ it left and how to pick it up again instead of losing it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ import typer
 
 if TYPE_CHECKING:
     from osprey_core.api import Osprey
+    from osprey_core.models import RunRecord
 
 EXIT_INTERRUPTED = 130
 
@@ -54,6 +55,16 @@ def following(osprey: Osprey) -> Iterator[Watch]:
         if console.is_terminal:
             watch.status = stack.enter_context(console.status("working…"))
         yield watch
+
+
+def driving(osprey: Osprey, action: Callable[[], RunRecord]) -> RunRecord:
+    """``action()`` (a run, an approval, a resume) under a spinner; Ctrl-C says which run
+    it stopped and how to resume it, and exits 130."""
+    with following(osprey) as watch:
+        try:
+            return action()
+        except KeyboardInterrupt:
+            raise interrupted(watch.run_id) from None
 
 
 def interrupted(run_id: str | None) -> typer.Exit:

@@ -27,13 +27,9 @@ def run_request(
         raise typer.BadParameter("the request is empty", param_hint="'QUERY'")
     if not session.strip():
         raise typer.BadParameter("the session id is empty", param_hint="'--session'")
-    from osprey_core.cli.progress import following, interrupted
+    from osprey_core.cli.progress import driving
 
     osprey = cli_state(ctx).osprey()
-    with following(osprey) as watch:
-        try:
-            run = osprey.run(query, session=session, user=user, planning=planning or None,
-                             interface="cli")
-        except KeyboardInterrupt:
-            raise interrupted(watch.run_id) from None
+    run = driving(osprey, lambda: osprey.run(query, session=session, user=user,
+                                             planning=planning or None, interface="cli"))
     show_run(osprey, run, as_json=as_json)

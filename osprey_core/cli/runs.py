@@ -103,8 +103,11 @@ def resume(
     Exit 0 when the run is done, 3 when it waits for approval, 1 otherwise.
     """
     osprey = cli_state(ctx).osprey()
-    run = osprey.resume(run_id, user=user, interface="cli",
-                        indeterminate=None if indeterminate is None else indeterminate.value)
+    from osprey_core.cli.progress import driving
+
+    run = driving(osprey, lambda: osprey.resume(
+        run_id, user=user, interface="cli",
+        indeterminate=None if indeterminate is None else indeterminate.value))
     show_run(osprey, run, as_json=as_json)
 
 
