@@ -107,3 +107,21 @@ def test_no_color_and_plain_width_off_a_terminal(monkeypatch: pytest.MonkeyPatch
     emit("[bold]kept literally[/bold]", console=Console(file=buffer))
     assert buffer.getvalue() == "[bold]kept literally[/bold]\n"
     assert to_text(Text("plain")) == "plain"
+
+
+def test_memories_and_logbook_hits_read_as_tables() -> None:
+    from osprey_core.display.records import logbook_hits, memories, memory_saved
+
+    saved = {"user": "ana", "saved": {"id": "mem-1", "text": "plot in mm", "tags": ["units"]}}
+    assert memory_saved(saved) == "Saved to the memory of ana as mem-1: “plot in mm” (tags: units)"
+    recalled = to_text(memories({"user": "ana", "topic": "plots", "memories": [
+        {"id": "mem-1", "text": "plot in mm", "tags": [], "updated_at": T0.isoformat()}]}))
+    assert recalled.startswith("Memories of ana about “plots”")
+    assert "mem-1" in recalled and "plot in mm" in recalled and "{" not in recalled
+    assert memories({"user": "ana", "topic": "", "memories": []}) == "No memories of ana."
+    found = to_text(logbook_hits({"query": "RF trip", "mode": "keyword", "total": 7,
+                                  "notices": ["read as keywords"], "hits": [
+        {"id": "ops/1", "timestamp": T0.isoformat(), "author": "Maria", "title": "RF trip",
+         "snippet": "cavity  tripped\non vacuum"}]}))
+    assert found.startswith("1 of 7 logbook entries matching “RF trip” (keyword search)")
+    assert "note: read as keywords" in found and "cavity tripped on vacuum" in found
