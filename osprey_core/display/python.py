@@ -33,7 +33,8 @@ def python_result(result: Any) -> RenderableType | str:
         parts += [Text("printed:"), Text(_indented(stdout))]
     elif stdout:
         lines = len(stdout.splitlines())
-        parts.append(Text(f"printed {lines} line{'s' * (lines != 1)} (kept in the folder)"))
+        parts.append(Text(f"it printed {lines} line{'s' * (lines != 1)}: stdout.log in the "
+                          "folder"))
     stderr = str(result.get("stderr") or "").rstrip()
     if stderr:
         parts += [Text("errors printed:"), Text(_indented(stderr))]
