@@ -246,8 +246,14 @@ class LogbookSettings(BaseModel):
                               "<home>/logbook.db); its indexes live beside it.")
     default_mode: Literal["hybrid", "keyword", "semantic"] = Field(
         "hybrid", description="Search mode when none is asked for.")
-    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant of "
-                         "hybrid search.")
+    fusion: Literal["convex", "rrf"] = Field(
+        "convex", description="How hybrid search fuses its arms: convex (BM25 over the "
+        "query's highest possible score and cosine, weighted) or rrf (reciprocal rank "
+        "fusion).")
+    semantic_weight: float = Field(0.3, ge=0, le=1, description="The semantic arm's share "
+                                   "in convex fusion (the keyword arm has the rest).")
+    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant (fusion: "
+                         "rrf).")
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings,
                                           description=EmbeddingSettings.__doc__)
     sources: dict[str, LogbookSourceSettings] = Field(

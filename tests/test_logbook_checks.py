@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from osprey_core.logbook.agent import SearchParameters, match_search
 from osprey_core.logbook.answers import ABSTAIN, CITATION, checked_answer
-from osprey_core.logbook.service import reciprocal_rank_fusion
+from osprey_core.logbook.service import convex_fusion, reciprocal_rank_fusion
 
 USED = ["als/1", "als/2", "ops/77"]
 
@@ -60,6 +60,29 @@ def test_reciprocal_rank_fusion_rewards_agreement_and_is_deterministic() -> None
     fused = reciprocal_rank_fusion({"keyword": [1, 2, 3], "semantic": [3, 4, 1]}, 60)
     assert [rowid for rowid, _ in fused] == [1, 3, 2, 4]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 63)
+
+
+def test_convex_fusion_weighs_bm25_over_its_ceiling_and_cosines_as_they_are() -> None:
+    fused = convex_fusion([(1, 6.0), (2, 3.0), (3, 1.0)], 10.0,
+                          [(3, 0.9), (4, 0.5), (1, -0.2)], 0.3)
+    scores = dict(fused)
+    assert scores[1] == pytest.approx(0.7 * 0.6)  # a negative cosine adds nothing
+    assert scores[2] == pytest.approx(0.7 * 0.3)
+    assert scores[3] == pytest.approx(0.7 * 0.1 + 0.3 * 0.9)
+    assert scores[4] == pytest.approx(0.3 * 0.5)
+    assert [rowid for rowid, _ in fused] == [1, 3, 2, 4]
+
+
+def test_a_weak_keyword_match_does_not_outrank_a_close_meaning() -> None:
+    # one word of five matched (a fifth of the ceiling) against a cosine of 0.7
+    fused = convex_fusion([(1, 2.0)], 10.0, [(2, 0.7), (1, 0.1)], 0.3)
+    assert [rowid for rowid, _ in fused] == [2, 1]
+
+
+def test_convex_fusion_without_ranking_words_keeps_the_keyword_order() -> None:
+    fused = convex_fusion([(5, 0.0), (6, 0.0), (7, 0.0)], 0.0, [], 0.3)
+    assert [rowid for rowid, _ in fused] == [5, 6, 7]
+    assert convex_fusion([], 0.0, [], 0.3) == []
 
 
 @pytest.mark.parametrize(("query", "expected"), [

@@ -97,6 +97,22 @@ def test_title_ranks_above_text(store: SQLiteLogbook) -> None:
     assert ids(store, index, "klystron") == ["title", "text"]
 
 
+def test_the_ceiling_bounds_every_score_and_a_fuller_match_comes_closer(
+        store: SQLiteLogbook) -> None:
+    words = "klystron arc vacuum kicker septum magnet orbit feedback".split()
+    index = index_of(store, [entry(f"e{n}", "", " ".join(words[:n] * n)) for n in range(1, 9)]
+                     + [entry("none", "", "nothing relevant here")])
+    for query in ("klystron", "klystron arc vacuum", " ".join(words),
+                  "klystron AND NOT vacuum", "klystron unheardofword", "author:nobody"):
+        found = index.search(parse_query(query), k=20)
+        assert all(0 <= score <= found.ceiling for score in found.scores), query
+    full = index.search(parse_query(" ".join(words[:3])), k=20)
+    assert full.scores[0] / full.ceiling > 0.5  # every word, often
+    partial = index.search(parse_query(" ".join(words[:3]) + " unheardofword"), k=20)
+    assert partial.scores[0] / partial.ceiling < full.scores[0] / full.ceiling
+    assert index.search(parse_query("author:nobody"), k=5).ceiling == 0.0
+
+
 def test_identifiers_whole_above_parts_and_found_by_parts(store: SQLiteLogbook) -> None:
     index = index_of(store, [
         entry("parts", "Corrector", "HCM1 RB and SP values compared"),

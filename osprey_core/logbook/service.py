@@ -5,9 +5,10 @@ and answers.
 metadata for filters, keyword postings, one vector matrix per embedding model) and keeps
 them current: every search first folds in whatever the store changed since the indexes
 last looked. Filters become one mask over the documents, applied by every arm inside its
-ranking. Hybrid search fuses the keyword and semantic rankings by reciprocal rank; when
-the query has operators (AND, NOT, a phrase), the semantic arm may only rank documents
-that satisfy them, so no hybrid hit ever breaks an operator either.
+ranking. Hybrid search fuses the keyword and semantic scores on fixed scales (or by
+reciprocal rank, as configured); when the query has operators (AND, NOT,
+a phrase), the semantic arm may only rank documents that satisfy them, so no hybrid hit
+ever breaks an operator either.
 """
 
 from __future__ import annotations
@@ -233,13 +234,18 @@ class Logbook:
                 index: SemanticIndex | None
                 ) -> tuple[list[tuple[int, float]], int, dict[int, dict[str, int]]]:
         depth = max(FUSION_DEPTH, k)
-        keyword, keyword_total = self._keyword_ranking(parsed, mask, depth)
+        found = self.keyword.search(parsed, mask=mask, k=depth)
+        keyword = list(zip(found.rowids, found.scores, strict=True))
         semantic: list[tuple[int, float]] = []
         if index is not None:
             semantic, _ = self._semantic_ranking(parsed, mask, depth, index)
-        fused = reciprocal_rank_fusion({"keyword": [rowid for rowid, _ in keyword],
-                                        "semantic": [rowid for rowid, _ in semantic]},
-                                       self.settings.rrf_k)
+        if self.settings.fusion == "rrf":
+            fused = reciprocal_rank_fusion({"keyword": [rowid for rowid, _ in keyword],
+                                            "semantic": [rowid for rowid, _ in semantic]},
+                                           self.settings.rrf_k)
+        else:
+            fused = convex_fusion(keyword, found.ceiling, semantic,
+                                  self.settings.semantic_weight)
         ranked = fused[:k]
         ranks: dict[int, dict[str, int]] = {rowid: {} for rowid, _ in ranked}
         for arm, ranking in (("keyword", keyword), ("semantic", semantic)):
@@ -247,7 +253,7 @@ class Logbook:
                 if rowid in ranks:
                     ranks[rowid][arm] = rank
         total = len({rowid for rowid, _ in keyword} | {rowid for rowid, _ in semantic})
-        return ranked, max(total, keyword_total), ranks
+        return ranked, max(total, found.total), ranks
 
     def _hits(self, ranked: list[tuple[int, float]], parsed: ParsedQuery,
               ranks: dict[int, dict[str, int]]) -> list[Hit]:
@@ -284,6 +290,28 @@ def _and(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Two row masks combined (they may differ in length while the store grows)."""
     size = min(len(first), len(second))
     return first[:size] & second[:size]
+
+
+def convex_fusion(keyword: list[tuple[int, float]], ceiling: float,
+                  semantic: list[tuple[int, float]], weight: float
+                  ) -> list[tuple[int, float]]:
+    """Documents by ``(1 - weight) * bm25 / ceiling + weight * cosine``.
+
+    Both arms are put on fixed scales rather than scaled to their own best hit: BM25
+    divided by the most this query could score (``ceiling``), cosines as they are (below
+    zero counts as zero). A keyword match on one word of a paraphrase then stays weak
+    however it ranks, while a whole identifier stays strong; scaling each arm to its own
+    best hit, or fusing ranks, lets the noisier arm's top hits win. Measured in
+    docs/logbook-search.md. Ties keep keyword order, then semantic order."""
+    scores: dict[int, float] = {}
+    if ceiling > 0:
+        for rowid, score in keyword:
+            scores[rowid] = (1.0 - weight) * score / ceiling
+    else:  # no ranking word (only filters): keep the keyword arm's order
+        scores.update((rowid, 0.0) for rowid, _ in keyword)
+    for rowid, cosine in semantic:
+        scores[rowid] = scores.get(rowid, 0.0) + weight * max(cosine, 0.0)
+    return sorted(scores.items(), key=lambda item: -item[1])
 
 
 def reciprocal_rank_fusion(rankings: dict[str, list[int]], k: float) -> list[tuple[int, float]]:

@@ -166,6 +166,22 @@ class QueryRun:
         for segment, at, first, last in self.postings(term):
             yield segment, at, slice(first, last)
 
+    def frequency(self, term: str) -> int:
+        """Live rows holding ``term``."""
+        alive = self.index.alive
+        return sum(int(alive[segment.docs[first:last]].sum()) if segment.has_dead
+                   else last - first for segment, _, first, last in self.postings(term))
+
+    def idf(self, frequency: int) -> float:
+        count = self.index.count
+        return math.log(1 + (count - frequency + 0.5) / (frequency + 0.5))
+
+    def ceiling(self, weights: Counter[str]) -> float:
+        """What a row would score holding every ranking term as often as saturation
+        allows: the sum of the terms' weighted idf (a term no row holds counts at its
+        highest idf). Dividing by it puts scores on a scale shared across queries."""
+        return sum(weight * self.idf(self.frequency(term)) for term, weight in weights.items())
+
     def scores(self, weights: Counter[str], rows: np.ndarray | None,
                matched: np.ndarray | None) -> np.ndarray:
         """BM25 for the ranking terms (``weights``: how often each occurs in the query)
@@ -174,13 +190,10 @@ class QueryRun:
         index = self.index
         scores = np.zeros(self.size, np.float32)
         for term, weight in weights.items():
-            frequency = sum(
-                int(index.alive[segment.docs[first:last]].sum()) if segment.has_dead
-                else last - first for segment, _, first, last in self.postings(term))
+            frequency = self.frequency(term)
             if not frequency:
                 continue
-            idf = np.float32(weight * math.log(
-                1 + (index.count - frequency + 0.5) / (frequency + 0.5)))
+            idf = np.float32(weight * self.idf(frequency))
             for segment, _, picked in (self.picked(term, rows, matched) if rows is not None
                                        else self.every(term)):
                 docs = segment.docs[picked]

@@ -3,7 +3,6 @@ disk (segments and a manifest, replaced atomically)."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,11 +43,13 @@ MAX_SEGMENTS = 12
 
 @dataclass(frozen=True, slots=True)
 class KeywordHits:
-    """Rowids in rank order with their BM25 scores; ``total`` matched before the top k."""
+    """Rowids in rank order with their BM25 scores; ``total`` matched before the top k;
+    ``ceiling`` bounds every score of this query (0 when no word ranks)."""
 
     rowids: list[int]
     scores: list[float]
     total: int
+    ceiling: float = 0.0
 
 
 class KeywordIndex:
@@ -154,8 +155,9 @@ class KeywordIndex:
             else:  # nothing ranks: newest first
                 scores = self.meta.ts[candidates]
         total = len(candidates)
+        ceiling = run.ceiling(weights) if weights else 0.0
         if not total or k <= 0:
-            return KeywordHits([], [], total)
+            return KeywordHits([], [], total, ceiling)
         if len(candidates) > k:
             threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
             keep = scores >= threshold
@@ -163,14 +165,13 @@ class KeywordIndex:
         order = np.lexsort((-candidates, -scores))[:k]
         shown = scores[order] if weights else np.zeros(len(order))
         return KeywordHits([int(rowid) for rowid in candidates[order]],
-                           [float(score) for score in shown], total)
+                           [float(score) for score in shown], total, ceiling)
 
     def idf(self, term: str) -> float:
         """The inverse document frequency of one analysed term (a stemmed word or a whole
         identifier), as BM25 weighs it: answers weigh a question's words by it."""
-        allowed = self._allowed(None)
-        frequency = int(QueryRun(self, len(allowed)).has(term)[: len(allowed)][allowed].sum())
-        return math.log(1 + (self.count - frequency + 0.5) / (frequency + 0.5))
+        run = QueryRun(self, len(self._allowed(None)))
+        return run.idf(run.frequency(term))
 
     def _allowed(self, mask: np.ndarray | None) -> np.ndarray:
         """Live indexed rows that ``mask`` allows."""
