@@ -85,27 +85,27 @@ def settle(osprey: Osprey, run: RunRecord, *, user: str | None, ask: Ask) -> Run
         choices = "yes/no/show/edit" if osprey.editable(approval) else "yes/no/show"
         try:
             answer = ask(f"approve? [{choices}] ")
-        except KeyboardInterrupt:
+            if answer is not None:
+                run = _answer(osprey, run, approval, answer.strip(), user, ask)
+        except KeyboardInterrupt:  # at any of its prompts (a reason, an edit's path)
             answer = None
+        except OspreyError as exc:  # expired, decided elsewhere, tampered: say so, look again
+            typer.echo(f"error: {exc}")
+            run = osprey.get_run(run.id)
         if answer is None:
             typer.echo(f"\nleft pending; decide later with: osprey approvals approve "
                        f"{approval.id} (or reject)")
             for line in decision_commands(osprey, approval):
                 typer.echo(f"  {line}")
             return run
-        try:
-            run = _answer(osprey, run, approval, answer.strip(), user, ask)
-        except OspreyError as exc:  # expired, decided elsewhere, tampered: say so, look again
-            typer.echo(f"error: {exc}")
-            run = osprey.get_run(run.id)
     return run
 
 
 def _answer(osprey: Osprey, run: RunRecord, approval: ApprovalRecord, answer: str,
             user: str | None, ask: Ask) -> RunRecord:
-    choice = answer.lower()
     from osprey_core.cli.progress import driving
 
+    choice = answer.lower()
     if choice in YES:
         return driving(osprey, lambda: osprey.approve(approval.id, user=user, interface="chat",
                                                       session=run.session))
