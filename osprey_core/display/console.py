@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -34,24 +34,3 @@ def emit(item: RenderableType | str, *, console: Console | None = None) -> None:
         console.out(item, highlight=False)
     else:
         console.print(item)
-
-
-def to_text(item: RenderableType | str, *, width: int = 100) -> str:
-    """The plain text of a renderable (for answers stored as text)."""
-    if isinstance(item, str):
-        return item
-    from io import StringIO
-
-    from rich.console import Console
-
-    buffer = StringIO()
-    Console(file=buffer, width=width, color_system=None, highlight=False).print(item)
-    return buffer.getvalue().rstrip()
-
-
-def titled(title: str, body: Any) -> Any:
-    """``body`` under a bold heading line."""
-    from rich.console import Group
-    from rich.text import Text
-
-    return Group(Text(title, style="bold"), body)

@@ -35,11 +35,12 @@ def render_result(capability: Capability | None, result: Any) -> RenderableType 
     if capability is None:
         return plain_text(result)
     try:
-        return capability.render(result)
+        shown: RenderableType | str = capability.render(result)
     except Exception:
         log.warning("capability %r could not render its result", capability.name,
                     exc_info=True)
         return plain_text(result)
+    return shown
 
 
 def answer(run: RunRecord, capability: Lookup) -> list[RenderableType | str]:
