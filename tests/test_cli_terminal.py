@@ -195,6 +195,9 @@ def test_version_quiet_and_the_not_understood_exit_code(env, cwd, tmp_path):
     assert_exit(loud, 0)
     assert_exit(quiet, 0)
     assert "Notice: control_system.type is not set" in loud.stderr and quiet.stderr == ""
+    completion = osprey(env={**env, "_OSPREY_COMPLETE": "complete_bash",
+                             "COMP_WORDS": "osprey appr", "COMP_CWORD": "1"}, cwd=cwd)
+    assert completion.stdout.split() == ["approvals"]  # Typer's shell completion
     unclear = osprey("run", "brew some coffee", env=env, cwd=cwd)
     assert_exit(unclear, 4)
     assert unclear.stdout.startswith("I did not understand")
