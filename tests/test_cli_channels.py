@@ -396,7 +396,8 @@ def test_demo_reads_asks_and_writes_on_its_own_simulated_machine(
                                   entry_points={"site": "site_plugin"},
                                   modules={"site_plugin": REQUIRED_SECTION_PLUGIN})
     (tmp_path / "osprey.yml").write_text(json.dumps(config), encoding="utf-8")
-    env = osprey_env(tmp_path / "home", pythonpath=site, OSPREY_STRICT_PLUGINS="1")
+    env = osprey_env(tmp_path / "home", pythonpath=site, OSPREY_STRICT_PLUGINS="1",
+                     TMPDIR=str(tmp_path))  # the demo keeps its analysis there
     out = run("demo", env=env, cwd=tmp_path).stdout
     assert "osprey run 'read SR:CURRENT and HCM1:SP'" in out
     assert re.search(r"SR:CURRENT +[\d.]+ +mA ", out)  # a table, not JSON

@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -464,7 +463,8 @@ def test_llm_that_never_answers_with_a_plan_fails_the_run(tmp_path, cwd, llm):
 
 def test_demo_walks_the_round_trip_without_touching_the_users_data(env, cwd):
     (cwd / "osprey.yml").write_text("planing: {}\n", encoding="utf-8")  # broken on purpose
-    env = {**env, "OSPREY__LLM__BASE_URL": "http://127.0.0.1:9/v1"}  # nothing listens there
+    env = {**env, "OSPREY__LLM__BASE_URL": "http://127.0.0.1:9/v1",  # nothing listens there
+           "TMPDIR": str(cwd)}  # where the demo keeps what it made
     result = osprey("demo", env=env, cwd=cwd)
     assert_exit(result, 0)
     out = result.stdout
@@ -477,8 +477,8 @@ def test_demo_walks_the_round_trip_without_touching_the_users_data(env, cwd):
     assert f"refused: approval {approval_id} is already approved by demo-shift-leader" in out
     assert not Path(env["OSPREY_HOME"]).exists()
     kept = Path(out.rstrip().rsplit("is kept in ", 1)[1].rstrip("."))
+    assert kept.parent == cwd and kept.name.startswith("osprey-demo-results-")
     assert (kept / "notebook.ipynb").is_file() and list((kept / "figures").glob("*.png"))
-    shutil.rmtree(kept)
 
 
 def test_demo_keeps_its_data_in_home_when_asked(tmp_path, env, cwd):
@@ -526,7 +526,7 @@ def test_demo_takes_required_plugin_settings_but_never_the_core_ones(tmp_path, e
         "llm:\n  base_url: http://127.0.0.1:9/v1\n"  # would fail: nothing listens there
         "planning:\n  enabled: false\n"
         "approval:\n  expiry_seconds: 0.001\n", encoding="utf-8")
-    result = osprey("demo", env=env, cwd=cwd)
+    result = osprey("demo", env={**env, "TMPDIR": str(cwd)}, cwd=cwd)
     assert_exit(result, 0)
     assert "The run is done." in result.stdout
     assert not Path(env["OSPREY_HOME"]).exists()
