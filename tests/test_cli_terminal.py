@@ -157,6 +157,17 @@ def test_chat_ctrl_c_at_an_approval_leaves_it_pending_and_says_how_to_decide(env
     assert again.exit_code() == 0
 
 
+def test_chat_ctrl_c_while_a_step_runs_names_the_run_and_how_to_resume_it(env, cwd):
+    term = Terminal("chat", env=env, cwd=cwd, term="xterm")
+    term.expect("you> ")
+    term.type("plot SR:CURRENT over the last hour\r")
+    term.expect(r"run-[0-9a-f]{12}: executing")
+    term.type("\x03")
+    assert term.exit_code() == 130
+    run_id = term.expect(r"Interrupted: run (run-[0-9a-f]{12}) stopped")[1]
+    assert f"resume it: osprey runs resume {run_id}" in term.seen
+
+
 def test_chat_offers_edit_where_editing_is_possible(env, cwd):
     term = Terminal("chat", env=env, cwd=cwd)
     term.expect("you> ")
