@@ -99,7 +99,7 @@ def test_title_ranks_above_text(store: SQLiteLogbook) -> None:
 
 def test_the_ceiling_bounds_every_score_and_a_fuller_match_comes_closer(
         store: SQLiteLogbook) -> None:
-    words = "klystron arc vacuum kicker septum magnet orbit feedback".split()
+    words = ["klystron", "arc", "vacuum", "kicker", "septum", "magnet", "orbit", "feedback"]
     index = index_of(store, [entry(f"e{n}", "", " ".join(words[:n] * n)) for n in range(1, 9)]
                      + [entry("none", "", "nothing relevant here")])
     for query in ("klystron", "klystron arc vacuum", " ".join(words),

@@ -113,7 +113,8 @@ def test_osprey_help_loads_neither_pydantic_nor_the_orchestrator() -> None:
         "from osprey_core.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
-        "heavy = ('pydantic', 'osprey_core.orchestration.orchestrator', 'osprey_core.store', 'sqlite_utils')\n"
+        "heavy = ('pydantic', 'osprey_core.orchestration.orchestrator', 'osprey_core.store',\n"
+        "         'sqlite_utils')\n"
         "print(json.dumps([name for name in heavy if name in sys.modules]))"
     )
     result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True,
