@@ -19,9 +19,17 @@ from osprey_core.store import RunStore, StoreDamagedError, StoreStorageError
 from osprey_core.store_maintenance import backup_store, check_store, restore_store
 
 
+def writable_machine_env(home: Path) -> dict[str, str]:
+    """A simulated machine with one writable corrector, so a write pauses for approval
+    instead of being refused before anyone is asked."""
+    return osprey_env(home, OSPREY_STRICT_PLUGINS="1",
+                      OSPREY__CONTROL_SYSTEM__WRITES_ENABLED="true",
+                      OSPREY__CONTROL_SYSTEM__LIMITS='{channels: {"HCM1:SP": {writable: true, '
+                                                    'type: float, min: -5.0, max: 5.0}}}')
+
+
 def osprey(home: Path, *args: str, setup: str = "") -> tuple[int, str, str]:
-    env = osprey_env(home, OSPREY_STRICT_PLUGINS="1")
-    result = run_osprey(list(args), env, home.parent, setup)
+    result = run_osprey(list(args), writable_machine_env(home), home.parent, setup)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -121,8 +129,9 @@ def test_backup_and_restore_bring_back_a_paused_run(home: Path, tmp_path: Path) 
     kept = Path(json.loads(out)["replaced_store_kept_as"])
     assert kept.read_bytes() == b""  # the store it replaced is kept, as it was
 
-    code, _, err = osprey(home, "approvals", "approve", approval)
-    assert code == 1 and "writes are disabled" in err  # the run goes on where it stopped
+    code, out, err = osprey(home, "approvals", "approve", approval, "--json")
+    assert code == 0, err  # the run goes on where it stopped, and finishes
+    assert json.loads(out)["state"] == "completed"
     assert check_store(db).ok
 
 
@@ -172,7 +181,7 @@ def test_a_full_disk_refuses_new_work_and_keeps_what_was_acknowledged(
         home: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
-    env = osprey_env(home, OSPREY_STRICT_PLUGINS="1")
+    env = writable_machine_env(home)
     osprey_cmd = f"'{sys.executable}' -m osprey_core"
     script = "\n".join([
         f"mkdir -p '{home}'",
