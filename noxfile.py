@@ -67,8 +67,9 @@ def lint(session: nox.Session) -> None:
     mypy --strict over the public API (osprey_core.api and the hook specs)."""
     session.install("--quiet", "ruff>=0.17,<0.18")
     session.run("ruff", "check", ".")
-    # The types the API names: the core, numpy (embedding vectors), rich (rendering).
-    session.install("--quiet", ".[logbook]", "rich", "mypy>=1.11", "types-PyYAML>=6")
+    # The types the API names: the core, numpy (embedding vectors), rich (rendering);
+    # pytest because the check lives in a test module.
+    session.install("--quiet", ".[logbook]", "rich", "pytest", "mypy>=1.11", "types-PyYAML>=6")
     session.run("python", "tests/test_typing.py")
 
 
