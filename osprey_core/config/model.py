@@ -15,6 +15,7 @@ from pydantic import create_model as _create_model
 from osprey_core.config.display import mask, plain_value
 from osprey_core.errors import ConfigError
 from osprey_core.registry import did_you_mean
+from osprey_core.service.settings import ServiceSettings
 from osprey_core.settings import (
     ApprovalSettings,
     ArchiverSettings,
@@ -60,6 +61,8 @@ class CoreSettings(BaseModel):
         default_factory=MemorySettings, description=MemorySettings.__doc__)
     logbook: LogbookSettings = Field(
         default_factory=LogbookSettings, description=LogbookSettings.__doc__)
+    service: ServiceSettings = Field(
+        default_factory=ServiceSettings, description=ServiceSettings.__doc__)
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:
