@@ -18,6 +18,7 @@ import typer
 from osprey_core.cli.render import decision_commands, show_answer, show_approval, show_artifact
 from osprey_core.cli.state import cli_state
 from osprey_core.errors import OspreyError
+from osprey_core.replies import NO, YES
 from osprey_core.run_machine import PAUSED, RunState
 
 if TYPE_CHECKING:  # runtime imports wait for use: every `osprey` call loads this module
@@ -28,7 +29,7 @@ Ask = Callable[[str], str | None]
 
 HISTORY_FILE = "chat_history"
 HISTORY_LENGTH = 1000
-YES, NO, QUIT = {"y", "yes", "approve"}, {"n", "no", "reject"}, {"exit", "quit"}
+QUIT = {"exit", "quit"}
 
 
 def chat(
