@@ -97,20 +97,10 @@ def decision_commands(osprey: Osprey, approval: ApprovalRecord) -> list[str]:
 
 def show_approval(approval: ApprovalRecord) -> None:
     """Header, summary, why it was asked, and what the decision is bound to."""
-    from osprey_core.display.text import when
+    from osprey_core.display.approvals import approval_lines
 
-    step = "" if approval.step_index is None else f", step {approval.step_index + 1}"
-    typer.echo(f"approval {approval.id} ({approval.action}{step}, run {approval.run_id}, "
-               f"session {approval.session}): {approval.status}")
-    typer.echo(approval.summary)
-    for reason in approval.reasons:
-        typer.echo(f"  why: {reason}")
-    typer.echo(f"sha256 {approval.artifact_sha256}; expires {when(approval.expires_at)}")
-    if approval.decided_by:
-        at = f" at {when(approval.decided_at)}" if approval.decided_at else ""
-        why = f": {approval.decision_reason}" if approval.decision_reason else ""
-        typer.echo(f"{approval.status} by {approval.decided_by} via "
-                   f"{approval.decided_via or '?'}{at}{why}")
+    for line in approval_lines(approval):
+        typer.echo(line)
 
 
 def show_artifact(approval: ApprovalRecord) -> None:

@@ -34,3 +34,17 @@ def emit(item: RenderableType | str, *, console: Console | None = None) -> None:
         console.out(item, highlight=False)
     else:
         console.print(item)
+
+
+def as_text(item: RenderableType | str, *, width: int = 100) -> str:
+    """What :func:`emit` prints, as plain text without colour: for answers sent over HTTP
+    (the chat endpoint) rather than to a terminal."""
+    if isinstance(item, str):
+        return item
+    from rich.console import Console
+
+    console = Console(width=width, highlight=False, soft_wrap=False, no_color=True,
+                      color_system=None, force_terminal=False, force_jupyter=False)
+    with console.capture() as captured:
+        console.print(item)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
