@@ -26,7 +26,9 @@ def register_commands(app: typer.Typer) -> None:
     from osprey_core.cli.run import run_request
     from osprey_core.cli.runs import runs_app
     from osprey_core.cli.sandbox import sandbox_app
+    from osprey_core.cli.serve import serve
     from osprey_core.cli.store import store_app
+    from osprey_core.cli.tokens import tokens_app
     from osprey_core.cli.version import show_version
 
     app.command("run")(run_request)
@@ -44,3 +46,5 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(providers_app, name="providers")
     app.add_typer(sandbox_app, name="sandbox")
     app.add_typer(store_app, name="store")
+    app.command("serve")(serve)
+    app.add_typer(tokens_app, name="tokens")
