@@ -60,10 +60,18 @@ def _split_runs(conn: sqlite3.Connection) -> None:
                          {**record, "plan": plan, "context": context})), run_id])
 
 
+#: Version 3: API tokens of ``osprey serve`` (only their sha256 is kept; see
+#: :mod:`osprey_core.service.tokens`). New tables only: nothing stored earlier changes.
+API_TOKENS = (
+    """CREATE TABLE api_tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+        sha256 TEXT NOT NULL UNIQUE, roles TEXT NOT NULL, created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL, expires_at TEXT, revoked_at TEXT, last_used_at TEXT)""",
+)
+
 Migration = tuple[str, ...] | Callable[[sqlite3.Connection], None]
 #: Schema migrations in order; version N runs ``MIGRATIONS[N - 1]``. Only ever append.
 #: (Statements run one by one: ``executescript`` would commit the open transaction.)
-MIGRATIONS: list[Migration] = [SCHEMA_V1, _split_runs]
+MIGRATIONS: list[Migration] = [SCHEMA_V1, _split_runs, API_TOKENS]
 #: Run fields kept in tables of their own (see :func:`_split_runs`).
 SPLIT_FIELDS = frozenset({"plan", "context"})
 

@@ -288,7 +288,7 @@ def test_a_store_written_before_the_split_is_migrated_with_nothing_lost(tmp_path
 
     store = RunStore(path)
     try:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         assert store.get_run(legacy.id) == legacy
     finally:
         store.close()

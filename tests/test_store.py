@@ -77,7 +77,7 @@ def decided(approval: ApprovalRecord, by: str,
 
 def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(path: Path) -> None:
     first = RunStore(path)
-    assert first.schema_version == len(MIGRATIONS) == 2
+    assert first.schema_version == len(MIGRATIONS) == 3
     seed(first, an_approval())
     with first.transaction() as tx:
         tx.append_audit(an_audit())
@@ -86,7 +86,7 @@ def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(path:
 
     again = RunStore(path)
     try:
-        assert again.schema_version == 2
+        assert again.schema_version == 3
         assert again.get_run("run-1") == a_run()
         assert again.get_approval("apv-1") == an_approval()
         assert [entry.action for entry in again.audit()] == ["approval_requested"]
