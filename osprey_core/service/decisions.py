@@ -1,0 +1,90 @@
+"""The one way an HTTP caller decides an approval (API, console, chat): the approver role,
+separation of duties and the artifact's sha256 are checked here, each refusal written to
+the audit log with the authenticated identity, then the ``Osprey`` API decides.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from osprey_core.errors import ApprovalError, shorten
+from osprey_core.models import ApprovalKind, AuditRecord
+from osprey_core.service.errors import ServiceError
+from osprey_core.service.settings import Role
+from osprey_core.store_errors import StoreError
+
+if TYPE_CHECKING:
+    from osprey_core.api import Osprey
+    from osprey_core.models import ApprovalRecord, RunRecord
+    from osprey_core.service.auth import Identity
+    from osprey_core.service.context import ServiceState
+
+
+async def decide(state: ServiceState, who: Identity, approval_id: str, *, approve: bool,
+                 interface: str, reason: str | None = None,
+                 sha256: str | None = None) -> RunRecord:
+    """Approve or reject ``approval_id`` as ``who``: 403 without the approver role or when
+    separation of duties forbids it, 409 when ``sha256`` (if given) is not the stored
+    artifact's; the orchestrator's own refusals (unknown, decided, expired) raise
+    :class:`ApprovalError` and are audited there."""
+    osprey = state.osprey
+    attempted = "approve" if approve else "reject"
+    if not who.has(Role.APPROVER):
+        held = ", ".join(sorted(who.roles)) or "none"
+        refuse(osprey, who, approval_id, attempted, interface, 403, "forbidden",
+               f"deciding an approval needs the approver role; {who.name} has {held}")
+    try:
+        approval = osprey.approval(approval_id)
+    except ApprovalError:
+        approval = None  # the orchestrator refuses it and audits the attempt
+    if approval is not None:
+        if sha256 is not None and sha256 != approval.artifact_sha256:
+            refuse(osprey, who, approval_id, attempted, interface, 409, "stale_sha256",
+                   f"approval {approval.id} is for sha256 {approval.artifact_sha256}, not "
+                   f"{shorten(sha256, 80)}: reload it and decide on what it asks now")
+        if (approve and state.settings.separation_of_duties
+                and approval.requested_by == who.name and changes_machine(osprey, approval)):
+            refuse(osprey, who, approval_id, attempted, interface, 403, "separation_of_duties",
+                   f"separation of duties: {who.name} asked for this {approval.action}, so "
+                   "someone else with the approver role must approve it")
+    decision = osprey.aapprove if approve else osprey.areject
+    return await decision(approval_id, user=who.name, interface=interface, reason=reason)
+
+
+def changes_machine(osprey: Osprey, approval: ApprovalRecord) -> bool:
+    """Whether what ``approval`` waits for has side effects: a step of a side-effecting
+    capability, or a plan with such a step. Unknown capabilities count as writes."""
+    if approval.kind is ApprovalKind.PLAN:
+        steps = approval.artifact.get("steps") or []
+        names = [step.get("capability") for step in steps if isinstance(step, dict)]
+        return any(_side_effects(osprey, name) for name in names) or not names
+    plan = osprey.get_run(approval.run_id).plan
+    index = approval.step_index
+    if plan is None or index is None or not 0 <= index < len(plan.steps):
+        return True
+    return _side_effects(osprey, plan.steps[index].capability)
+
+
+def _side_effects(osprey: Osprey, name: object) -> bool:
+    capabilities = osprey.host.capabilities()
+    if not isinstance(name, str) or name not in capabilities:
+        return True
+    return bool(capabilities.get(name).side_effects)
+
+
+def refuse(osprey: Osprey, who: Identity, approval_id: str, attempted: str, interface: str,
+           status: int, code: str, message: str) -> None:
+    """Audit a refused decision as ``approval_refused`` and raise it as an HTTP error."""
+    store = osprey.runtime.store
+    try:
+        approval = store.get_approval(approval_id)
+        run_id, sha = approval.run_id, approval.artifact_sha256
+    except StoreError:
+        run_id = sha = None
+    entry = AuditRecord(at=osprey.runtime.now(), actor=who.name, interface=interface,
+                        action="approval_refused", run_id=run_id,
+                        approval_id=shorten(approval_id, 80), sha256=sha,
+                        details={"attempted": attempted, "reason": message})
+    with store.transaction() as tx:
+        tx.append_audit(entry)
+    raise ServiceError(status, code, message)
