@@ -5,7 +5,7 @@ the audit log with the authenticated identity, then the ``Osprey`` API decides.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from osprey_core.errors import ApprovalError, shorten
 from osprey_core.models import ApprovalKind, AuditRecord
@@ -29,26 +29,59 @@ async def decide(state: ServiceState, who: Identity, approval_id: str, *, approv
     :class:`ApprovalError` and are audited there."""
     osprey = state.osprey
     attempted = "approve" if approve else "reject"
-    if not who.has(Role.APPROVER):
-        held = ", ".join(sorted(who.roles)) or "none"
-        refuse(osprey, who, approval_id, attempted, interface, 403, "forbidden",
-               f"deciding an approval needs the approver role; {who.name} has {held}")
+    approval = _checked(state, who, approval_id, attempted, interface, sha256)
+    if approve and approval is not None and (
+            conflict := duty_conflict(state, who, approval)) is not None:
+        refuse(osprey, who, approval_id, attempted, interface, 403, "separation_of_duties",
+               conflict)
+    decision = osprey.aapprove if approve else osprey.areject
+    return await decision(approval_id, user=who.name, interface=interface, reason=reason)
+
+
+async def edit(state: ServiceState, who: Identity, approval_id: str, artifact: Any, *,
+               interface: str, sha256: str | None = None) -> ApprovalRecord:
+    """Replace what ``approval_id`` waits for (a plan, code, an editable artifact) as
+    ``who``, after the same role and sha256 checks as :func:`decide`; the orchestrator
+    validates and analyses the edit and returns the new request, which needs its own
+    approval."""
+    _checked(state, who, approval_id, "edit", interface, sha256)
+    return await state.osprey.aedit(approval_id, artifact, user=who.name, interface=interface)
+
+
+def _checked(state: ServiceState, who: Identity, approval_id: str, attempted: str,
+             interface: str, sha256: str | None) -> ApprovalRecord | None:
+    """The approval, once ``who`` holds the role and ``sha256`` (if given) is its
+    artifact's; ``None`` for an unknown id, which the orchestrator refuses and audits."""
+    osprey = state.osprey
+    if (missing := missing_role(who)) is not None:
+        refuse(osprey, who, approval_id, attempted, interface, 403, "forbidden", missing)
     try:
         approval = osprey.approval(approval_id)
     except ApprovalError:
-        approval = None  # the orchestrator refuses it and audits the attempt
-    if approval is not None:
-        if sha256 is not None and sha256 != approval.artifact_sha256:
-            refuse(osprey, who, approval_id, attempted, interface, 409, "stale_sha256",
-                   f"approval {approval.id} is for sha256 {approval.artifact_sha256}, not "
-                   f"{shorten(sha256, 80)}: reload it and decide on what it asks now")
-        if (approve and state.settings.separation_of_duties
-                and approval.requested_by == who.name and changes_machine(osprey, approval)):
-            refuse(osprey, who, approval_id, attempted, interface, 403, "separation_of_duties",
-                   f"separation of duties: {who.name} asked for this {approval.action}, so "
-                   "someone else with the approver role must approve it")
-    decision = osprey.aapprove if approve else osprey.areject
-    return await decision(approval_id, user=who.name, interface=interface, reason=reason)
+        return None
+    if sha256 is not None and sha256 != approval.artifact_sha256:
+        refuse(osprey, who, approval_id, attempted, interface, 409, "stale_sha256",
+               f"approval {approval.id} is for sha256 {approval.artifact_sha256}, not "
+               f"{shorten(sha256, 80)}: reload it and decide on what it asks now")
+    return approval
+
+
+def missing_role(who: Identity) -> str | None:
+    """Why ``who`` cannot decide or edit any approval (``None``: they hold the role)."""
+    if who.has(Role.APPROVER):
+        return None
+    held = ", ".join(sorted(who.roles)) or "none"
+    return f"deciding an approval needs the approver role; {who.name} has {held}"
+
+
+def duty_conflict(state: ServiceState, who: Identity, approval: ApprovalRecord) -> str | None:
+    """Why separation of duties forbids ``who`` to approve ``approval`` (``None``: it does
+    not); pages show it before anyone presses a button."""
+    if not (state.settings.separation_of_duties and approval.requested_by == who.name
+            and changes_machine(state.osprey, approval)):
+        return None
+    return (f"separation of duties: {who.name} asked for this {approval.action}, so "
+            "someone else with the approver role must approve it")
 
 
 def changes_machine(osprey: Osprey, approval: ApprovalRecord) -> bool:
