@@ -251,8 +251,12 @@ class Osprey:
 
     def refresh(self) -> None:
         """Recover interrupted runs and expire overdue approvals now."""
+        self._sync(self.arefresh())
+
+    async def arefresh(self) -> None:
+        """Recover interrupted runs and expire overdue approvals now (async twin)."""
         self._recovered = False
-        self._sync(self._prepare(expire=True))
+        await self._prepare(expire=True)
 
     def _sync[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run on this instance's own event loop, reused across calls (``asyncio.run``
