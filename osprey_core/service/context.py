@@ -2,11 +2,27 @@
 
 Routers get it with ``Depends(service_state)``; the app factory puts it on
 ``app.state.osprey_service``.
+
+**Moving runs is serialised** (``async with state.driving() as osprey:``). One ``Osprey``
+is not safe for concurrent async runs: its runtime has one ``transitions`` state machine
+shared by every run's controller, built with ``queued=True``, and that queue is one deque
+for *all* models. A trigger arriving while another run's transition is in progress is
+appended and returns at once, before it ran; the run is then processed inside the other
+request's task, and when its controller leaves the machine its queued trigger is dropped,
+leaving the run stuck. So every call that moves a run (``arun``, ``aapprove``,
+``areject``, ``aedit``, ``aresume``, ``acancel``, ``arefresh``, ``apending``: the last
+two recover and expire through the same machine) holds one lock. Reads of the store need
+no lock: store transactions never span an ``await``, so a reader on the event loop never
+sees half a commit. Other processes (the CLI) are kept apart by the store itself
+(IMMEDIATE transactions, compare-and-set on state and owner).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -22,6 +38,13 @@ class ServiceState:
     osprey: Osprey
     settings: ServiceSettings
     tokens: TokenStore
+    _drive: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @asynccontextmanager
+    async def driving(self) -> AsyncIterator[Osprey]:
+        """The ``Osprey``, held alone for a call that moves runs (see the module doc)."""
+        async with self._drive:
+            yield self.osprey
 
 
 def service_state(request: Request) -> ServiceState:
