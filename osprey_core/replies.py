@@ -5,8 +5,9 @@ Only an exact decision word decides: ``yes``/``y``/``approve`` or ``no``/``n``/`
 in any case, with nothing else around it. "ok", "sure" or "yes please" decide nothing.
 In a terminal the prompt names the request the word answers. In a chat front-end, where
 a message is free text in a thread, the word must be followed by the request's exact id
-(``approve apv-0123456789ab``); a rejection may carry its reason after the id, an approval
-nothing at all, so "approve apv-... but use 0.3" decides nothing.
+(``approve apv-0123456789ab``); a rejection may carry its reason after the id (``reject
+apv-0123456789ab: wrong value``), an approval nothing at all: "approve apv-... but use
+0.3" decides nothing.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def read_reply(text: str) -> Reply | None:
     if len(words) == 1:
         return Reply(approve=approve)
     reason = words[2].strip(" \t\n:,;-") if len(words) == 3 else ""
-    if approve and reason:
-        return None
-    return Reply(approve=approve, approval_id=words[1], reason=reason or None)
+    if approve:
+        return None if reason else Reply(approve=True, approval_id=words[1])
+    # "reject apv-...: why" reads naturally; the colon is not part of the id.
+    return Reply(approve=False, approval_id=words[1].rstrip(":,;"), reason=reason or None)
 
 
 def sounds_like_decision(text: str) -> bool:
