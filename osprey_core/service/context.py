@@ -39,12 +39,23 @@ class ServiceState:
     settings: ServiceSettings
     tokens: TokenStore
     _drive: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _holder: asyncio.Task[object] | None = field(default=None, repr=False)
 
     @asynccontextmanager
     async def driving(self) -> AsyncIterator[Osprey]:
-        """The ``Osprey``, held alone for a call that moves runs (see the module doc)."""
-        async with self._drive:
+        """The ``Osprey``, held alone for a call that moves runs (see the module doc).
+        Re-entrant within one task, so a helper that takes it may be called by a route
+        that already holds it."""
+        task = asyncio.current_task()
+        if task is not None and task is self._holder:
             yield self.osprey
+            return
+        async with self._drive:
+            self._holder = task
+            try:
+                yield self.osprey
+            finally:
+                self._holder = None
 
 
 def service_state(request: Request) -> ServiceState:

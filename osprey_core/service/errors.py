@@ -60,6 +60,8 @@ def error_response(status: int, code: str, message: str,
 def from_osprey_error(exc: OspreyError) -> ServiceError:
     """Osprey's own refusals as HTTP answers: a decision or run that cannot happen in the
     current state is a conflict (409); anything else the caller asked wrongly is a 400."""
+    if str(exc).startswith("unknown "):  # "unknown approval 'x'", "unknown run 'x'"
+        return ServiceError(404, "not_found", str(exc))
     if isinstance(exc, ApprovalError | RunError):
         return ServiceError(409, "conflict", str(exc))
     if isinstance(exc, ConfigError):
