@@ -97,6 +97,16 @@ def test_a_read_request_is_answered_with_the_rendered_answer(server: Server,
     assert headers["x-osprey-run"].startswith("run-")
 
 
+def test_concurrent_conversations_are_all_answered(server: Server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    olga = chat(server, "olga", "operator")
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda n: ask(olga, "read SR:CURRENT", conversation=f"p{n}",
+                                              stream=n % 2 == 1)[0], range(6)))
+    assert all("SR:CURRENT" in answer for answer in answers), answers
+
+
 def test_a_stream_is_openai_chunks_ending_with_done(server: Server) -> None:
     token = server.token("olga", "operator")
     body = {"model": "osprey", "stream": True,

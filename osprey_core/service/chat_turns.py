@@ -58,8 +58,15 @@ class Answer:
 
 
 async def take_turn(state: ServiceState, who: Identity, text: str, session: str) -> Answer:
-    """Decide or run what ``text`` asks in ``session``, as ``who``."""
-    osprey, public_url = state.osprey, state.settings.url()
+    """Decide or run what ``text`` asks in ``session``, as ``who``: one call that moves
+    runs, so it holds the service's run lock throughout (see ``ServiceState.driving``)."""
+    async with state.driving() as osprey:
+        return await _turn(state, osprey, who, text, session)
+
+
+async def _turn(state: ServiceState, osprey: Osprey, who: Identity, text: str,
+                session: str) -> Answer:
+    public_url = state.settings.url()
     waiting = await osprey.apending(session=session)
     reply = read_reply(text)
     if reply is not None and reply.approval_id is not None and (
