@@ -41,6 +41,11 @@ class Terminal:
                  term: str = "dumb") -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: a session leader with the pty as its terminal
+            # An operator's shell starts with Ctrl-C deliverable; the test process may have
+            # blocked or ignored SIGINT (libraries loaded by earlier tests), and both survive
+            # exec.
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.chdir(cwd)
             os.execve(sys.executable, [sys.executable, "-m", "osprey_core", *args],
                       {**env, "COLUMNS": "120", "TERM": term})

@@ -131,7 +131,7 @@ def test_backup_and_restore_bring_back_a_paused_run(home: Path, tmp_path: Path) 
 
     code, out, err = osprey(home, "approvals", "approve", approval, "--json")
     assert code == 0, err  # the run goes on where it stopped, and finishes
-    assert json.loads(out)["state"] == "completed"
+    assert json.loads(out)["state"] == "done"
     assert check_store(db).ok
 
 
