@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 #: The JSON API, in the order its routes appear in the schema.
 ROUTERS: list[str] = [
     "osprey_core.service.api_health",
+    "osprey_core.service.api_runs",
+    "osprey_core.service.api_approvals",
+    "osprey_core.service.api_events",
+    "osprey_core.service.api_channels",
+    "osprey_core.service.api_logbook",
+    "osprey_core.service.api_memory",
 ]
 #: Parts built separately; included when their module exists.
 OPTIONAL_ROUTERS: list[str] = [
