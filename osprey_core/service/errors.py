@@ -58,12 +58,18 @@ def error_response(status: int, code: str, message: str,
 
 
 def from_osprey_error(exc: OspreyError) -> ServiceError:
-    """Osprey's own refusals as HTTP answers: a decision or run that cannot happen in the
-    current state is a conflict (409); anything else the caller asked wrongly is a 400."""
+    """Osprey's own refusals as HTTP answers: an unknown id is a 404, a plan that breaks
+    the rules a 422, a decision or run that cannot happen in the current state a conflict
+    (409); anything else the caller asked wrongly is a 400."""
     if str(exc).startswith("unknown "):  # "unknown approval 'x'", "unknown run 'x'"
         return ServiceError(404, "not_found", str(exc))
+    from osprey_core.planning.base import PlanValidationError
+
+    if isinstance(exc, PlanValidationError):
+        return ServiceError(422, "invalid_plan", str(exc))
     if isinstance(exc, ApprovalError | RunError):
-        return ServiceError(409, "conflict", str(exc))
+        code = "approval_expired" if " expired at " in str(exc) else "conflict"
+        return ServiceError(409, code, str(exc))
     if isinstance(exc, ConfigError):
         return ServiceError(500, "config_error", str(exc))
     from osprey_core.store_errors import StoreError
