@@ -5,8 +5,9 @@ Use in any router::
     @router.post("/thing")
     async def thing(who: Identity = Depends(require(Role.APPROVER))) -> ...
 
-The console signs in with :func:`console_session` (sets the session and CSRF cookies) and
-out with :func:`end_console_session`; :func:`identity` believes the session cookie and, for
+The console signs in with :func:`console_session` (sets the session and CSRF cookies; the
+sign-in form itself carries :func:`signin_csrf`'s token) and out with
+:func:`end_console_session`; :func:`identity` believes the session cookie and, for
 a state-changing request, demands the CSRF token (``X-CSRF-Token`` header or the
 ``csrf_token`` form field) that :func:`csrf_token` hands to pages. Bearer requests need no
 CSRF token: a browser never adds an ``Authorization`` header by itself.
@@ -39,6 +40,8 @@ __all__ = [
     "end_console_session",
     "identity",
     "require",
+    "set_csrf_cookie",
+    "signin_csrf",
 ]
 
 SESSION_COOKIE = "osprey_session"
@@ -144,12 +147,22 @@ def console_session(request: Request, response: Response, token: str) -> Identit
     who = _from_token(state, token.strip(), "session")
     if who is None:
         raise unauthenticated("the token is invalid, expired or revoked")
-    secure = request.url.scheme == "https"
     response.set_cookie(SESSION_COOKIE, token.strip(), httponly=True, samesite="strict",
-                        secure=secure, path="/")
-    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(32), httponly=False,
-                        samesite="strict", secure=secure, path="/")
+                        secure=request.url.scheme == "https", path="/")
+    set_csrf_cookie(request, response, secrets.token_urlsafe(32))
     return who
+
+
+def signin_csrf(request: Request) -> str:
+    """The CSRF token of the sign-in form: the browser's cookie, else a new one (set it with
+    :func:`set_csrf_cookie`), so a page elsewhere cannot sign you in as someone else."""
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+
+
+def set_csrf_cookie(request: Request, response: Response, value: str) -> None:
+    """The CSRF cookie pages read their token from (not HttpOnly: the page sends it back)."""
+    response.set_cookie(CSRF_COOKIE, value, httponly=False, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
 
 
 def end_console_session(response: Response) -> None:
