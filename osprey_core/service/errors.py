@@ -54,7 +54,11 @@ def error_response(status: int, code: str, message: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    from osprey_core.service.logs import mask_secrets
+
+    # An error may quote what the caller sent (a path, an id): never a token back.
+    return JSONResponse(error_body(code, mask_secrets(message)), status_code=status,
+                        headers=headers)
 
 
 def from_osprey_error(exc: OspreyError) -> ServiceError:

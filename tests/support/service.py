@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from test_hardening_store import writable_machine_env
@@ -35,7 +36,7 @@ class Server:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes]
-    tokens: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)
 
     def token(self, name: str, *roles: str) -> str:
         """A new token for ``name`` with ``roles`` (cached by name)."""
@@ -52,9 +53,10 @@ class Server:
             self.tokens[name] = secret
         return self.tokens[name]
 
-    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+    def client(self, token: str | None = None, *, timeout: float | httpx.Timeout = 60,
+               **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout, **kwargs)
 
     def logs(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
