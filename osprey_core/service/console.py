@@ -30,10 +30,13 @@ from osprey_core.service import console_views as views
 from osprey_core.service.api_runs import answer_text
 from osprey_core.service.auth import (
     Identity,
+    check_csrf,
     console_session,
     csrf_token,
     end_console_session,
     identity,
+    set_csrf_cookie,
+    signin_csrf,
 )
 from osprey_core.service.context import ServiceState, service_state
 from osprey_core.service.decisions import decide, duty_conflict, missing_role
@@ -138,19 +141,30 @@ def _safe_next(target: str | None) -> str | None:
 
 @router.get("/console/signin", name="console_signin_page")
 async def signin_page(request: Request, next: str | None = None) -> Response:
-    return _page(request, "signin.html", None, next_url=_safe_next(next) or "")
+    return _signin_form(request, _safe_next(next))
+
+
+def _signin_form(request: Request, next_url: str | None, *, status: int = 200,
+                 problem: str | None = None) -> Response:
+    """The sign-in form with its CSRF token (cookie and field)."""
+    token = signin_csrf(request)
+    page = _page(request, "signin.html", None, status=status, problem=problem,
+                 csrf_token=token, next_url=next_url or "")
+    set_csrf_cookie(request, page, token)
+    return page
 
 
 @router.post("/console/signin", name="console_signin")
-async def signin(request: Request, token: str = Form(...), next: str = Form(""),
-                 state: ServiceState = Depends(service_state)) -> Response:
+async def signin(request: Request, token: str = Form(...), next: str = Form("")) -> Response:
+    """Checks the form's CSRF token, then the API token; sets the session cookie."""
     target = _safe_next(next) or request.url_for("console_approvals").path
     response = RedirectResponse(target, status_code=303)
     try:
+        await check_csrf(request)
         console_session(request, response, token)
     except ServiceError as error:
-        return _page(request, "signin.html", None, status=error.status,
-                     problem=f"Not signed in: {error.message}.", next_url=_safe_next(next) or "")
+        return _signin_form(request, _safe_next(next), status=error.status,
+                            problem=f"Not signed in: {error.message}.")
     return response
 
 
