@@ -9,7 +9,7 @@ way (failed, rejected, expired, cancelled).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import typer
 
@@ -17,8 +17,23 @@ from osprey_core.cli.output import print_json
 from osprey_core.run_machine import PAUSED, RunState
 
 if TYPE_CHECKING:
-    from osprey_core.api import Osprey
+    from pathlib import Path
+
     from osprey_core.models import ApprovalRecord, RunRecord
+
+class Records(Protocol):
+    """What showing a run needs: the local :class:`~osprey_core.Osprey`, or the server's
+    records through :class:`~osprey_core.service.client.RemoteOsprey` (``--server``)."""
+
+    @property
+    def host(self) -> Any: ...
+
+    def approval(self, approval_id: str) -> ApprovalRecord: ...
+
+    def editable(self, approval: ApprovalRecord) -> bool: ...
+
+    def plan_file(self, run_id: str) -> Path: ...
+
 
 EXIT_AWAITING_APPROVAL = 3
 EXIT_NOT_UNDERSTOOD = 4
@@ -37,7 +52,7 @@ def not_understood(run: RunRecord) -> bool:
     return bool(run.plan and run.plan.steps and run.plan.steps[-1].capability == "clarify")
 
 
-def show_answer(osprey: Osprey, run: RunRecord, *, prefix: str = "") -> None:
+def show_answer(osprey: Records, run: RunRecord, *, prefix: str = "") -> None:
     """A done run's answer, each result rendered by the capability that made it."""
     from osprey_core.display.console import emit, make_console
     from osprey_core.display.runs import answer, lookup
@@ -54,7 +69,7 @@ def show_answer(osprey: Osprey, run: RunRecord, *, prefix: str = "") -> None:
         emit(part, console=console)
 
 
-def run_payload(osprey: Osprey, run: RunRecord) -> dict[str, Any]:
+def run_payload(osprey: Records, run: RunRecord) -> dict[str, Any]:
     """The run as JSON data; a paused run carries the approval request it waits for."""
     payload: dict[str, Any] = run.model_dump(mode="json", exclude={"owner_pid", "owner_boot"})
     payload["approval"] = None
@@ -63,7 +78,7 @@ def run_payload(osprey: Osprey, run: RunRecord) -> dict[str, Any]:
     return payload
 
 
-def show_run(osprey: Osprey, run: RunRecord, *, as_json: bool) -> NoReturn:
+def show_run(osprey: Records, run: RunRecord, *, as_json: bool) -> NoReturn:
     """Print the outcome of a run and exit with its code."""
     if as_json:
         print_json(run_payload(osprey, run))
@@ -80,7 +95,7 @@ def show_run(osprey: Osprey, run: RunRecord, *, as_json: bool) -> NoReturn:
     raise typer.Exit(run_exit_code(run))
 
 
-def decision_commands(osprey: Osprey, approval: ApprovalRecord) -> list[str]:
+def decision_commands(osprey: Records, approval: ApprovalRecord) -> list[str]:
     """The commands that decide ``approval``, for pasting into a terminal."""
     lines = [f"osprey approvals approve {approval.id} [--reason TEXT]",
              f"osprey approvals reject {approval.id} [--reason TEXT]",
