@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -12,6 +12,10 @@ from osprey_core.cli.output import print_json, print_table
 from osprey_core.cli.render import EXIT_AWAITING_APPROVAL, show_approval, show_artifact, show_run
 from osprey_core.cli.state import cli_state
 from osprey_core.errors import OspreyError
+
+if TYPE_CHECKING:
+    from osprey_core.api import Osprey
+    from osprey_core.service.client import RemoteOsprey
 
 approvals_app = typer.Typer(help="List, inspect and decide approval requests.",
                             no_args_is_help=True)
@@ -22,6 +26,32 @@ USER = typer.Option(None, "--user", "-u", help="Who decides (default: your login
 SESSION = typer.Option(None, "--session", "-s", help="Refuse unless the request belongs to "
                        "this session.")
 JSON = typer.Option(False, "--json", help="Print JSON.")
+SERVER = typer.Option(None, "--server", envvar="OSPREY_SERVER", metavar="URL",
+                      help="Work on the approvals of an 'osprey serve' at URL instead of the "
+                      "local store; the API token is read from OSPREY_TOKEN.")
+
+
+def _remote(ctx: typer.Context, server: str | None,
+            user: str | None = None) -> RemoteOsprey | None:
+    """The server's client when ``--server`` (or ``OSPREY_SERVER``) is given, else
+    ``None``. The server knows who decides from the token, so ``--user`` does not apply."""
+    if server is None:
+        return None
+    if user is not None:
+        raise typer.BadParameter("the server knows who decides from the token in "
+                                 "OSPREY_TOKEN; --user applies to the local store only",
+                                 param_hint="--user")
+    from osprey_core.service.client import RemoteOsprey
+
+    remote = RemoteOsprey.from_env(server, host=cli_state(ctx).host)
+    ctx.call_on_close(remote.close)
+    return remote
+
+
+def _records(ctx: typer.Context, server: str | None) -> Osprey | RemoteOsprey:
+    """The server's approvals with ``--server`` (no local database is opened), else the
+    local store's."""
+    return _remote(ctx, server) or cli_state(ctx).osprey()
 
 
 @approvals_app.command("list")
@@ -31,11 +61,12 @@ def list_approvals(
     session: str | None = typer.Option(None, "--session", "-s", help="Only this session."),
     run_id: str | None = typer.Option(None, "--run", help="Only this run's requests."),
     as_json: bool = JSON,
+    server: str | None = SERVER,
 ) -> None:
     """List approval requests, oldest first."""
     from osprey_core.models import ApprovalStatus
 
-    osprey = cli_state(ctx).osprey()
+    osprey = _records(ctx, server)
     osprey.refresh()  # overdue requests show as expired, not as pending
     records = osprey.approvals(status=ApprovalStatus.PENDING if pending else None,
                                session=session, run_id=run_id)
@@ -59,9 +90,10 @@ def _first_line(summary: str, width: int = 80) -> str:
 
 
 @approvals_app.command("show")
-def show(ctx: typer.Context, approval_id: str = APPROVAL_ID, as_json: bool = JSON) -> None:
+def show(ctx: typer.Context, approval_id: str = APPROVAL_ID, as_json: bool = JSON,
+         server: str | None = SERVER) -> None:
     """Show one request: summary, reasons, the exact artifact and its sha256."""
-    osprey = cli_state(ctx).osprey()
+    osprey = _records(ctx, server)
     osprey.refresh()
     approval = osprey.approval(approval_id)
     if as_json:
@@ -74,11 +106,14 @@ def show(ctx: typer.Context, approval_id: str = APPROVAL_ID, as_json: bool = JSO
 @approvals_app.command("approve")
 def approve(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | None = REASON,
             user: str | None = USER, session: str | None = SESSION,
-            as_json: bool = JSON) -> None:
+            as_json: bool = JSON, server: str | None = SERVER) -> None:
     """Approve exactly the stored artifact and continue the run.
 
     Exit 0 when the run is done, 3 when it waits for another approval, 1 otherwise.
     """
+    if (remote := _remote(ctx, server, user)) is not None:
+        show_run(remote, remote.approve(approval_id, reason=reason, session=session),
+                 as_json=as_json)
     osprey = cli_state(ctx).osprey()
     from osprey_core.cli.progress import driving
 
@@ -90,13 +125,17 @@ def approve(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | No
 @approvals_app.command("reject")
 def reject(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | None = REASON,
            user: str | None = USER, session: str | None = SESSION,
-           as_json: bool = JSON) -> None:
+           as_json: bool = JSON, server: str | None = SERVER) -> None:
     """Reject: the run ends as rejected and is never replanned."""
     from osprey_core.cli.render import run_payload
 
-    osprey = cli_state(ctx).osprey()
-    run = osprey.reject(approval_id, user=user, interface="cli", reason=reason,
-                        session=session)
+    osprey: Osprey | RemoteOsprey
+    if (remote := _remote(ctx, server, user)) is not None:
+        osprey, run = remote, remote.reject(approval_id, reason=reason, session=session)
+    else:
+        osprey = cli_state(ctx).osprey()
+        run = osprey.reject(approval_id, user=user, interface="cli", reason=reason,
+                            session=session)
     if as_json:
         print_json(run_payload(osprey, run))
     else:
@@ -110,7 +149,7 @@ def edit(ctx: typer.Context, approval_id: str = APPROVAL_ID,
              help="The edited plan or artifact (JSON); for code approvals a .py file "
                   "replaces the code."),
          user: str | None = USER, session: str | None = SESSION,
-         as_json: bool = JSON) -> None:
+         as_json: bool = JSON, server: str | None = SERVER) -> None:
     """Replace a pending plan or editable artifact; it is validated and needs a new approval.
 
     Exits 3: the edit waits for its own approval. Edit a copy of the stored plan file or
@@ -120,9 +159,13 @@ def edit(ctx: typer.Context, approval_id: str = APPROVAL_ID,
     from osprey_core.planning import PlanValidationError
 
     data = read_edit_file(edited_file)
-    osprey = cli_state(ctx).osprey()
+    remote = _remote(ctx, server, user)
     try:
-        approval = osprey.edit(approval_id, data, user=user, interface="cli", session=session)
+        if remote is not None:
+            approval = remote.edit(approval_id, data, session=session)
+        else:
+            approval = cli_state(ctx).osprey().edit(approval_id, data, user=user,
+                                                    interface="cli", session=session)
     except PlanValidationError as exc:
         raise OspreyError(f"{edited_file}: {exc}\nNothing changed: {approval_id} is still "
                           "pending.") from None
