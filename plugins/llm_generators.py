@@ -8,7 +8,6 @@ decide what happens to it.
 
 from __future__ import annotations
 
-import asyncio
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -24,9 +23,11 @@ class _ModelGenerator(CodeGenerator):
     """Remembers its last code, so a retry shows the model what it wrote and what failed."""
 
     def __init__(self, context: GeneratorContext | None = None, *,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] | None = None) -> None:
+        import asyncio  # not at module level: every plugin loads on `osprey --help`
+
         super().__init__(context)
-        self.sleep = sleep
+        self.sleep = sleep or asyncio.sleep
         self.previous_code: str | None = None
 
     async def generate(self, request: Any, feedback: list[str]) -> str:

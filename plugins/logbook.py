@@ -12,7 +12,6 @@ imported when used, so loading the plugin stays cheap.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -20,6 +19,7 @@ import typer
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, StepContext
 from osprey_core.hookspecs.data_providers import ContextBlock, DataProvider, ProviderRequest
+from osprey_core.threads import in_thread
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -44,7 +44,7 @@ class LogbookSearch(Capability):
 
     async def execute(self, step: StepContext) -> Any:
         services = step.services
-        return await asyncio.to_thread(self.logic.search, services.config,
+        return await in_thread(self.logic.search, services.config,
                                        services.plugins, step.parameters)
 
     def render(self, result: Any) -> RenderableType | str:
@@ -66,7 +66,7 @@ class LogbookProvider(DataProvider):
     async def retrieve(self, request: ProviderRequest) -> ContextBlock | None:
         from osprey_core.logbook.agent import provider_block
 
-        return await asyncio.to_thread(provider_block, request, None)
+        return await in_thread(provider_block, request, None)
 
 
 @hookimpl

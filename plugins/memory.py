@@ -12,13 +12,13 @@ capabilities are built, so loading the plugin for ``osprey --help`` stays cheap.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.capabilities import Capability, PreparedAction, StepContext
 from osprey_core.hookspecs.data_providers import ContextBlock, DataProvider, ProviderRequest
+from osprey_core.threads import in_thread
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -37,7 +37,7 @@ class MemoryProvider(DataProvider):
         from osprey_core.memory.capabilities import provider_block
 
         # File reads and ranking off the event loop: other providers run meanwhile.
-        return await asyncio.to_thread(provider_block, request)
+        return await in_thread(provider_block, request)
 
 
 class MemorySave(Capability):
@@ -68,7 +68,7 @@ class MemorySave(Capability):
                                       step.user, edited)
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
-        return await asyncio.to_thread(self.logic.execute_save, step)
+        return await in_thread(self.logic.execute_save, step)
 
     def render(self, result: Any) -> RenderableType | str:
         from osprey_core.display.records import memory_saved
@@ -92,7 +92,7 @@ class MemoryRecall(Capability):
         return self.logic.match_recall(query)
 
     async def execute(self, step: StepContext) -> dict[str, Any]:
-        return await asyncio.to_thread(self.logic.recall, step.services.config, step.user,
+        return await in_thread(self.logic.recall, step.services.config, step.user,
                                        step.parameters.topic)
 
     def render(self, result: Any) -> RenderableType | str:

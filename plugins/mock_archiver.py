@@ -7,7 +7,6 @@ the ``mock`` config section (registered by the ``mock_connector`` plugin).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from osprey_core.control.types import Sample
 from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.archivers import ArchiverConnector
+from osprey_core.threads import in_thread
 
 if TYPE_CHECKING:
     from osprey_core.control.simulation import SimulatedMachine
@@ -62,8 +62,8 @@ class MockArchiver(ArchiverConnector):
         from osprey_core.control.mock_archiver import retrieve_history
 
         machine = self.machine
-        return await asyncio.wait_for(asyncio.to_thread(
-            retrieve_history, machine, list(channels), start, end, operator), self.timeout)
+        return await in_thread(retrieve_history, machine, list(channels), start, end, operator,
+                               timeout=self.timeout)
 
 
 @hookimpl

@@ -7,7 +7,6 @@ Also registers the ``mock`` config section, shared with the ``mock`` archiver.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
@@ -22,6 +21,8 @@ from osprey_core.hookspecs import hookimpl
 from osprey_core.hookspecs.connectors import ControlSystemConnector
 
 if TYPE_CHECKING:
+    import asyncio
+
     from osprey_core.control.simulation import SimulatedMachine
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class MockConnector(ControlSystemConnector):
     async def close(self) -> None:
         poller, self._poller = self._poller, None
         if poller is not None:
+            import asyncio  # in the methods that need it: plugins load on every --help
+
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
@@ -110,6 +113,8 @@ class MockConnector(ControlSystemConnector):
         self._subscriptions[handle] = _Subscription(
             channel, callback, current.value, machine.channel(channel).deadband)
         if self._poller is None or self._poller.done():
+            import asyncio
+
             self._poller = asyncio.create_task(self._poll_forever(), name="mock-subscriptions")
         return handle
 
@@ -121,6 +126,8 @@ class MockConnector(ControlSystemConnector):
             self._poller = None
 
     async def _poll_forever(self) -> None:
+        import asyncio
+
         while self._subscriptions:
             await asyncio.sleep(self.update_interval)
             self._poll()

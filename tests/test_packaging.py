@@ -13,7 +13,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY_MODULES = ("openai", "epics", "tango", "torch", "sentence_transformers", "numpy")
+HEAVY_MODULES = ("openai", "epics", "tango", "torch", "sentence_transformers", "numpy",
+                 "fastapi", "starlette", "uvicorn", "httpx", "jinja2")
 
 
 def core_closure(name: str = "osprey-core") -> set[str]:
@@ -114,7 +115,7 @@ def test_osprey_help_loads_neither_pydantic_nor_the_orchestrator() -> None:
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
         "heavy = ('pydantic', 'osprey_core.orchestration.orchestrator', 'osprey_core.store',\n"
-        "         'sqlite_utils')\n"
+        "         'sqlite_utils', 'asyncio')\n"
         "print(json.dumps([name for name in heavy if name in sys.modules]))"
     )
     result = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True,

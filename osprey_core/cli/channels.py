@@ -7,7 +7,6 @@ through the same approval, limits, verification and audit path.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import json
@@ -56,6 +55,8 @@ def _deadline(state: CliState) -> float:
 
 def run_async[T](coroutine: Coroutine[Any, Any, T], what: str) -> T:
     """Run a command's work; a timeout becomes an error naming what did not answer."""
+    import asyncio  # here, like every heavy import: this module loads on `osprey --help`
+
     from osprey_core.errors import OspreyError
 
     try:
@@ -105,6 +106,8 @@ def read(ctx: typer.Context, names: list[str] = NAMES, as_json: bool = JSON) -> 
     names = list(dict.fromkeys(names))
 
     async def go() -> Any:
+        import asyncio
+
         async with system:
             return await asyncio.wait_for(system.read_many(names), _deadline(state))
 
@@ -133,6 +136,8 @@ def info(ctx: typer.Context, name: str = typer.Argument(..., metavar="NAME"),
     _check_names(system, [name])
 
     async def go() -> Any:
+        import asyncio
+
         async with system:
             return await asyncio.wait_for(system.metadata(name), _deadline(state))
 
@@ -185,6 +190,8 @@ def monitor(
 
 async def _monitor(system: ControlSystem, names: list[str], count: int | None,
                    duration: float | None, as_json: bool, deadline: float) -> None:
+    import asyncio
+
     from osprey_core.control.capabilities import ChannelReadError, reading
 
     loop = asyncio.get_running_loop()
