@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,23 +193,28 @@ def _pending(state: ServiceState) -> list[ApprovalRecord]:
             if approval.expires_at > now]
 
 
+async def _view(request: Request, state: ServiceState, template: str,
+                context: Callable[[], dict[str, Any]], *, fragment: bool = False) -> Response:
+    """``template`` for the signed-in person, with ``context`` computed once they are."""
+    who = await _who(request, state, fragment=fragment)
+    if not isinstance(who, Identity):
+        return who
+    return _page(request, template, who, **context())
+
+
 @router.get("/console/approvals", name="console_approvals")
 async def approvals_page(request: Request,
                          state: ServiceState = Depends(service_state)) -> Response:
-    who = await _who(request, state)
-    if not isinstance(who, Identity):
-        return who
-    return _page(request, "approvals.html", who, section="approvals", pending=_pending(state))
+    return await _view(request, state, "approvals.html",
+                       lambda: {"section": "approvals", "pending": _pending(state)})
 
 
 @router.get("/console/fragments/approvals", name="console_approvals_fragment")
 async def approvals_fragment(request: Request,
                              state: ServiceState = Depends(service_state)) -> Response:
     """The pending list alone, for the live update of the approvals page."""
-    who = await _who(request, state, fragment=True)
-    if not isinstance(who, Identity):
-        return who
-    return _page(request, "_approvals.html", who, pending=_pending(state))
+    return await _view(request, state, "_approvals.html",
+                       lambda: {"pending": _pending(state)}, fragment=True)
 
 
 def _problem_page(request: Request, who: Identity, status: int, title: str) -> HTMLResponse:
@@ -304,13 +309,7 @@ async def approve(request: Request, approval_id: str, sha256: str = Form(...),
                   reason: str = Form(""),
                   state: ServiceState = Depends(service_state)) -> Response:
     """Approve the artifact the page showed (its sha256 came with the form)."""
-    who = await _who(request, state)
-    if not isinstance(who, Identity):
-        return who
-    run, refused = await _decided(request, state, who, approval_id, decide(
-        state, who, approval_id, approve=True, interface=INTERFACE,
-        reason=reason.strip() or None, sha256=sha256), "approved")
-    return refused or _after(request, "console_run", "approved", run_id=run.id)
+    return await _decision(request, state, approval_id, sha256, reason, approve=True)
 
 
 @router.post("/console/approvals/{approval_id}/reject", name="console_reject")
@@ -318,16 +317,22 @@ async def reject(request: Request, approval_id: str, sha256: str = Form(...),
                  reason: str = Form(""),
                  state: ServiceState = Depends(service_state)) -> Response:
     """Reject with a reason (required here: the audit log says why a run was stopped)."""
+    return await _decision(request, state, approval_id, sha256, reason, approve=False)
+
+
+async def _decision(request: Request, state: ServiceState, approval_id: str, sha256: str,
+                    reason: str, *, approve: bool) -> Response:
     who = await _who(request, state)
     if not isinstance(who, Identity):
         return who
-    if not reason.strip():
+    verb = "approved" if approve else "rejected"
+    if not approve and not reason.strip():
         return await _approval_page(request, state, who, approval_id, status=422,
                                     problem="Not rejected: give a reason for rejecting.")
     run, refused = await _decided(request, state, who, approval_id, decide(
-        state, who, approval_id, approve=False, interface=INTERFACE, reason=reason.strip(),
-        sha256=sha256), "rejected")
-    return refused or _after(request, "console_run", "rejected", run_id=run.id)
+        state, who, approval_id, approve=approve, interface=INTERFACE,
+        reason=reason.strip() or None, sha256=sha256), verb)
+    return refused or _after(request, "console_run", verb, run_id=run.id)
 
 
 @router.post("/console/approvals/{approval_id}/edit", name="console_edit")
@@ -363,20 +368,16 @@ async def edit(request: Request, approval_id: str, sha256: str = Form(...),
 @router.get("/console/runs", name="console_runs")
 async def runs_page(request: Request,
                     state: ServiceState = Depends(service_state)) -> Response:
-    who = await _who(request, state)
-    if not isinstance(who, Identity):
-        return who
-    return _page(request, "runs.html", who, section="runs",
-                 runs=state.osprey.runs(limit=RUNS_SHOWN))
+    return await _view(request, state, "runs.html", lambda: {
+        "section": "runs", "runs": state.osprey.runs(limit=RUNS_SHOWN)})
 
 
 @router.get("/console/fragments/runs", name="console_runs_fragment")
 async def runs_fragment(request: Request,
                         state: ServiceState = Depends(service_state)) -> Response:
-    who = await _who(request, state, fragment=True)
-    if not isinstance(who, Identity):
-        return who
-    return _page(request, "_runs.html", who, runs=state.osprey.runs(limit=RUNS_SHOWN))
+    """The runs list alone, for the live update of the runs page."""
+    return await _view(request, state, "_runs.html",
+                       lambda: {"runs": state.osprey.runs(limit=RUNS_SHOWN)}, fragment=True)
 
 
 def _run_context(state: ServiceState, run_id: str) -> dict[str, Any] | None:
