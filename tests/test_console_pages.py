@@ -7,9 +7,12 @@ The browser scenarios (live updates, countdowns, screenshots) are in
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -47,18 +50,18 @@ def csrf(client: httpx.Client) -> str:
     return token
 
 
-def write_request(server: Server, user: str = "ana") -> dict[str, object]:
+def write_request(server: Server, user: str = "ana") -> dict[str, Any]:
     """A run waiting for approval of a write to HCM1:SP, asked for by ``user``."""
     run = submit(server, server.token(user, "operator"), "set HCM1:SP to 1.5 A")
     assert run["state"] == "awaiting_step_approval", run
-    approval = run["approval"]
-    assert isinstance(approval, dict)
+    approval: dict[str, Any] = run["approval"]
     return approval
 
 
-def text_of(html: str) -> str:
+def text_of(page: str) -> str:
     """What a person reads: the tags dropped, white space collapsed."""
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace(" :", ":")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    return html.unescape(text).replace(" :", ":")
 
 
 def status_of(server: Server, approval_id: str) -> str:
@@ -181,6 +184,43 @@ def test_a_reject_needs_a_reason(server: Server) -> None:
         run = text_of(client.get(done.headers["location"]).text)
     assert "Rejected. The run is cancelled and will not be replanned." in run
     assert "rejected by lea via console: beam in the machine" in run
+
+
+def test_a_plan_edit_is_validated_and_asks_again(server: Server) -> None:
+    run = submit(server, server.token("ana", "operator"), "read SR:CURRENT", planning=True)
+    approval = run["approval"]
+    url = f"/console/approvals/{approval['id']}"
+    with signed_in(server, "lea", "approver") as client:
+        box = re.search(r'<textarea id="edit-text"[^>]*>(.*?)</textarea>',
+                        client.get(url).text, flags=re.S)
+        assert box
+        plan = json.loads(html.unescape(box.group(1)))
+        assert plan == approval["artifact"]
+
+        def send(text: str) -> httpx.Response:
+            return client.post(f"{url}/edit", data={
+                "sha256": approval["artifact_sha256"], "artifact": text,
+                "csrf_token": csrf(client)})
+
+        broken = send('{"steps": [')
+        assert broken.status_code == 422
+        assert "Not edited: line 1, column 12: not valid JSON" in broken.text
+        plan["steps"][0]["capability"] = "no_such_capability"
+        unknown = send(json.dumps(plan))
+        assert unknown.status_code == 422
+        assert ("Not edited: the plan is invalid (1 problem): - step 1 (capability "
+                "'no_such_capability'): no capability named 'no_such_capability' is "
+                "registered") in text_of(unknown.text)
+        assert status_of(server, approval["id"]) == "pending"
+        plan["steps"][0] = {**plan["steps"][0], "capability": "channel_read",
+                            "parameters": {"channels": ["SR:CURRENT", "BPM1:X"]}}
+        edited = send(json.dumps(plan))
+        assert edited.status_code == 303
+        assert edited.headers["location"].endswith("?notice=edited")
+        page = text_of(client.get(edited.headers["location"]).text)
+    assert "Your edit was analysed; it needs approval again (below)." in page
+    assert 'channels ["SR:CURRENT", "BPM1:X"]' in page
+    assert status_of(server, approval["id"]) == "superseded"
 
 
 def test_the_write_page_shows_current_requested_limits_and_verification(
