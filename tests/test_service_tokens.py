@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support.dist import osprey_env, run_osprey
 
+from osprey_core.cli.serve import address_notice
 from osprey_core.errors import ConfigError
 from osprey_core.service.settings import Role, ServiceSettings, implied_roles, is_loopback
 from osprey_core.service.tokens import TokenError, TokenStore, parse_duration
@@ -132,6 +133,8 @@ def test_service_settings_are_strict_and_loopback_by_default(tmp_path: Path) -> 
     assert ServiceSettings().url() == "http://127.0.0.1:8750"
     assert ServiceSettings(host="::1", port=9).url() == "http://[::1]:9"
     assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    assert address_notice("127.0.0.1") is None and address_notice("localhost") is None
+    assert "other machines can reach" in (address_notice("0.0.0.0") or "")
     assert ServiceSettings(trusted_proxies=["10.0.0.0/8"]).trusts("10.1.2.3")
     assert not ServiceSettings(trusted_proxies=["10.0.0.0/8"]).trusts("127.0.0.1")
     path = tmp_path / "osprey.yml"

@@ -30,8 +30,6 @@ def serve(
                                    "(for a log collector)."),
 ) -> None:
     """Serve the HTTP API, web console and chat endpoint until Ctrl-C."""
-    from osprey_core.service.settings import is_loopback
-
     state = cli_state(ctx)
     config = _with_address(state.config(), host, port)
     settings = config.section("service")
@@ -49,10 +47,8 @@ def serve(
     settings = settings.model_copy(update={"port": bound_port})
     config = _with_address(config, settings.host, bound_port)
     app = create_app(osprey=Osprey(host=state.host, config=config))
-    if not is_loopback(settings.host):
-        typer.echo(f"Notice: listening on {settings.host}, not loopback: other machines can "
-                   "reach this service. Every request still needs a token or a trusted "
-                   "proxy; put TLS in front of it.", err=True)
+    if (notice := address_notice(settings.host)) is not None:
+        typer.echo(notice, err=True)
     typer.echo(f"osprey serving {settings.url()} (API under /api/v1, schema at "
                "/openapi.json; Ctrl-C stops)", err=True)
     server = uvicorn.Server(uvicorn.Config(
@@ -67,6 +63,18 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
         listener.close()
     typer.echo("osprey serve stopped.", err=True)
+
+
+def address_notice(host: str) -> str | None:
+    """What to tell whoever starts a server other machines can reach (``None`` on
+    loopback)."""
+    from osprey_core.service.settings import is_loopback
+
+    if is_loopback(host):
+        return None
+    return (f"Notice: listening on {host}, not loopback: other machines can reach this "
+            "service. Every request still needs a token or a trusted proxy; put TLS in "
+            "front of it.")
 
 
 def _interrupt(signum: int, frame: Any) -> None:
