@@ -12,12 +12,13 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from support.browser import console_server, submit
-from support.service import Server
+from support.service import Server, cli
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +237,29 @@ def test_the_write_page_shows_current_requested_limits_and_verification(
     assert "min -5.0 max 5.0 max step 3.0" in text
     assert "readback of HCM1:SP within ±0.01" in text
     assert approval["artifact_sha256"] in page
+
+
+def test_code_that_writes_shows_its_writes_and_findings_on_their_lines(
+        server: Server, tmp_path: Path) -> None:
+    source = tmp_path / "nudge.py"
+    source.write_text("before = read_channels(['HCM1:SP'])\n"
+                      "write_channel('HCM1:SP', 1.25)\n", encoding="utf-8")
+    ran = cli(server, "python", "run", str(source), "--mode", "write", "--user", "ana",
+              "--json")
+    assert ran.returncode == 3, ran.stderr
+    approval_id = json.loads(ran.stdout)["approval_id"]
+    with signed_in(server, "vic", "viewer") as client:
+        page = client.get(f"/console/approvals/{approval_id}").text
+    writes = text_of(page[page.index('<table class="writes"'):page.index("</table>")])
+    assert "Channel writes the analyzer read off the code" in text_of(page)
+    assert "HCM1:SP 0.0 A → 1.25 A min -5.0 max 5.0 max step 3.0 readback of HCM1:SP " \
+           "within ±0.01" in writes
+    code = page[page.index('<table class="code"'):]
+    line = text_of(code[code.index('id="line-2"'):code.index('id="line-3"')
+                        if 'id="line-3"' in code else code.index("</table>")])
+    assert "write_channel('HCM1:SP', 1.25)" in line
+    assert "line 2: critical control write: call to write_channel" in line
+    assert "line 2: writes HCM1:SP = 1.25" in line
 
 
 def test_the_channel_page_reads_values_and_says_which_failed(server: Server) -> None:

@@ -256,11 +256,12 @@ async def _approval_page(request: Request, state: ServiceState, who: Identity,
     except OspreyError:
         return _problem_page(request, who, 404, f"No approval {approval_id!r}")
     code = views.code_view(approval.artifact) if "code" in approval.artifact else None
+    limits_for = osprey.runtime.control_system.limits_for
+    entries = views.write_entries(approval, limits_for)
     writes: list[views.WriteView] = []
-    if "writes" in approval.artifact:
-        channels = views.write_channels(approval)
-        writes = views.write_views(approval.artifact, await _read(state, channels),
-                                   osprey.runtime.control_system.limits_for)
+    if entries:
+        channels = list(dict.fromkeys(str(entry["channel"]) for entry in entries))
+        writes = views.write_views(entries, await _read(state, channels), limits_for)
     pending = approval.status == "pending"
     edit_text, edit_label = _edit_text(approval, code)
     return _page(

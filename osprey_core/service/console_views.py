@@ -8,7 +8,7 @@ summary, the analyzer's findings, the write table) reach the shift leader's scre
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,8 +134,8 @@ class WriteView:
     channel: str
     requested: str
     units: str
-    #: The value read when the request was made, and the value read for this page.
-    at_request: str
+    #: The value read when the request was made (``None``: not read then), and now.
+    at_request: str | None
     now: str
     now_problem: str | None
     limits: list[tuple[str, str]]
@@ -172,27 +172,24 @@ def _verification(entry: Mapping[str, Any]) -> str:
     return check
 
 
-def write_views(artifact: Mapping[str, Any], batch: ReadBatch | None,
-                limits_for: Any = None) -> list[WriteView]:
+def write_views(entries: Sequence[Mapping[str, Any]], batch: ReadBatch,
+                limits_for: Callable[[str], ChannelLimits | None]) -> list[WriteView]:
     """Each write as current → requested, with the limits the control system will enforce
-    (``limits_for``: the live limits database; the artifact's copy otherwise) and how the
-    result is verified."""
+    (``limits_for``: the live limits database; the entry's copy if it has none) and how
+    the result is verified."""
     views = []
-    for entry in artifact.get("writes") or []:
+    for entry in entries:
         channel = str(entry.get("channel"))
-        units = entry.get("units") or ""
-        read = batch.values.get(channel) if batch else None
+        read = batch.values.get(channel)
         problem = None
-        if batch is None:
-            problem = "not read"
-        elif read is None:
+        if read is None:
             error = batch.errors.get(channel)
             problem = f"{type(error).__name__}: {error}" if error else "no value"
-        live = limits_for(channel) if limits_for is not None else None
-        stored = entry.get("limits")
+        live, stored = limits_for(channel), entry.get("limits")
         views.append(WriteView(
-            channel=channel, requested=_shown(entry.get("value")), units=units,
-            at_request=_shown(entry.get("current")),
+            channel=channel, requested=_shown(entry.get("value")),
+            units=entry.get("units") or (read.units if read else None) or "",
+            at_request=_shown(entry["current"]) if "current" in entry else None,
             now="unknown" if read is None else _shown(read.value), now_problem=problem,
             limits=_limit_items(live if live is not None else stored),
             in_database=live is not None or stored is not None,
@@ -200,9 +197,28 @@ def write_views(artifact: Mapping[str, Any], batch: ReadBatch | None,
     return views
 
 
-def write_channels(approval: ApprovalRecord) -> list[str]:
-    """The channels a write approval would change (read live for the page)."""
-    return [str(entry.get("channel")) for entry in approval.artifact.get("writes") or []]
+def write_entries(approval: ApprovalRecord,
+                  limits_for: Callable[[str], ChannelLimits | None]) -> list[dict[str, Any]]:
+    """The writes an approval would make: a channel write's own entries, or the writes the
+    analyzer read off the code (verified as the limits database says)."""
+    if "writes" in approval.artifact:
+        return list(approval.artifact["writes"] or [])
+    planned = (approval.artifact.get("analysis") or {}).get("planned_writes") or []
+    entries = []
+    for write in planned:
+        channel = write.get("channel")
+        if channel is None:
+            continue  # named at run time: the code view says so
+        limits = limits_for(channel)
+        entries.append({
+            "channel": channel,
+            "value": "a computed value" if write.get("computed") else write.get("value"),
+            "verification": limits.verification if limits else None,
+            "readback_channel": (limits.readback_channel or channel)
+            if limits and limits.verification == "readback" else None,
+            "tolerance": limits.tolerance.model_dump(exclude_none=True)
+            if limits and limits.tolerance else None})
+    return entries
 
 
 # -- runs --------------------------------------------------------------------------------
