@@ -160,12 +160,17 @@ def test_a_new_approval_and_run_states_appear_without_a_reload(
     runs.evaluate("window.notReloaded = true")
     state = runs.locator(f'tr[data-run="{ids["run"]}"] [data-state]')
     expect(state).to_have_text("awaiting step approval")
+    request = console.context.new_page()
+    request.goto(f"/console/approvals/{ids['approval']}")
+    expect(request.locator("#live-status")).to_have_text("live")
     with server.client(server.token("lea", "approver")) as client:
         decided = client.post(f"/api/v1/approvals/{ids['approval']}/approve",
                               json={"sha256": ids["sha256"]})
     assert decided.status_code == 200, decided.text
     expect(state).to_have_text("done")
     assert runs.evaluate("window.notReloaded") is True
+    expect(request.locator("#changed")).to_have_text(
+        "This request changed while the page was open. Reload to see it.")
 
 
 def test_every_decision_is_reachable_with_the_keyboard_and_focus_is_visible(
