@@ -95,7 +95,9 @@ def _with_address(config: OspreyConfig, host: str | None, port: int | None) -> O
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, or an error naming the address (in use, not ours)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+    # without it a response written in two parts waits ~40 ms for the client's delayed ACK.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
