@@ -255,6 +255,34 @@ def test_a_conversation_maps_to_one_session_per_user(server: Server) -> None:
     assert keyed.headers["x-osprey-session"] not in (first, raw.headers["x-osprey-session"])
 
 
+def test_the_server_socket_sends_small_responses_at_once() -> None:
+    """``osprey serve`` binds its own socket; asyncio must see it as TCP to set
+    TCP_NODELAY on each connection, else every keep-alive answer waited ~40 ms."""
+    import asyncio
+    import socket
+
+    from osprey_core.cli.serve import _bind
+
+    async def nodelay() -> int:
+        listener = _bind("127.0.0.1", 0)
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname())
+            flag = await asyncio.wait_for(accepted, 10)
+            writer.close()
+        return flag
+
+    assert asyncio.run(nodelay()) == 1
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("approve", Reply(True)),
     ("YES", Reply(True)),
