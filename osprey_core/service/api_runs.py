@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
+from pydantic import Field
 
 from osprey_core.cli.render import run_payload
 from osprey_core.run_machine import RunState
@@ -16,6 +17,7 @@ from osprey_core.service.context import ServiceState, service_state
 from osprey_core.service.errors import ServiceError, not_found
 from osprey_core.service.schemas import (
     Artifact,
+    Body,
     Event,
     ReasonRequest,
     Run,
@@ -35,8 +37,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown run"}, 409: {"description": "not in a state that allows it"}}
 
 
-class ResumeRequest(ReasonRequest):
-    indeterminate: Literal["applied", "not_applied"] | None = None
+class ResumeRequest(Body):
+    indeterminate: Literal["applied", "not_applied"] | None = Field(
+        None, description="A step a crash caught mid-way: did its effect happen?")
 
 
 @router.post("", response_model=Run, responses=ERRORS)
@@ -104,11 +107,10 @@ async def resume(run_id: str, body: ResumeRequest | None = None,
                  who: Identity = Depends(require(Role.OPERATOR)),
                  state: ServiceState = Depends(service_state)) -> dict[str, Any]:
     """Continue an interrupted run (``indeterminate`` settles a step a crash caught)."""
-    body = body or ResumeRequest()
     _own(state.osprey, run_id, who, "resume")
     async with state.driving() as osprey:
         run = await osprey.aresume(run_id, user=who.name, interface=INTERFACE,
-                                   indeterminate=body.indeterminate)
+                                   indeterminate=body.indeterminate if body else None)
     return run_payload(osprey, run)
 
 
