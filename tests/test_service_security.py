@@ -4,6 +4,7 @@ no token in any log line or error."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,3 +119,17 @@ def test_no_token_appears_in_any_log_line_or_error(tmp_path: Path) -> None:
         private = secret.split("_", 2)[2]
         assert private not in logs, f"a token leaked into the log:\n{logs}"
         assert not [text for text in errors if private in text]
+
+
+def test_json_logs_are_one_object_a_line_with_tokens_masked(tmp_path: Path) -> None:
+    with running_server(tmp_path / "home", "--json-logs") as server:
+        token = server.token("olga", "operator")
+        with server.client(token) as client:
+            assert client.get(f"/api/v1/me?token={token}").status_code == 200
+        assert server.stop() == 0
+        lines = [line for line in server.logs().splitlines() if line.startswith("{")]
+    entries = [json.loads(line) for line in lines]
+    access = [entry for entry in entries if entry["logger"] == "uvicorn.access"]
+    assert access and all({"at", "level", "logger", "message"} <= set(e) for e in entries)
+    assert any("/api/v1/me?token=osp_" in entry["message"] for entry in access)
+    assert token.split("_", 2)[2] not in "\n".join(lines)
