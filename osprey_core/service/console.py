@@ -89,9 +89,11 @@ async def _who(request: Request, state: ServiceState, *,
 def _page(request: Request, name: str, who: Identity | None, *, status: int = 200,
           **context: Any) -> HTMLResponse:
     notice = NOTICES.get(request.query_params.get("notice", ""))
+    # The server's clock: countdowns count against it, not against the browser's.
+    now = service_state(request).osprey.runtime.now()
     base = {"identity": who, "roles": sorted(who.roles) if who else [],
             "csrf_token": csrf_token(request), "notice": notice, "problem": None,
-            "section": ""}
+            "section": "", "server_now": now.isoformat()}
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status,
                                        headers={"Cache-Control": "no-store"})
 

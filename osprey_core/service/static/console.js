@@ -13,9 +13,13 @@
     return `${r} s`;
   }
 
+  // How far the browser's clock is behind the server's (which decides expiry), measured
+  // when the page arrived.
+  const skew = (Date.parse(document.body.dataset.serverNow) - Date.now()) || 0;
+
   // Each countdown keeps the absolute time the server wrote, and says how long is left.
   function tick() {
-    const now = Date.now();
+    const now = Date.now() + skew;
     for (const el of document.querySelectorAll(".countdown[data-expires]")) {
       if (!el.dataset.at) el.dataset.at = el.textContent.trim();
       const left = (Date.parse(el.dataset.expires) - now) / 1000;
