@@ -80,7 +80,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against the baselines named in the issues."""
-    install_project(session, "epics", "sandbox", "search")
+    install_project(session, "epics", "sandbox", "search", "serve")
     setup_sandbox(session)
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
     session.install("--quiet", "langgraph", "langgraph-checkpoint-sqlite")
@@ -88,6 +88,7 @@ def bench(session: nox.Session) -> None:
     session.install("--quiet", "softioc>=4.5")  # the IOC the EPICS benchmark reads from
     session.run("python", "benchmarks/bench_channels.py", *session.posargs)
     session.run("python", "benchmarks/bench_sandbox.py", *session.posargs)
+    session.run("python", "benchmarks/bench_service.py", *session.posargs)  # osprey serve
     # logbook search at 100k and 1M generated entries: about 12 minutes, ~3 GB of temporary disk
     session.run("python", "benchmarks/bench_logbook.py", *session.posargs)
 
