@@ -153,3 +153,35 @@ def test_many_concurrent_clients_each_run_ends_where_it_should(server: Server) -
         writes = list(pool.map(submit_and_approve, range(8)))
     assert [future.result() for future in analyses] == ["done"] * 3
     assert writes == [("awaiting_step_approval", "done")] * 8
+
+
+def test_every_api_route_refuses_the_unauthenticated_and_the_wrong_role(server: Server) -> None:
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    routes = [(method.upper(), path) for path, item in schema["paths"].items()
+              for method in item if path.startswith("/api/v1/") or path == "/metrics"]
+    assert len(routes) >= 20
+    viewer = server.token("vera", "viewer")
+    for method, path in routes:
+        url = path.replace("{name}", "SR:CURRENT").replace("{run_id}", "run-1").replace(
+            "{approval_id}", "apv-1").replace("{entry_id}", "mem-1")
+        with server.client() as anonymous:
+            refused = anonymous.request(method, url)
+        assert refused.status_code == 401, (method, path, refused.text)
+        assert refused.json()["error"]["code"] == "unauthenticated"
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+    sha = "0" * 64
+    needs_more = [("POST", "/api/v1/runs", {"query": "read SR:CURRENT"}),
+                  ("POST", "/api/v1/runs/run-1/resume", {}),
+                  ("POST", "/api/v1/runs/run-1/cancel", {}),
+                  ("GET", "/api/v1/memory", None), ("POST", "/api/v1/memory", {"text": "x"}),
+                  ("GET", "/api/v1/memory/mem-1", None), ("DELETE", "/api/v1/memory/mem-1", None),
+                  ("POST", "/api/v1/approvals/apv-1/approve", {"sha256": sha}),
+                  ("POST", "/api/v1/approvals/apv-1/reject", {"sha256": sha}),
+                  ("POST", "/api/v1/approvals/apv-1/edit", {"sha256": sha, "artifact": {}})]
+    assert {(method, path.replace("run-1", "{run_id}").replace("apv-1", "{approval_id}")
+             .replace("mem-1", "{entry_id}")) for method, path, _ in needs_more} <= set(routes)
+    with server.client(viewer) as client:
+        for method, url, body in needs_more:
+            answer = client.request(method, url, json=body)
+            assert answer.status_code == 403, (method, url, answer.text)
+            assert answer.json()["error"]["code"] == "forbidden"
