@@ -11,7 +11,7 @@ import pytest
 
 from osprey_core.display.console import emit, make_console
 from osprey_core.display.runs import answer, render_result
-from osprey_core.display.text import plain_text, series_summary, use_utc, when
+from osprey_core.display.text import arguments, plain_text, series_summary, use_utc, when
 from osprey_core.hookspecs.capabilities import Capability, StepContext
 from osprey_core.models import Plan, PlanStep, RunRecord
 from osprey_core.run_machine import RunState
@@ -132,3 +132,13 @@ def test_memories_and_logbook_hits_read_as_tables() -> None:
          "snippet": "cavity  tripped\non vacuum"}]}))
     assert found.startswith("1 of 7 logbook entries matching “RF trip” (keyword search)")
     assert "note: read as keywords" in found and "cavity tripped on vacuum" in found
+
+
+def test_step_parameters_read_as_an_operator_says_them() -> None:
+    assert arguments({"channels": ["SR:CURRENT", "BPM1:X"], "timeout": 2.0, "note": ""}) == (
+        "channels=SR:CURRENT, BPM1:X timeout=2")
+    writes = {"writes": [{"channel": "HCM1:SP", "units": "A", "value": 0.5},
+                         {"channel": "HCM2:SP", "value": -1.25}]}
+    assert arguments(writes) == "writes=HCM1:SP → 0.5 A; HCM2:SP → -1.25"
+    assert arguments({"query": "x" * 100}, width=20) == "query=" + "x" * 19 + "…"
+    assert "{" not in arguments({"options": {"mode": "fast", "depth": [1, 2]}})

@@ -79,7 +79,7 @@ def test_planning_mode_pauses_with_exit_3_and_says_how_to_decide(env, cwd, store
         assert f"waiting for approval {approval_id}" in result.stdout
         assert f"osprey approvals approve {approval_id}" in result.stdout
         assert f"osprey approvals reject {approval_id}" in result.stdout
-        assert "1. list_capabilities {}" in result.stdout  # the plan itself is shown
+        assert "1. list_capabilities -> " in result.stdout  # the plan itself is shown
         printed.append(approval_id)
     pending = stored.approvals()
     assert list(pending) == printed

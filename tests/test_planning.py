@@ -384,6 +384,18 @@ def test_offline_plan_orders_providers_first_and_ends_with_respond() -> None:
     assert again.sha256() == plan.sha256()
 
 
+@pytest.mark.parametrize(("query", "order"), [
+    ("check the logbook, then read SR:CURRENT", ["logbook_search", "read_channels"]),
+    ("read SR:CURRENT and check the logbook", ["read_channels", "logbook_search"]),
+])
+def test_offline_steps_follow_the_order_the_request_names_them(query: str,
+                                                                order: list[str]) -> None:
+    listed = [ReadChannels(), LogbookSearch(), Respond()]
+    for capabilities in (listed, listed[::-1]):  # whatever order they are registered in
+        plan = plan_offline(registry(*capabilities), query)
+        assert [step.capability for step in plan.steps] == [*order, "respond"]
+
+
 def test_offline_plan_reads_requirements_from_the_context(
     capabilities: Registry[Capability],
 ) -> None:

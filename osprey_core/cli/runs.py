@@ -47,11 +47,11 @@ def list_runs(
     if as_json:
         print_json([run_payload(osprey, run) for run in runs])
         return
-    from osprey_core.display.text import when
+    from osprey_core.display.text import clipped, when
 
     rows = [(run.id, run.state, run.session, run.user, when(run.created_at),
              (run.approval_id or "") if run.state in PAUSED else "",
-             _short(run.query, 60)) for run in runs]
+             clipped(run.query, 60)) for run in runs]
     print_table("runs", ("id", "state", "session", "user", "created", "waiting for",
                          "request"), rows)
 
@@ -129,7 +129,7 @@ def cancel(ctx: typer.Context, run_id: str = RUN_ID,
 
 
 def _describe(osprey: Osprey, run: RunRecord, status: dict[int, str]) -> None:
-    from osprey_core.display.text import when
+    from osprey_core.display.text import arguments, when
 
     typer.echo(f"run {run.id}: {run.state}")
     typer.echo(f"  session {run.session}, user {run.user}, via {run.interface}, "
@@ -141,7 +141,7 @@ def _describe(osprey: Osprey, run: RunRecord, status: dict[int, str]) -> None:
         not_started = "not run" if run.state in TERMINAL else "pending"
         for index, step in enumerate(run.plan.steps):
             inputs = f"reads {', '.join(step.inputs)}" if step.inputs else ""
-            what = " ".join(part for part in (step.capability, _arguments(step.parameters),
+            what = " ".join(part for part in (step.capability, arguments(step.parameters),
                                               inputs) if part)
             typer.echo(f"  {index + 1}. [{status.get(index, not_started)}] {what} -> "
                        f"{step.output}")
@@ -154,18 +154,5 @@ def _describe(osprey: Osprey, run: RunRecord, status: dict[int, str]) -> None:
         typer.echo(f"error: {run.error}")
 
 
-def _arguments(parameters: dict[str, Any]) -> str:
-    """``channels=SR:CURRENT, BPM1:X`` rather than JSON; empty values are left out."""
-    from osprey_core.display.text import scalar
-
-    return " ".join(f"{key}={_short(scalar(value), 60)}" for key, value in parameters.items()
-                    if value not in (None, "", [], {}))
-
-
 def _json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, default=str, separators=(",", ":"))
-
-
-def _short(text: str, width: int) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1] + "…"

@@ -150,3 +150,27 @@ def plain_text(value: Any, indent: str = "") -> str:
 
 def _flat_list(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(not _nested(item) for item in value)
+
+
+def clipped(text: str, width: int) -> str:
+    """``text`` on one line, at most ``width`` characters (an ellipsis marks the cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def arguments(parameters: Mapping[str, Any], width: int = 60) -> str:
+    """A step's parameters on one line, not JSON: ``channels=SR:CURRENT, BPM1:X``,
+    ``writes=HCM1:SP → 0.5 A``; empty values are left out."""
+    return " ".join(f"{key}={clipped(_inline(value), width)}"
+                    for key, value in parameters.items() if value not in (None, "", [], {}))
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, Mapping):
+        if "channel" in value and "value" in value:  # a write, as an operator says it
+            units = f" {value['units']}" if value.get("units") else ""
+            return f"{value['channel']} → {number(value['value'])}{units}"
+        return ", ".join(f"{key} {_inline(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple) and any(_nested(item) for item in value):
+        return "; ".join(_inline(item) for item in value)
+    return scalar(value)

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from osprey_core.approvals import Action, Outcome
+from osprey_core.display.text import arguments
 from osprey_core.errors import OspreyError, RunError, StepRefused
 from osprey_core.hookspecs.capabilities import Capability, StepContext, StepServices
 from osprey_core.models import (
@@ -321,10 +322,11 @@ def plan_summary(rt: Runtime, run: RunRecord, plan: Plan) -> str:
                          capability=step.capability, side_effects=info.side_effects,
                          runs_code=info.runs_code)
         asks = rt.rule(preview).outcome is not Outcome.ALLOW
-        params = canonical_json(step.parameters)
+        params = arguments(step.parameters)
         inputs = f" reads {', '.join(step.inputs)}" if step.inputs else ""
         note = "  [asks again before running]" if asks else ""
-        lines.append(f"  {number}. {step.capability} {params}{inputs} -> {step.output}{note}")
+        what = " ".join(part for part in (step.capability, params) if part)
+        lines.append(f"  {number}. {what}{inputs} -> {step.output}{note}")
     return "\n".join(lines)
 
 

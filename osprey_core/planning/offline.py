@@ -44,7 +44,8 @@ class OfflinePlanner:
         steps: list[PlanStep] = []
         taken = set(request.context_keys)
         providers: dict[str, str] = {key: key for key in request.context_keys}
-        for capability, parameters in _dependency_order(matched):
+        for capability, parameters in _dependency_order(_in_request_order(request.query,
+                                                                          matched)):
             output = _unique_key(capability.name, taken)
             taken.add(output)
             inputs = [providers[needed] for needed in capability.requires if needed in providers]
@@ -115,6 +116,19 @@ def _plan_parts(query: str, candidates: list[Capability],
         else:
             left_out.append(part.strip())
     return left_out
+
+
+def _in_request_order(query: str, matched: list[tuple[Capability, dict[str, Any]]],
+                      ) -> list[tuple[Capability, dict[str, Any]]]:
+    """Steps in the order the request names them ("read X and then set Y" reads first);
+    a capability no single part matches keeps its place after those that one does."""
+    parts = [part for part in _PARTS.split(query) if part]
+
+    def first_part(entry: tuple[Capability, dict[str, Any]]) -> int:
+        return next((index for index, part in enumerate(parts)
+                     if _match(entry[0], part) is not None), len(parts))
+
+    return sorted(matched, key=first_part)
 
 
 def _match(capability: Capability, query: str) -> dict[str, Any] | None:
