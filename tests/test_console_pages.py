@@ -280,10 +280,13 @@ def test_the_channel_page_reads_values_and_says_which_failed(server: Server) -> 
 def test_pages_load_nothing_from_elsewhere_and_are_not_in_the_api_schema(
         server: Server) -> None:
     with signed_in(server, "vic", "viewer") as client:
-        page = client.get("/console/approvals").text
+        page = client.get("/console/approvals")
         for asset in ("/console/static/console.css", "/console/static/console.js"):
             assert client.get(asset).status_code == 200
         schema = client.get("/openapi.json").json()
-    for url in re.findall(r'(?:src|href)="([^"]+)"', page):
+    for url in re.findall(r'(?:src|href)="([^"]+)"', page.text):
         assert url.startswith((server.url, "/", "#")), url
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["cache-control"] == "no-store"
     assert not [path for path in schema["paths"] if path.startswith("/console")]

@@ -62,6 +62,16 @@ NOTICES = {
     "signed-out": "Signed out.",
 }
 
+#: Every page: never cached (decisions must see the present), nothing but this server's own
+#: files, and never inside another site's frame (no click on Approve through a disguise).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; object-src 'none'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
 router = APIRouter(include_in_schema=False)
 router.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console_static")
 _environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
@@ -95,7 +105,7 @@ def _page(request: Request, name: str, who: Identity | None, *, status: int = 20
             "csrf_token": csrf_token(request), "notice": notice, "problem": None,
             "section": "", "server_now": now.isoformat()}
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status,
-                                       headers={"Cache-Control": "no-store"})
+                                       headers=PAGE_HEADERS)
 
 
 def _signin_redirect(request: Request) -> RedirectResponse:
