@@ -115,6 +115,15 @@ def test_read_failures_are_reported_per_channel_and_exit_1(tmp_path) -> None:
     assert data["NOPE:X"] == {"error": "connector 'plant' has no channel 'NOPE:X'"}
 
 
+def test_an_undeclared_name_on_the_simulated_machine_is_named_once_with_a_suggestion(
+        env, tmp_path) -> None:
+    result = run("channels", "read", "SR:CURRNT", env=env, cwd=tmp_path, code=1)
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: SR:CURRNT: no such channel on the simulated machine; "
+                            "did you mean SR:CURRENT?")
+    assert error.count("SR:CURRNT") == 1
+
+
 def test_a_malformed_channel_name_is_a_usage_error(env, tmp_path) -> None:
     for command in (("read", "SR:CURRENT", "bad name"), ("info", "a\tb"),
                     ("monitor", "x y"), ("write", "bad name", "1")):

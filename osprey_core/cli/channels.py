@@ -122,7 +122,9 @@ def read(ctx: typer.Context, names: list[str] = NAMES, as_json: bool = JSON) -> 
             print_table("channels", ("channel", "value", "units", "severity", "timestamp"),
                         rows)
         for name, error in batch.errors.items():
-            typer.echo(f"Error: {name}: {error}", err=True)
+            message = str(error)  # connectors' errors usually name the channel already
+            typer.echo(f"Error: {message if message.startswith(name) else f'{name}: {message}'}",
+                       err=True)
     if batch.errors:
         raise typer.Exit(1)
 
