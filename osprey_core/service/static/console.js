@@ -57,12 +57,6 @@
 
   function say(text) { if (status) status.textContent = text; }
 
-  function field(event, name) {
-    if (!event || typeof event !== "object") return undefined;
-    if (event[name] !== undefined) return event[name];
-    return event.data && typeof event.data === "object" ? event.data[name] : undefined;
-  }
-
   async function refresh(container) {
     // A keyboard user's place survives the refresh when the focused element has an id.
     const active = document.activeElement;
@@ -92,17 +86,14 @@
     }, 150);
   }
 
+  // ``event: run`` carries run_id; ``event: approval`` carries approval_id and run_id.
   function onEvent(message) {
     let event;
     try { event = JSON.parse(message.data); } catch (_) { return; }
-    const runId = field(event, "run_id");
-    const approvalId = field(event, "approval_id");
-    for (const container of document.querySelectorAll("[data-fragment]")) {
-      if (live === "approvals" || live === "runs" || live === `run:${runId}`) schedule(container);
+    if (live === "approvals" || live === "runs" || live === `run:${event.run_id}`) {
+      for (const container of document.querySelectorAll("[data-fragment]")) schedule(container);
     }
-    const shown = document.getElementById("sha256");
-    if (live === "approval" && shown && approvalId && document.title.includes(approvalId) &&
-        !document.getElementById("changed")) {
+    if (live === `approval:${event.approval_id}` && !document.getElementById("changed")) {
       const note = document.createElement("p");
       note.className = "notice";
       note.id = "changed";
@@ -118,7 +109,8 @@
     // last message's id (Last-Event-ID), so nothing in between is missed.
     const source = new EventSource("/api/v1/events");
     source.addEventListener("ready", () => say("live"));
-    source.onerror = () => say("reconnecting…");
+    source.onerror = () => say(source.readyState === EventSource.CLOSED
+      ? "live updates stopped: reload the page" : "reconnecting…");
     source.addEventListener("run", onEvent);
     source.addEventListener("approval", onEvent);
   }
