@@ -102,7 +102,7 @@ def test_a_store_from_a_newer_osprey_is_refused_and_left_alone(path: Path) -> No
     before = path.read_bytes()
 
     with pytest.raises(StoreError, match=r"has schema version 99, newer than this osprey-core "
-                       r"understands \(2\); upgrade osprey-core"):
+                       r"understands \(3\); upgrade osprey-core"):
         RunStore(path)
 
     assert path.read_bytes() == before
