@@ -27,7 +27,10 @@ from osprey_core.store_errors import (
 from osprey_core.store_schema import MIGRATIONS
 
 #: The tables a store of the current schema must have.
-TABLES = ("meta", "runs", "steps", "approvals", "audit", "events", "run_plans", "run_context")
+TABLES = ("meta", "runs", "steps", "approvals", "audit", "events", "run_plans", "run_context",
+          "api_tokens")
+#: How many of :data:`TABLES` each schema version has.
+TABLES_IN_VERSION = {1: 6, 2: 8, 3: 9}
 
 
 @dataclass
@@ -84,7 +87,7 @@ def _check_contents(conn: sqlite3.Connection, report: StoreReport) -> None:
             report.problems.append(f"schema version {report.schema_version} is newer than "
                                    f"this osprey-core understands ({len(MIGRATIONS)})")
             return
-        expected = TABLES if report.schema_version == len(MIGRATIONS) else TABLES[:6]
+        expected = TABLES[:TABLES_IN_VERSION.get(report.schema_version, len(TABLES))]
         report.problems.extend(f"table '{name}' is missing" for name in expected
                                if name not in tables)
         for name in expected:
