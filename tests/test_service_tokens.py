@@ -145,3 +145,16 @@ def test_service_settings_are_strict_and_loopback_by_default(tmp_path: Path) -> 
         with pytest.raises(ConfigError) as refused:
             load_config(None, path)
         assert problem in str(refused.value)
+
+
+def test_osprey_store_check_knows_the_token_table(tmp_path: Path) -> None:
+    from osprey_core.store_maintenance import check_store
+
+    path = tmp_path / "osprey.db"
+    store = RunStore(path)
+    TokenStore(store).create("ci", [Role.VIEWER], created_by="root")
+    store.close()
+    assert check_store(path).counts["api_tokens"] == 1
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE api_tokens")
+    assert "table 'api_tokens' is missing" in check_store(path).problems
