@@ -12,10 +12,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import iocs
 import pytest
-from iocs import IOC, direct_read, direct_write
+from support import iocs
 from support.bootstrap import Ran, mock_machine, run_code, sha256
+from support.iocs import IOC, direct_read, direct_write
 
 from osprey_core.control.system import ControlSystem
 from osprey_core.execution.models import ExecutionMode

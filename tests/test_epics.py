@@ -26,8 +26,8 @@ pytest.importorskip("caproto")
 if importlib.util.find_spec("softioc") is None:  # never import it here: an in-process IOC
     pytest.skip("needs pythonSoftIOC", allow_module_level=True)  # changes libca
 
-import iocs
-from iocs import IOC, direct_read, direct_write, free_port, start_ioc
+from support import iocs
+from support.iocs import IOC, direct_read, direct_write, free_port, start_ioc
 
 from osprey_core.control.epics import (
     EpicsConnector,

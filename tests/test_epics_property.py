@@ -25,10 +25,10 @@ if importlib.util.find_spec("softioc") is None:  # never import it here: an in-p
     pytest.skip("needs pythonSoftIOC", allow_module_level=True)  # changes libca
 hypothesis = pytest.importorskip("hypothesis")
 
-import iocs  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from iocs import IOC, direct_read, direct_write  # noqa: E402
+from support import iocs  # noqa: E402
+from support.iocs import IOC, direct_read, direct_write  # noqa: E402
 
 from osprey_core.control.epics import EpicsConnector, EpicsSettings  # noqa: E402
 from osprey_core.control.limits import LimitsConfig, LimitsDatabase  # noqa: E402

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import iocs
 import nbformat
 import pytest
-from iocs import IOC, direct_read, direct_write
+from support import iocs
 from support.cli import assert_exit, osprey
 from support.dist import osprey_env
+from support.iocs import IOC, direct_read, direct_write
 from support.sandbox import SANDBOX_DIR
 
 from osprey_core.api import Osprey

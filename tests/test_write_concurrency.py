@@ -269,7 +269,7 @@ class LoggingIOC:
     """The IOC subprocess and the values its record was given, parsed from its output."""
 
     def __init__(self, repeater_port: int) -> None:
-        import iocs
+        from support import iocs
 
         port = iocs.free_port()
         prefix = f"OSPW{os.getpid() % 10000}{port}:"
@@ -300,7 +300,7 @@ class LoggingIOC:
         self.ready.set()
 
     def _answers(self) -> bool:
-        import iocs
+        from support import iocs
 
         try:
             iocs.direct_read(self.ioc, self.channel, timeout=1.0)
@@ -331,7 +331,7 @@ def logging_ioc(request: pytest.FixtureRequest) -> Iterator[LoggingIOC]:
 
 
 if softioc_available:
-    import iocs
+    from support import iocs
 
     ca_repeater = iocs.ca_repeater
 

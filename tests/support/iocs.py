@@ -7,12 +7,12 @@ sessions running side by side never see each other's channels. Servers stop on S
 
 Use the fixtures by importing them into a test module::
 
-    from iocs import caproto_ioc, epics_client_env, softioc_ioc  # noqa: F401
+    from support.iocs import caproto_ioc, epics_client_env, softioc_ioc  # noqa: F401
 
 ``epics_client_env`` points this process's Channel Access clients (pyepics' initial
 context, caproto's clients) at the session's IOCs before anything reads the variables.
 
-Run as a script, this file *is* the IOC: ``python iocs.py caproto|softioc PREFIX``.
+Run as a script, this file *is* the IOC: ``python tests/support/iocs.py caproto|softioc PREFIX``.
 """
 
 from __future__ import annotations
