@@ -35,11 +35,18 @@ def test_health_needs_no_credentials_and_identity_needs_a_token(server: Server) 
     assert me["roles"] == ["approver", "viewer"]
 
 
-def test_ctrl_c_stops_the_server_cleanly(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_server_cleanly_even_with_an_event_stream_open(tmp_path: Path
+                                                                        ) -> None:
     with running_server(tmp_path / "home") as running:
-        assert running.stop() == 0
-        assert "osprey serve stopped." in running.logs()
-        assert "Traceback" not in running.logs()
+        with running.client(running.token("vera", "viewer"), timeout=30) as client, \
+                client.stream("GET", "/api/v1/events") as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            assert running.stop() == 0
+            assert "event: ready" in list(lines)  # and then the stream ended
+        logs = running.logs()
+    assert "osprey serve stopped." in logs
+    assert "Traceback" not in logs and "graceful shutdown exceeded" not in logs
 
 
 def test_readiness_and_metrics(server: Server) -> None:

@@ -51,7 +51,14 @@ def serve(
         typer.echo(notice, err=True)
     typer.echo(f"osprey serving {settings.url()} (API under /api/v1, schema at "
                "/openapi.json; Ctrl-C stops)", err=True)
-    server = uvicorn.Server(uvicorn.Config(
+    service = app.state.osprey_service
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            service.stopping = True  # event streams end, so stopping waits for no one
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(
         app, log_config=_log_config(json_logs), log_level="info", lifespan="on",
         timeout_graceful_shutdown=5, proxy_headers=False, server_header=False))
     previous = signal.signal(signal.SIGTERM, _interrupt)

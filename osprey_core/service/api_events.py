@@ -138,11 +138,15 @@ def sse(kind: str, data: dict[str, Any], cursor: Cursor) -> str:
     return f"id: {cursor}\nevent: {kind}\ndata: {payload}\n\n"
 
 
-async def stream(store: RunStore, cursor: Cursor, run_id: str | None) -> AsyncIterator[str]:
+async def stream(state: ServiceState, cursor: Cursor, run_id: str | None
+                 ) -> AsyncIterator[str]:
+    """The messages after ``cursor`` as they are stored, until the client goes away or
+    the server stops (the client then reconnects with its last id)."""
+    store = state.osprey.runtime.store
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     yield sse("ready", {"cursor": str(cursor)}, cursor)
     quiet_since = time.monotonic()
-    while True:
+    while not state.stopping:
         sent = False
         for after, kind, data in pending_messages(store, cursor, run_id):
             yield sse(kind, data, after)
@@ -169,9 +173,8 @@ async def events(run: str | None = Query(None, description="Only this run's even
                  state: ServiceState = Depends(service_state)) -> StreamingResponse:
     """Run events and approval changes as Server-Sent Events, in store order; resumes
     after ``Last-Event-ID``."""
-    store = state.osprey.runtime.store
     given = last_event_id or after
-    cursor = Cursor.parse(given) if given else Cursor.now(store)
-    return StreamingResponse(stream(store, cursor, run), media_type="text/event-stream",
+    cursor = Cursor.parse(given) if given else Cursor.now(state.osprey.runtime.store)
+    return StreamingResponse(stream(state, cursor, run), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",
                                       "X-Accel-Buffering": "no"})

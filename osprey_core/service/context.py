@@ -38,6 +38,9 @@ class ServiceState:
     osprey: Osprey
     settings: ServiceSettings
     tokens: TokenStore
+    #: Set when the server begins to stop: open event streams end instead of holding
+    #: the shutdown up.
+    stopping: bool = False
     _drive: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _holder: asyncio.Task[object] | None = field(default=None, repr=False)
 
