@@ -43,8 +43,7 @@ async def list_approvals(status: ApprovalStatus | None = None, session: str | No
                          who: Identity = Depends(require(Role.VIEWER)),
                          state: ServiceState = Depends(service_state)) -> list[Approval]:
     """Approval requests, oldest first (overdue ones expire first)."""
-    async with state.driving() as osprey:
-        await osprey.apending()
+    osprey = await state.refresh()
     records = osprey.approvals(status=status, session=session, run_id=run)
     return [view(state, record) for record in records]
 
@@ -53,8 +52,7 @@ async def list_approvals(status: ApprovalStatus | None = None, session: str | No
 async def show(approval_id: str, who: Identity = Depends(require(Role.VIEWER)),
                state: ServiceState = Depends(service_state)) -> Approval:
     """One request: the exact artifact, its sha256, summary, reasons, expiry, editable."""
-    async with state.driving() as osprey:
-        await osprey.apending()
+    osprey = await state.refresh()
     try:
         return view(state, osprey.approval(approval_id))
     except ApprovalError:

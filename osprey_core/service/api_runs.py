@@ -59,7 +59,7 @@ async def list_runs(session: str | None = None,
                     who: Identity = Depends(require(Role.VIEWER)),
                     state: ServiceState = Depends(service_state)) -> list[dict[str, Any]]:
     """Runs, newest first (runs whose process died show as interrupted)."""
-    osprey = await _refreshed(state)
+    osprey = await state.refresh()
     runs = osprey.runs(session=session, states=set(state_filter) if state_filter else None,
                        limit=limit)
     return [run_payload(osprey, run) for run in runs]
@@ -69,7 +69,7 @@ async def list_runs(session: str | None = None,
 async def show(run_id: str, who: Identity = Depends(require(Role.VIEWER)),
                state: ServiceState = Depends(service_state)) -> dict[str, Any]:
     """A run with its steps, approvals, rendered answer and execution artifacts."""
-    osprey = await _refreshed(state)
+    osprey = await state.refresh()
     run = _run(osprey, run_id)
     payload = run_payload(osprey, run)
     payload["steps"] = osprey.steps(run.id)
@@ -127,14 +127,6 @@ async def cancel(run_id: str, body: ReasonRequest | None = None,
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-async def _refreshed(state: ServiceState) -> Osprey:
-    """The ``Osprey`` after recovering dead processes' runs and expiring overdue
-    approvals, so what is read is current (as the CLI's list and show commands do)."""
-    async with state.driving() as osprey:
-        await osprey.arefresh()
-    return osprey
 
 
 def _run(osprey: Osprey, run_id: str) -> RunRecord:

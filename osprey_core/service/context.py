@@ -61,6 +61,18 @@ class ServiceState:
                 self._holder = None
 
 
+    async def refresh(self) -> Osprey:
+        """The ``Osprey`` after recovering runs of dead processes and expiring overdue
+        approvals (as the CLI's list and show commands do first), unless a run is moving
+        right now: then what is stored is shown as it is, so reading never waits for a
+        run, and the next quiet moment catches up. (Deciding an overdue request is refused
+        either way: the orchestrator checks the deadline itself.)"""
+        if not self._drive.locked():
+            async with self.driving() as osprey:
+                await osprey.arefresh()
+        return self.osprey
+
+
 def service_state(request: Request) -> ServiceState:
     """The app's shared state (a FastAPI dependency)."""
     state: ServiceState = request.app.state.osprey_service
