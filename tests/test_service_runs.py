@@ -5,6 +5,7 @@ roles and errors."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support.service import Server, running_server
@@ -122,3 +123,17 @@ def test_cancel_and_resume_are_for_the_submitter_or_an_admin(server: Server) -> 
     assert "already ended" in again.json()["error"]["message"]
     assert resumed.status_code == 409
     assert "only interrupted runs resume" in resumed.json()["error"]["message"]
+
+
+def test_reading_never_waits_for_a_moving_run(server: Server) -> None:
+    token = server.token("olga", "operator")
+    with ThreadPoolExecutor(max_workers=1) as pool, server.client(token) as client:
+        submitted = pool.submit(lambda: client.post("/api/v1/runs", json={
+            "query": "plot SR:CURRENT over the last 1 hours", "session": "slow"}).json())
+        with server.client(token) as reader:
+            while not (moving := reader.get("/api/v1/runs", params={
+                    "session": "slow", "state": "executing"}).json()):
+                assert not submitted.done(), submitted.result()
+            shown = reader.get(f"/api/v1/runs/{moving[0]['id']}").json()
+        assert shown["state"] == "executing"  # read while the run held the lock
+        assert submitted.result()["state"] == "done"
