@@ -1,0 +1,26 @@
+"""The ``store`` section: which database holds runs, approvals, audit and events."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class StoreSettings(BaseModel):
+    """Where runs, approvals, the audit log and events are stored (default: SQLite in the
+    osprey home; a ``postgresql://`` URL shares one database between workers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: SecretStr | None = Field(
+        None,
+        description="Unset: the SQLite file OSPREY_HOME/osprey.db. postgresql://USER@HOST:"
+        "PORT/DB: a PostgreSQL database (needs the 'postgres' extra); keep the password "
+        "out of it with PGPASSWORD or ~/.pgpass. Env: OSPREY__STORE__URL.",
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="Seconds to wait for a PostgreSQL connection before an operation fails "
+        "with an error naming the server (never a silent fallback).",
+    )
+    pool_size: int = Field(8, ge=1, le=200,
+                           description="Most PostgreSQL connections one process keeps open.")
