@@ -27,6 +27,7 @@ from osprey_core.settings import (
     PlanningSettings,
     ProvidersSettings,
 )
+from osprey_core.stores.settings import StoreSettings
 
 if TYPE_CHECKING:
 
@@ -63,6 +64,8 @@ class CoreSettings(BaseModel):
         default_factory=LogbookSettings, description=LogbookSettings.__doc__)
     service: ServiceSettings = Field(
         default_factory=ServiceSettings, description=ServiceSettings.__doc__)
+    store: StoreSettings = Field(
+        default_factory=StoreSettings, description=StoreSettings.__doc__)
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:
