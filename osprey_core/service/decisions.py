@@ -109,11 +109,13 @@ def refuse(osprey: Osprey, who: Identity, approval_id: str, attempted: str, inte
            status: int, code: str, message: str) -> None:
     """Audit a refused decision as ``approval_refused`` and raise it as an HTTP error."""
     store = osprey.runtime.store
+    run_id: str | None = None
+    sha: str | None = None
     try:
         approval = store.get_approval(approval_id)
         run_id, sha = approval.run_id, approval.artifact_sha256
     except StoreError:
-        run_id = sha = None
+        pass  # an unknown id is refused all the same, and audited as typed
     entry = AuditRecord(at=osprey.runtime.now(), actor=who.name, interface=interface,
                         action="approval_refused", run_id=run_id,
                         approval_id=shorten(approval_id, 80), sha256=sha,
