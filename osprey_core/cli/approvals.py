@@ -133,9 +133,9 @@ def reject(ctx: typer.Context, approval_id: str = APPROVAL_ID, reason: str | Non
     if (remote := _remote(ctx, server, user)) is not None:
         osprey, run = remote, remote.reject(approval_id, reason=reason, session=session)
     else:
-        osprey = cli_state(ctx).osprey()
-        run = osprey.reject(approval_id, user=user, interface="cli", reason=reason,
-                            session=session)
+        local: Osprey = cli_state(ctx).osprey()
+        osprey, run = local, local.reject(approval_id, user=user, interface="cli",
+                                          reason=reason, session=session)
     if as_json:
         print_json(run_payload(osprey, run))
     else:
