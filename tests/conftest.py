@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from osprey_core.plugin_host import PluginHost
     from osprey_core.testing.openai_server import FakeOpenAIServer
 
-pytest_plugins = ["osprey_core.testing"]
+pytest_plugins = ["osprey_core.testing", "support.postgres"]
 
 # Child Python processes must import the installed package, never the source tree in
 # their working directory (it lacks the mapped hookspecs/plugins/sandbox folders). An
