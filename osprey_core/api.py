@@ -79,11 +79,11 @@ class Osprey:
     ) -> None:
         from osprey_core.config import load_config
         from osprey_core.plugin_host import load_plugins
-        from osprey_core.store import RunStore
+        from osprey_core.stores.factory import open_run_store
 
         self.host = host or load_plugins()
         self.config = config or load_config(self.host, config_path)
-        store = RunStore(self.config.home / "osprey.db")
+        store = open_run_store(self.config.section("store"), self.config.home)
         runtime = Runtime(self.host, self.config, store, planner_factory=planner_factory)
         if clock is not None:
             runtime.clock = clock

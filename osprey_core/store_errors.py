@@ -1,4 +1,5 @@
-"""Errors of the SQLite stores and what they say: a damaged file, a disk that refuses, a
+"""Errors of the stores and what they say (the SQLite ones here; PostgreSQL's in
+:mod:`osprey_core.stores.postgres`): a damaged file, a disk that refuses, a
 lost compare-and-set; the checks that tell a damaged database from a missing one."""
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class StoreDamagedError(StoreError):
 
 class StoreStorageError(StoreError):
     """The disk refused the database (read-only, full, locked, failing)."""
+
+
+class StoreUnavailableError(StoreStorageError):
+    """The database server cannot be reached: nothing was written, and osprey never
+    falls back to keeping anything in process memory."""
 
 
 #: The first 16 bytes of every SQLite database file.

@@ -24,10 +24,10 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 
 def _open(ctx: typer.Context) -> TokenStore:
     from osprey_core.service.tokens import TokenStore
-    from osprey_core.store import RunStore
+    from osprey_core.stores.factory import open_run_store
 
     config = cli_state(ctx).config()
-    store = RunStore(config.home / "osprey.db")
+    store = open_run_store(config.section("store"), config.home)
     ctx.call_on_close(store.close)
     return TokenStore(store)
 

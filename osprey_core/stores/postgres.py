@@ -1,0 +1,297 @@
+"""The run store on a PostgreSQL server, shared by every worker that names the same URL.
+
+It is the SQLite :class:`~osprey_core.store.RunStore` with another engine underneath: the
+same queries, the same records, the same compare-and-set. The queries are written in
+SQLite's dialect; :func:`translate` rewrites the three things PostgreSQL spells otherwise
+(``?`` placeholders, ``IS ?`` and ``rowid``). What differs is the engine's part:
+
+* connections come from a ``psycopg_pool`` pool; a :meth:`PostgresRunStore.transaction`
+  holds one for its whole length (per thread), and a run read inside it is locked
+  (``SELECT ... FOR UPDATE``), so two workers moving the same run are serialised as
+  SQLite's ``BEGIN IMMEDIATE`` serialises two processes;
+* ``durable=False`` commits with ``synchronous_commit off`` (atomic, not yet flushed);
+* an unreachable server is a :class:`StoreUnavailableError` naming host and port (never the
+  password); the next operation after the server is back works again by itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from osprey_core.models import RunRecord
+from osprey_core.store import RunStore
+from osprey_core.store_errors import StoreError, StoreUnavailableError, translating
+from osprey_core.stores.postgres_schema import MIGRATION_LOCK, MIGRATIONS, VERSION_TABLE
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+#: What an operator does about an unreachable server.
+UNREACHABLE_HINT = ("nothing was changed. Check that the server is running and accepts "
+                    "connections from this host, or fix store.url (OSPREY__STORE__URL)")
+
+
+@functools.lru_cache(maxsize=512)
+def translate(sql: str) -> str:
+    """SQLite's dialect as PostgreSQL reads it: ``?`` -> ``%s`` (a literal ``%`` doubled),
+    ``IS ?`` -> ``IS NOT DISTINCT FROM %s`` and ``rowid`` -> ``seq`` (the insertion-order
+    column of the tables that are read in that order)."""
+    sql = sql.replace("%", "%%")
+    sql = re.sub(r"\bIS \?", "IS NOT DISTINCT FROM ?", sql)
+    sql = re.sub(r"\browid\b", "seq", sql)
+    return sql.replace("?", "%s")
+
+
+def describe(url: str) -> tuple[str, dict[str, str]]:
+    """``postgresql://user@host:port/db`` without its password, and the parts it names."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = {key: str(value) for key, value in conninfo_to_dict(url).items()}
+    except Exception as exc:  # psycopg.ProgrammingError: a malformed URL
+        raise StoreError(f"store.url is not a PostgreSQL URL ({_scrub(str(exc), url)}); "
+                         "write it as postgresql://USER@HOST:PORT/DATABASE") from None
+    parts.setdefault("host", os.environ.get("PGHOST", "localhost"))
+    parts.setdefault("port", os.environ.get("PGPORT", "5432"))
+    parts.setdefault("dbname", os.environ.get("PGDATABASE", parts.get("user", "")))
+    user = parts.get("user") or os.environ.get("PGUSER", "")
+    where = (f"postgresql://{user + '@' if user else ''}{parts['host']}:{parts['port']}"
+             f"/{parts['dbname']}")
+    return where, parts
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with any password from ``url`` masked (libpq never prints it; belt and
+    braces for whatever quotes the URL back)."""
+    match = re.match(r"^[a-z]+://[^:/@]*:([^@]+)@", url)
+    return text.replace(match.group(1), "***") if match else text
+
+
+class _Rows:
+    """A statement's rows, fetched at once so its connection can go back to the pool."""
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self.rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
+class PostgresConnection:
+    """``store.conn``: the transaction's connection on this thread, else one borrowed from
+    the pool for a single autocommitted statement."""
+
+    def __init__(self, store: PostgresRunStore) -> None:
+        self.store = store
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.store.current() is not None
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _Rows:
+        return self._run("execute", sql, parameters)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> _Rows:
+        return self._run("executemany", sql, rows)
+
+    def _run(self, how: str, sql: str, parameters: Sequence[Any]) -> _Rows:
+        held = self.store.current()
+        if held is not None:
+            return _statement(held, how, sql, parameters, self.store)
+        with self.store.borrow() as conn:
+            return _statement(conn, how, sql, parameters, self.store)
+
+
+def _statement(conn: psycopg.Connection[Any], how: str, sql: str,
+               parameters: Sequence[Any], store: PostgresRunStore) -> _Rows:
+    import psycopg
+
+    try:
+        with conn.cursor() as cursor:
+            getattr(cursor, how)(translate(sql), parameters)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            return _Rows(rows, cursor.rowcount)
+    except psycopg.Error as exc:
+        raise store.error(exc) from exc
+
+
+class PostgresRunStore(RunStore):
+    """Runs, steps, approvals, audit and events in one PostgreSQL database."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 10.0, pool_size: int = 8) -> None:
+        self.url = url
+        self.path, self.parts = describe(url)
+        self.timeout = connect_timeout
+        self.pool_size = pool_size
+        self._local = threading.local()
+        self._pool_lock = threading.Lock()
+        self._conn = PostgresConnection(self)
+        with self._probe() as conn:  # the real reason when the server is unreachable
+            self._migrate_on(conn)
+        self._pool = self._new_pool()
+
+    # -- connections ---------------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def conn(self) -> PostgresConnection:
+        return self._conn
+
+    def current(self) -> psycopg.Connection[Any] | None:
+        """The connection of this thread's open transaction, if any."""
+        return getattr(self._local, "conn", None)
+
+    def _connect_options(self) -> dict[str, Any]:
+        return {"autocommit": True, "connect_timeout": max(2, round(self.timeout))}
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection[Any]) -> None:
+        """Records come back as their JSON text (validated by their models, as from
+        SQLite) and times in UTC."""
+        from psycopg.types.string import TextLoader
+
+        conn.adapters.register_loader("jsonb", TextLoader)
+        conn.adapters.register_loader("json", TextLoader)
+        conn.execute("SET TIME ZONE 'UTC'")
+
+    @contextmanager
+    def _probe(self) -> Iterator[psycopg.Connection[Any]]:
+        """One direct connection: it fails with libpq's own reason (refused, no such
+        database, authentication), where a pool would only time out."""
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.url, **self._connect_options())
+        except psycopg.Error as exc:
+            raise self.error(exc) from None
+        try:
+            self._configure(conn)
+            yield conn
+        except psycopg.Error as exc:
+            raise self.error(exc) from exc
+        finally:
+            conn.close()
+
+    def _new_pool(self) -> ConnectionPool[Any]:
+        from psycopg_pool import ConnectionPool
+
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self.url, min_size=1, max_size=self.pool_size, kwargs=self._connect_options(),
+            configure=self._configure, check=ConnectionPool.check_connection,
+            timeout=self.timeout, name="osprey-store", open=False)
+        pool.open(wait=False)
+        return pool
+
+    @contextmanager
+    def borrow(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection from the pool. When none comes in time the server is probed:
+        down -> :class:`StoreUnavailableError` with its reason; back -> a fresh pool (the
+        old one may be waiting out a long reconnection backoff) and one more try."""
+        from psycopg_pool import PoolTimeout
+
+        with ExitStack() as stack:
+            pool = self._pool
+            try:
+                conn = stack.enter_context(pool.connection())
+            except PoolTimeout:
+                with self._probe():
+                    pass
+                with self._pool_lock:
+                    if self._pool is pool:
+                        self._pool = self._new_pool()
+                        pool.close(timeout=0)
+                try:
+                    conn = stack.enter_context(self._pool.connection())
+                except PoolTimeout as exc:
+                    raise self.unavailable(f"no connection within {self.timeout:g} s"
+                                           ) from exc
+            yield conn
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- errors --------------------------------------------------------------------------
+
+    def unavailable(self, reason: str) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"cannot reach the PostgreSQL store at {self.parts['host']}:{self.parts['port']} "
+            f"(database {self.parts['dbname']}): {_scrub(reason, self.url)}; {UNREACHABLE_HINT}")
+
+    def error(self, exc: Exception) -> StoreError:
+        """A psycopg error as an operator reads it: which server, what is wrong."""
+        import psycopg
+
+        text = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
+                      type(exc).__name__, self.url)
+        broken = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        if broken or getattr(getattr(exc, "sqlstate", None), "startswith", str)("08"):
+            return self.unavailable(text)
+        return StoreError(f"the store {self.path} failed: {text}")
+
+    # -- schema and transactions --------------------------------------------------------
+
+    def _migrate_on(self, conn: psycopg.Connection[Any]) -> None:
+        """Bring the schema up to date in one transaction; workers starting together
+        take turns (an advisory lock); a newer schema is refused, untouched."""
+        with conn.transaction():
+            conn.execute(MIGRATION_LOCK)
+            conn.execute(VERSION_TABLE)
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+            current = int(row.fetchone()[0])  # type: ignore[index]
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {current}, newer than this osprey-core "
+                    f"understands ({len(MIGRATIONS)}); upgrade osprey-core")
+            for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in statements:
+                    conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [number])
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[RunStore]:
+        """One transaction on one connection: everything inside commits together or not
+        at all; ``durable=False`` skips waiting for the flush (still atomic)."""
+        import psycopg
+
+        if self.current() is not None:
+            raise StoreError("nested store transactions are not supported")
+        with self.borrow() as conn:
+            try:
+                with conn.transaction():
+                    if not durable:
+                        conn.execute("SET LOCAL synchronous_commit TO off")
+                    self._local.conn = conn
+                    try:
+                        yield self
+                    finally:
+                        self._local.conn = None
+            except psycopg.Error as exc:
+                raise self.error(exc) from exc
+
+    @translating
+    def get_run(self, run_id: str) -> RunRecord:
+        """As SQLite's, and inside a transaction the run's row stays locked until it ends:
+        whoever reads a run to move it moves it alone."""
+        if self.current() is None:
+            return super().get_run(run_id)
+        runs = self._runs("SELECT id, data FROM runs WHERE id=? FOR UPDATE", [run_id])
+        if not runs:
+            raise StoreError(f"unknown run '{run_id}'")
+        return runs[0]

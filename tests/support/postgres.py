@@ -1,0 +1,141 @@
+"""A real PostgreSQL server for the tests, and the run-store engines they run against.
+
+The session starts Debian's PostgreSQL 15 once (initdb + pg_ctl, as the ``postgres`` user
+when the tests run as root, which initdb requires) in a private directory on a free
+127.0.0.1 port, and stops it at the end (``pg_ctl stop -m fast``). Each test gets a
+database of its own (``CREATE DATABASE``, dropped after the test). Registered as a pytest
+plugin by ``tests/conftest.py``; psycopg is imported only when a fixture runs.
+
+The server runs with ``fsync=off``: the tests check what the store does, not the disk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+USER = "osprey"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    """One running cluster: its directory, port, and the databases made in it."""
+
+    directory: Path
+    port: int
+    counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def _command(self, *args: str) -> list[str]:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return [*as_postgres, *args]
+
+    def ctl(self, action: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``pg_ctl start`` / ``stop -m fast`` (the tests that take the server away)."""
+        data = str(self.directory / "data")
+        if action == "start":
+            args = [str(BIN / "pg_ctl"), "-D", data, "-w", "-l", str(self.directory / "log"),
+                    "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+                    "-c fsync=off -c full_page_writes=off", "start"]
+        else:
+            args = [str(BIN / "pg_ctl"), "-D", data, "-w", "-m", "fast", "stop"]
+        done = subprocess.run(self._command(*args), capture_output=True, text=True, timeout=60)
+        if check and done.returncode:
+            log = (self.directory / "log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"pg_ctl {action} failed: {done.stderr}{done.stdout}\n{log}")
+        return done
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def new_database(self) -> str:
+        name = f"osprey_test_{next(self.counter)}"
+        self.admin(f"CREATE DATABASE {name}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def start_server() -> PostgresServer:
+    """initdb and start a cluster in a fresh directory the ``postgres`` user owns (pytest's
+    own temp dirs are private to root, so that user could not enter them)."""
+    if not (BIN / "initdb").exists():
+        pytest.fail(f"{BIN / 'initdb'} is missing: install Debian's postgresql "
+                    "(apt-get install -y postgresql; nox -s tests does it)")
+    directory = Path(tempfile.mkdtemp(prefix="osprey-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres", "postgres")
+    server = PostgresServer(directory, free_port())
+    done = subprocess.run(server._command(str(BIN / "initdb"), "-D", str(directory / "data"),
+                                          "-A", "trust", "-U", USER, "-E", "UTF8",
+                                          "--no-sync"),
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise RuntimeError(f"initdb failed: {done.stderr}")
+    server.ctl("start")
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.ctl("stop", check=False)
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database of its own for one test."""
+    name = postgres_server.new_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
+
+
+@dataclass
+class StoreEngine:
+    """Where one test's run store lives, in one engine; ``open()`` as often as needed
+    (each call is another connection, as another process would have)."""
+
+    name: str
+    url: str  # sqlite:PATH or postgresql://...
+    path: Path | None = None  # the SQLite file
+
+    def open(self, **options: Any) -> Any:
+        from osprey_core.stores.factory import open_url
+
+        return open_url(self.url, **options)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def run_store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> StoreEngine:
+    """The run store's contract, once per engine."""
+    if request.param == "sqlite":
+        path = tmp_path / "home" / "osprey.db"
+        return StoreEngine("sqlite", f"sqlite:{path}", path)
+    return StoreEngine("postgresql", request.getfixturevalue("postgres_url"))
