@@ -1,4 +1,5 @@
-"""The SQLite run store: schema versions, atomic transactions, compare-and-set, audit log."""
+"""The run store, on both engines (SQLite and a real PostgreSQL server): schema versions,
+atomic transactions, compare-and-set, the audit log. Tests of the SQLite file itself say so."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.postgres import StoreEngine
 
 from osprey_core.models import (
     ApprovalKind,
@@ -34,8 +36,8 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[RunStore]:
-    opened = RunStore(path)
+def store(run_store_engine: StoreEngine) -> Iterator[RunStore]:
+    opened = run_store_engine.open()
     yield opened
     opened.close()
 
@@ -75,8 +77,9 @@ def decided(approval: ApprovalRecord, by: str,
 # -- schema ---------------------------------------------------------------------------
 
 
-def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(path: Path) -> None:
-    first = RunStore(path)
+def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(
+        run_store_engine: StoreEngine) -> None:
+    first = run_store_engine.open()
     assert first.schema_version == len(MIGRATIONS) == 3
     seed(first, an_approval())
     with first.transaction() as tx:
@@ -84,7 +87,7 @@ def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(path:
         tx.append_event(EventRecord(run_id="run-1", at=NOW, kind="submitted"))
     first.close()
 
-    again = RunStore(path)
+    again = run_store_engine.open()
     try:
         assert again.schema_version == 3
         assert again.get_run("run-1") == a_run()
@@ -95,19 +98,45 @@ def test_new_store_is_at_the_current_schema_and_reopening_keeps_everything(path:
         again.close()
 
 
-def test_a_store_from_a_newer_osprey_is_refused_and_left_alone(path: Path) -> None:
-    RunStore(path).close()
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    before = path.read_bytes()
+def test_a_store_from_a_newer_osprey_is_refused_and_left_alone(
+        run_store_engine: StoreEngine) -> None:
+    run_store_engine.open().close()
+    raw(run_store_engine, "UPDATE meta SET value='99' WHERE key='schema_version'"
+        if run_store_engine.name == "sqlite" else
+        "INSERT INTO schema_version (version) VALUES (99)")
+    before = snapshot(run_store_engine)
 
     with pytest.raises(StoreError, match=r"has schema version 99, newer than this osprey-core "
                        r"understands \(3\); upgrade osprey-core"):
-        RunStore(path)
+        run_store_engine.open()
 
-    assert path.read_bytes() == before
+    assert snapshot(run_store_engine) == before
 
 
+def raw(engine: StoreEngine, statement: str) -> None:
+    """``statement`` through a plain connection of the engine's own driver, as anyone with
+    the file or the database's address would try it (the engine's error propagates)."""
+    if engine.path is not None:
+        with contextlib.closing(sqlite3.connect(engine.path)) as conn, conn:
+            conn.execute(statement)
+        return
+    import psycopg
+
+    with psycopg.connect(engine.url, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def snapshot(engine: StoreEngine) -> object:
+    """Everything stored, to compare before and after a refusal."""
+    if engine.path is not None:
+        return engine.path.read_bytes()
+    import psycopg
+
+    with psycopg.connect(engine.url) as conn:
+        return conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+
+
+# SQLite only: a file that is not a database has no PostgreSQL counterpart.
 def test_a_file_that_is_not_a_database_is_never_replaced(path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"definitely not sqlite" * 100)
@@ -127,17 +156,19 @@ def test_a_file_that_is_not_a_database_is_never_replaced(path: Path) -> None:
     "DELETE FROM audit",
     "DELETE FROM audit WHERE id=1",
 ])
-def test_the_audit_log_is_append_only(store: RunStore, path: Path, statement: str) -> None:
+def test_the_audit_log_is_append_only(store: RunStore, run_store_engine: StoreEngine,
+                                      statement: str) -> None:
     with store.transaction() as tx:
         tx.append_audit(an_audit())
     before = store.audit()
 
-    with pytest.raises(sqlite3.IntegrityError, match="the audit log is append-only"):
+    with pytest.raises((sqlite3.IntegrityError, StoreError),
+                       match="the audit log is append-only"):
         store.conn.execute(statement)
-    # Also from a plain connection, as anyone with the file would try it.
-    with contextlib.closing(sqlite3.connect(path)) as conn, pytest.raises(
-            sqlite3.IntegrityError, match="the audit log is append-only"):
-        conn.execute(statement)
+    # Also from a plain connection, as anyone with the file or the database would try it.
+    with pytest.raises(Exception, match="the audit log is append-only") as refused:
+        raw(run_store_engine, statement)
+    assert not isinstance(refused.value, StoreError)  # the engine itself refused
 
     assert store.audit() == before
     with store.transaction() as tx:
@@ -186,10 +217,11 @@ def test_run_update_is_a_compare_and_set_on_the_state(store: RunStore) -> None:
         tx.update_run(a_run("run-2"))
 
 
-def test_a_decision_is_single_use_across_connections(store: RunStore, path: Path) -> None:
+def test_a_decision_is_single_use_across_connections(
+        store: RunStore, run_store_engine: StoreEngine) -> None:
     approval = an_approval()
     seed(store, approval)
-    other = RunStore(path)
+    other = run_store_engine.open()
     try:
         with store.transaction() as tx:
             tx.close_approval(decided(approval, "alice"))
