@@ -1,0 +1,86 @@
+"""``osprey deploy build``: every deployed service's image, made locally and cached."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from osprey_core.deploy.catalog import Deployment
+from osprey_core.deploy.images import (
+    PYTHON_SOURCE,
+    WHEELS,
+    Progress,
+    busybox_base,
+    debian_base,
+    image_exists,
+    image_ref,
+    podman,
+    wheels,
+)
+from osprey_core.deploy.render import render_text
+from osprey_core.deploy.settings import DeployError
+from osprey_core.hookspecs.services import ImageRecipe
+
+
+@dataclass(frozen=True)
+class Built:
+    service: str
+    image: str
+    cached: bool
+    seconds: float
+
+
+def build_images(deployment: Deployment, *, runtime_dir: Path, cache_dir: Path,
+                 progress: Progress, env: dict[str, str] | None = None,
+                 rebuild: bool = False) -> list[Built]:
+    """Build what is missing (or everything with ``rebuild``); report each image."""
+    import time
+
+    results: list[Built] = []
+    done: set[str] = set()
+    for entry in deployment.services:
+        recipe = entry.spec.image
+        if recipe is None:
+            continue
+        ref = image_ref(recipe)
+        started = time.monotonic()
+        cached = ref in done or (not rebuild and image_exists(ref, env))
+        if not cached:
+            progress(f"building {ref} for {entry.spec.name}")
+            _build(recipe, ref, runtime_dir, cache_dir, progress, env)
+        done.add(ref)
+        results.append(Built(entry.spec.name, ref, cached, time.monotonic() - started))
+    return results
+
+
+def _build(recipe: ImageRecipe, ref: str, runtime_dir: Path, cache_dir: Path,
+           progress: Progress, env: dict[str, str] | None) -> None:
+    base = busybox_base(env) if recipe.base == "busybox" else debian_base(
+        cache_dir, progress, env)
+    context: dict[str, object] = {"base_image": base, "python_packages": " ".join(
+        f"'{name}'" for name in recipe.python_packages)}
+    volumes: list[str] = []
+    if recipe.python_packages:
+        from osprey_core.sandbox.interpreter import load_runtime
+
+        runtime = load_runtime(runtime_dir)
+        if runtime is None:
+            raise DeployError(f"{recipe.name} needs the prepared interpreter in {runtime_dir}: "
+                              "run `osprey sandbox setup`")
+        wheel_dir = wheels(cache_dir, recipe.python_packages, progress)
+        context["python_prefix"] = str(runtime.jail_prefix)
+        context["python"] = runtime.jail_python
+        volumes += ["--volume", f"{runtime.python_dir}:{PYTHON_SOURCE}:ro",
+                    "--volume", f"{wheel_dir}:{WHEELS}:ro"]
+    containerfile = render_text(recipe.containerfile, context,
+                                template_name=f"Containerfile of {recipe.name}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "Containerfile"
+        path.write_text(containerfile, encoding="utf-8")
+        done = podman("build", "--quiet", "--network", "host", *volumes, "--tag", ref,
+                      "--label", "io.osprey.image=" + recipe.name, "--file", str(path), folder,
+                      env=env)
+    if done.returncode:
+        raise DeployError(f"podman build of {ref} failed:\n"
+                          f"{done.stderr.decode(errors='replace').strip()[-3000:]}")
