@@ -19,6 +19,7 @@ def register_commands(app: typer.Typer) -> None:
     from osprey_core.cli.chat import chat
     from osprey_core.cli.config import config_app
     from osprey_core.cli.demo import demo
+    from osprey_core.cli.deploy import deploy_app
     from osprey_core.cli.memory import memory_app
     from osprey_core.cli.plugins import list_plugins
     from osprey_core.cli.providers import providers_app
@@ -48,3 +49,4 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(store_app, name="store")
     app.command("serve")(serve)
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(deploy_app, name="deploy")
