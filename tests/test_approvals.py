@@ -1,14 +1,17 @@
-"""Approval policies and the approval lifecycle: voting, modes, tightening and expiry."""
+"""Approval policies and the approval lifecycle: voting, modes, tightening and expiry; the
+lifecycle tests (those with a lab) run on both store engines."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from support.orchestration import Lab, ManualClock, PolicyPlugin, VotePolicy
+from support.postgres import StoreEngine, lab_on
 
 from osprey_core.approvals import Action, Outcome, rule
 from osprey_core.errors import ApprovalError
@@ -23,6 +26,12 @@ from osprey_core.settings import ApprovalSettings
 from osprey_core.testing.fakes import FakeApprovalPolicy
 
 uses_policies = pytest.mark.exercises_hook("register_approval_policies")
+
+
+@pytest.fixture
+def lab(lab: Lab, run_store_engine: StoreEngine) -> Iterator[Lab]:
+    """The offline lab, with its runs in each store engine in turn."""
+    yield from lab_on(lab, run_store_engine)
 
 
 def action(kind: str = "step", *, capability: str | None = "set_magnet",

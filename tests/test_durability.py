@@ -1,4 +1,5 @@
-"""Durability across real processes: pauses outlive them, kills are recovered, races lose.
+"""Durability across real processes: pauses outlive them, kills are recovered, races lose;
+on both store engines (SQLite, and processes sharing one PostgreSQL database).
 
 Every subprocess loads the test capabilities as an installed distribution (strict plugin
 loading, nothing else but the built-ins), plans through the real ``openai`` client against
@@ -12,11 +13,13 @@ import json
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from support.orchestration import TIMEOUT, Lab, json_out, pid_gone, plan_reply, respond, step
+from support.postgres import StoreEngine, lab_on
 
 from osprey_core.errors import RunError
 from osprey_core.models import ApprovalStatus, Plan, PlanStep, RunRecord, StepStatus
@@ -25,9 +28,10 @@ from osprey_core.testing.openai_server import FakeOpenAIServer
 
 
 @pytest.fixture
-def lab(llm_lab: Lab) -> Lab:
-    """Every lab here plans through the LLM planner and the fake server."""
-    return llm_lab
+def lab(llm_lab: Lab, run_store_engine: StoreEngine) -> Iterator[Lab]:
+    """Every lab here plans through the LLM planner and the fake server, and keeps its
+    runs in each store engine in turn (every process is given the same store.url)."""
+    yield from lab_on(llm_lab, run_store_engine)
 
 
 def finished(process: subprocess.Popen[str]) -> tuple[int, str, str]:

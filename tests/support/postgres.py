@@ -139,3 +139,13 @@ def run_store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> StoreEng
         path = tmp_path / "home" / "osprey.db"
         return StoreEngine("sqlite", f"sqlite:{path}", path)
     return StoreEngine("postgresql", request.getfixturevalue("postgres_url"))
+
+
+def lab_on(lab: Any, engine: StoreEngine) -> Iterator[Any]:
+    """A fixture body: ``lab`` (a :class:`support.orchestration.Lab`) with its runs in
+    ``engine`` (every process it starts is given the same ``store.url``); afterwards,
+    checks that they really went there and not to a file beside them."""
+    if engine.name != "sqlite":
+        lab.environ["OSPREY__STORE__URL"] = engine.url
+    yield lab
+    assert (lab.home / "osprey.db").exists() is (engine.name == "sqlite")
