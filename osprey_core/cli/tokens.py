@@ -12,7 +12,7 @@ import typer
 
 from osprey_core.cli.output import print_json, print_table
 from osprey_core.cli.state import cli_state
-from osprey_core.service.settings import Role
+from osprey_core.service.roles import Role
 
 if TYPE_CHECKING:
     from osprey_core.service.tokens import TokenRecord, TokenStore

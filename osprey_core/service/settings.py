@@ -5,30 +5,13 @@ Kept free of the web framework, so loading a configuration never imports FastAPI
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from osprey_core.service.roles import Role, implied_roles
 
-class Role(enum.StrEnum):
-    """What an identity may do over HTTP (see :func:`implied_roles`)."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    APPROVER = "approver"
-    ADMIN = "admin"
-
-
-def implied_roles(roles: set[Role] | frozenset[Role]) -> frozenset[Role]:
-    """``roles`` with what they imply: admin implies every role; operator and approver
-    imply viewer."""
-    granted = set(roles)
-    if Role.ADMIN in granted:
-        granted.update(Role)
-    if granted:
-        granted.add(Role.VIEWER)
-    return frozenset(granted)
+__all__ = ["Role", "ServiceSettings", "implied_roles", "is_loopback"]
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
