@@ -1,0 +1,59 @@
+"""Shared by the deployment tests: an applications folder with a tiny busybox web service,
+a config writer and the plan/render helpers (real podman and podman-compose run them)."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from pathlib import Path
+
+from osprey_core.config import load_config
+from osprey_core.deploy.catalog import Deployment, plan
+from osprey_core.plugin_host import PluginHost
+
+#: A web server answering with the configured greeting; healthy once it serves.
+WEB_SERVICE = """\
+description: A busybox web server for the tests.
+ports: [{name: http, container: 8080, host: 18080}]
+healthcheck: {test: [wget, -q, -O, /dev/null, "http://127.0.0.1:8080/"], interval_seconds: 0.3,
+              retries: RETRIES}
+image: {name: osprey-test-web, base: busybox}
+volumes: [{target: /data, name: data}]
+config: {greeting: hello, fail: false}
+"""
+WEB_CONTAINERFILE = "FROM {{ base_image }}\nRUN mkdir -p /www\n"
+WEB_TEMPLATE = """\
+command:
+  - /bin/sh
+  - -c
+  - >-
+    echo '{{ config.greeting }}' > /tmp/index.html; echo 'web {{ project }} started';
+    {% if config.fail %}echo 'refusing to serve: fail is set'; exec sleep 600{% endif %}
+    exec httpd -f -p 8080 -h /tmp
+"""
+
+
+def write_web_app(root: Path, app: str = "demo", service: str = "web",
+                  template: str = WEB_TEMPLATE, retries: int = 40) -> Path:
+    folder = root / app / service
+    folder.mkdir(parents=True)
+    (folder / "service.yml").write_text(WEB_SERVICE.replace("RETRIES", str(retries)))
+    (folder / "Containerfile").write_text(WEB_CONTAINERFILE)
+    (folder / "compose.yml.j2").write_text(template)
+    return root
+
+
+def write_config(folder: Path, body: str) -> Path:
+    path = folder / "osprey.yml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def deployment(host: PluginHost, config_path: Path) -> Deployment:
+    return plan(load_config(host, config_path, environ={}), host)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
