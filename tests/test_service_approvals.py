@@ -188,3 +188,15 @@ def test_a_run_the_api_paused_is_approved_by_the_cli(server: Server) -> None:
     assert approved.returncode == 0, approved.stderr
     with server.client(server.token("vera", "viewer")) as client:
         assert client.get(f"/api/v1/runs/{run['id']}").json()["state"] == "done"
+
+
+def test_saving_ones_own_memory_is_no_duty_to_separate(server: Server) -> None:
+    sam = server.token("sam", "operator", "approver")
+    with server.client(sam) as client:
+        run = client.post("/api/v1/runs",
+                          json={"query": "remember that RF station 2 trips when warm"}).json()
+        shown = client.get(f"/api/v1/approvals/{run['approval_id']}").json()
+    assert shown["action"] == "memory_save" and shown["changes_machine"] is False
+    own = decide(server, sam, run["approval_id"], sha256=shown["artifact_sha256"])
+    assert own.status_code == 200, own.text
+    assert own.json()["state"] == "done"

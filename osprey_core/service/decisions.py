@@ -84,9 +84,14 @@ def duty_conflict(state: ServiceState, who: Identity, approval: ApprovalRecord) 
             "someone else with the approver role must approve it")
 
 
+#: Approval kinds whose side effects stay in the asker's own data (their memory): asking
+#: and approving one's own note is not a duty to separate. Any other side effect counts.
+OWN_DATA_KINDS = frozenset({"memory_save"})
+
+
 def changes_machine(osprey: Osprey, approval: ApprovalRecord) -> bool:
-    """Whether what ``approval`` waits for has side effects: a step of a side-effecting
-    capability, or a plan with such a step. Unknown capabilities count as writes."""
+    """Whether what ``approval`` waits for has side effects beyond the asker's own data: a
+    step of such a capability, or a plan with one. Unknown capabilities count as writes."""
     if approval.kind is ApprovalKind.PLAN:
         steps = approval.artifact.get("steps") or []
         names = [step.get("capability") for step in steps if isinstance(step, dict)]
@@ -102,7 +107,8 @@ def _side_effects(osprey: Osprey, name: object) -> bool:
     capabilities = osprey.host.capabilities()
     if not isinstance(name, str) or name not in capabilities:
         return True
-    return bool(capabilities.get(name).side_effects)
+    capability = capabilities.get(name)
+    return bool(capability.side_effects) and capability.approval_kind not in OWN_DATA_KINDS
 
 
 def refuse(osprey: Osprey, who: Identity, approval_id: str, attempted: str, interface: str,
