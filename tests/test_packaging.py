@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY_MODULES = ("openai", "epics", "tango", "torch", "sentence_transformers", "numpy",
-                 "fastapi", "starlette", "uvicorn", "httpx", "jinja2")
+                 "fastapi", "starlette", "uvicorn", "httpx", "jinja2", "psycopg", "psycopg_pool")
 
 
 def core_closure(name: str = "osprey-core") -> set[str]:
