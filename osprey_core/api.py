@@ -91,6 +91,8 @@ class Osprey:
         self._orchestrator = Orchestrator(runtime)
         self._recovered = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn_lock: asyncio.Lock | None = None
+        self._turn_loop: asyncio.AbstractEventLoop | None = None
 
     def close(self) -> None:
         """Release the control system and the store (``with Osprey() as osprey:``)."""
@@ -137,6 +139,15 @@ class Osprey:
 
     # -- async API -----------------------------------------------------------------------
 
+    def _turn(self) -> asyncio.Lock:
+        """One call moves runs at a time: the orchestrator drives a single state machine, so
+        a second run started while one moves would be queued and left unfinished. Callers
+        that gather requests take turns instead (one lock per event loop)."""
+        loop = asyncio.get_running_loop()
+        if self._turn_lock is None or self._turn_loop is not loop:
+            self._turn_lock, self._turn_loop = asyncio.Lock(), loop
+        return self._turn_lock
+
     async def _prepare(self, *, expire: bool = False) -> None:
         """Recover runs whose process died (once per instance; resume and cancel recover
         again) and, when listing or deciding, expire overdue approvals."""
@@ -151,57 +162,64 @@ class Osprey:
                    plan: Plan | None = None) -> RunRecord:
         """Run a request until it is done, fails, or pauses for an approval; ``plan``
         replaces the planner (it is validated and approved like any plan)."""
-        await self._prepare()
-        return await self._orchestrator.submit(query, session=session,
-                                               user=user or default_user(),
-                                               planning=planning, interface=interface,
-                                               plan=plan)
+        async with self._turn():
+            await self._prepare()
+            return await self._orchestrator.submit(query, session=session,
+                                                   user=user or default_user(),
+                                                   planning=planning, interface=interface,
+                                                   plan=plan)
 
     async def apending(self, *, session: str | None = None) -> list[ApprovalRecord]:
-        await self._prepare(expire=True)
+        async with self._turn():
+            await self._prepare(expire=True)
         return self.runtime.store.list_approvals(status=ApprovalStatus.PENDING, session=session)
 
     async def aapprove(self, approval_id: str, *, user: str | None = None,
                        interface: str = "api", reason: str | None = None,
                        session: str | None = None) -> RunRecord:
         """Approve exactly the stored artifact, then run on until the next pause or the end."""
-        await self._prepare()
-        return await self._orchestrator.decide(approval_id, approve=True,
-                                               actor=user or default_user(),
-                                               interface=interface, reason=reason,
-                                               session=session)
+        async with self._turn():
+            await self._prepare()
+            return await self._orchestrator.decide(approval_id, approve=True,
+                                                   actor=user or default_user(),
+                                                   interface=interface, reason=reason,
+                                                   session=session)
 
     async def areject(self, approval_id: str, *, user: str | None = None,
                       interface: str = "api", reason: str | None = None,
                       session: str | None = None) -> RunRecord:
         """Reject: the run ends as rejected; nothing is replanned."""
-        await self._prepare()
-        return await self._orchestrator.decide(approval_id, approve=False,
-                                               actor=user or default_user(),
-                                               interface=interface, reason=reason,
-                                               session=session)
+        async with self._turn():
+            await self._prepare()
+            return await self._orchestrator.decide(approval_id, approve=False,
+                                                   actor=user or default_user(),
+                                                   interface=interface, reason=reason,
+                                                   session=session)
 
     async def aedit(self, approval_id: str, artifact: Any, *, user: str | None = None,
                     interface: str = "api", session: str | None = None) -> ApprovalRecord:
         """Replace a pending plan or an editable step artifact (code, a memory text);
         returns the new approval request it needs."""
-        await self._prepare()
-        return await self._orchestrator.edit(approval_id, artifact,
-                                             actor=user or default_user(),
-                                             interface=interface, session=session)
+        async with self._turn():
+            await self._prepare()
+            return await self._orchestrator.edit(approval_id, artifact,
+                                                 actor=user or default_user(),
+                                                 interface=interface, session=session)
 
     async def aresume(self, run_id: str, *, user: str | None = None, interface: str = "api",
                       indeterminate: Literal["applied", "not_applied"] | None = None
                       ) -> RunRecord:
-        await self._prepare(expire=True)
-        return await self._orchestrator.resume(run_id, actor=user or default_user(),
-                                               interface=interface, indeterminate=indeterminate)
+        async with self._turn():
+            await self._prepare(expire=True)
+            return await self._orchestrator.resume(run_id, actor=user or default_user(),
+                                                   interface=interface, indeterminate=indeterminate)
 
     async def acancel(self, run_id: str, *, user: str | None = None, interface: str = "api",
                       reason: str | None = None) -> RunRecord:
-        await self._prepare(expire=True)
-        return await self._orchestrator.cancel(run_id, actor=user or default_user(),
-                                               interface=interface, reason=reason)
+        async with self._turn():
+            await self._prepare(expire=True)
+            return await self._orchestrator.cancel(run_id, actor=user or default_user(),
+                                                   interface=interface, reason=reason)
 
     # -- sync API ------------------------------------------------------------------------
 
@@ -255,8 +273,9 @@ class Osprey:
 
     async def arefresh(self) -> None:
         """Recover interrupted runs and expire overdue approvals now (async twin)."""
-        self._recovered = False
-        await self._prepare(expire=True)
+        async with self._turn():
+            self._recovered = False
+            await self._prepare(expire=True)
 
     def _sync[T](self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run on this instance's own event loop, reused across calls (``asyncio.run``

@@ -55,6 +55,20 @@ def test_async_with_runs_and_closes_on_the_callers_loop(tmp_path: Path) -> None:
         osprey.runtime.store.list_runs()
 
 
+def test_concurrent_calls_on_one_instance_each_run_to_their_end(tmp_path: Path) -> None:
+    """A facility tool may gather requests and decisions on one Osprey: none is dropped."""
+    async def main() -> list[RunState]:
+        async with make(tmp_path) as osprey:
+            reads = [osprey.arun(f"read SR:CURRENT ({n})", session=f"s{n}") for n in range(4)]
+            memory = await osprey.arun("remember that the RF is warm", session="m")
+            done = await asyncio.gather(*reads, osprey.aapprove(memory.approval_id or ""))
+            stored = [osprey.get_run(run.id).state for run in done]
+            assert stored == [run.state for run in done]
+            return stored
+
+    assert asyncio.run(main()) == [RunState.DONE] * 5
+
+
 def test_aclose_also_closes_the_loop_the_sync_methods_used(tmp_path: Path) -> None:
     osprey = make(tmp_path)
     assert osprey.run("read SR:CURRENT").state is RunState.DONE
