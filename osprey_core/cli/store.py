@@ -1,4 +1,5 @@
-"""``osprey store``: check the run store, back it up, restore a backup."""
+"""``osprey store``: check the run store, back it up, restore a backup; migrate a store's
+schema, copy an installation's store into another database."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ import typer
 from osprey_core.cli.output import print_json, print_table
 from osprey_core.cli.state import cli_state
 
-store_app = typer.Typer(help="Check, back up and restore the run store (runs, approvals, "
-                        "audit log).", no_args_is_help=True)
+store_app = typer.Typer(help="Check, back up, restore, migrate and copy the run store (runs, "
+                        "approvals, audit log).", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 def _store_path(ctx: typer.Context) -> Path:
-    return cli_state(ctx).config().home / "osprey.db"
+    """The SQLite file; check, backup and restore work on it (a PostgreSQL store has the
+    server's own tools)."""
+    from osprey_core.store_errors import StoreError
+    from osprey_core.stores.factory import is_postgres
+
+    config = cli_state(ctx).config()
+    url = config.section("store").url
+    if url is not None and is_postgres(url.get_secret_value()):
+        raise StoreError("this command works on the SQLite store file, and store.url names a "
+                         "PostgreSQL database: back it up with pg_dump, or copy it with "
+                         "osprey store copy")
+    return config.home / "osprey.db"
 
 
 @store_app.command("check")
@@ -47,9 +59,9 @@ def backup(ctx: typer.Context,
     """A consistent copy of the store, safe while other osprey processes use it."""
     from osprey_core.store_maintenance import backup_store, default_backup_path
 
-    home = cli_state(ctx).config().home
-    target = destination or default_backup_path(home)
-    report = backup_store(home / "osprey.db", target, overwrite=force)
+    source = _store_path(ctx)
+    target = destination or default_backup_path(source.parent)
+    report = backup_store(source, target, overwrite=force)
     if as_json:
         print_json(report.to_json())
     else:
@@ -74,3 +86,50 @@ def restore(ctx: typer.Context,
     typer.echo(f"restored {path} from {backup_file}")
     if kept is not None:
         typer.echo(f"the store it replaced is kept as {kept}")
+
+
+@store_app.command("migrate")
+def migrate(ctx: typer.Context,
+            url: str | None = typer.Option(None, "--url", help="sqlite:PATH or postgresql://"
+                                           "... (default: this installation's store)."),
+            as_json: bool = JSON) -> None:
+    """Bring a store's schema up to this version (SQLite or PostgreSQL); a store written
+    by a newer osprey-core is refused and left alone."""
+    from osprey_core.stores.transfer import migrate_store
+
+    settings = cli_state(ctx).config().section("store")
+    report = migrate_store(url or _configured_url(ctx), connect_timeout=settings.connect_timeout)
+    if as_json:
+        print_json(report.to_json())
+    elif report.before == report.after:
+        typer.echo(f"{report.store}: already at schema version {report.after}")
+    else:
+        typer.echo(f"{report.store}: schema version {report.before} -> {report.after}")
+
+
+@store_app.command("copy")
+def copy(ctx: typer.Context,
+         source: str | None = typer.Option(None, "--from", help="sqlite:PATH or postgresql://"
+                                           "... (default: this installation's store)."),
+         target: str = typer.Option(..., "--to", help="An empty store: postgresql://USER@"
+                                    "HOST:PORT/DB or sqlite:PATH."),
+         as_json: bool = JSON) -> None:
+    """Copy every run, step, approval, audit entry, event and token into an empty store,
+    in one transaction, and check the counts. Stop other osprey processes first."""
+    from osprey_core.stores.transfer import copy_store
+
+    settings = cli_state(ctx).config().section("store")
+    report = copy_store(source or _configured_url(ctx), target,
+                        connect_timeout=settings.connect_timeout)
+    if as_json:
+        print_json(report.to_json())
+        return
+    print_table(f"copied {report.source} -> {report.target}", ("table", "rows"),
+                list(report.counts.items()))
+
+
+def _configured_url(ctx: typer.Context) -> str:
+    from osprey_core.stores.factory import store_url
+
+    config = cli_state(ctx).config()
+    return store_url(config.section("store"), config.home)

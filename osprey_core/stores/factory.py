@@ -18,11 +18,16 @@ def is_postgres(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
+def store_url(settings: StoreSettings, home: Path) -> str:
+    """``store.url``, else ``sqlite:`` and the file in ``home``."""
+    url = settings.url.get_secret_value().strip() if settings.url is not None else ""
+    return url or f"sqlite:{home / 'osprey.db'}"
+
+
 def open_run_store(settings: StoreSettings, home: Path) -> RunStore:
     """The SQLite store in ``home`` unless ``store.url`` names another database."""
-    url = settings.url.get_secret_value().strip() if settings.url is not None else ""
-    return open_url(url or f"sqlite:{home / 'osprey.db'}",
-                    connect_timeout=settings.connect_timeout, pool_size=settings.pool_size)
+    return open_url(store_url(settings, home), connect_timeout=settings.connect_timeout,
+                    pool_size=settings.pool_size)
 
 
 def open_url(url: str, *, connect_timeout: float = 10.0, pool_size: int = 8) -> RunStore:

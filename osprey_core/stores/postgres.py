@@ -132,7 +132,10 @@ def _statement(conn: psycopg.Connection[Any], how: str, sql: str,
 class PostgresRunStore(RunStore):
     """Runs, steps, approvals, audit and events in one PostgreSQL database."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 10.0, pool_size: int = 8,
+                 migrate: bool = True) -> None:
+        """Connect (failing at once, with the reason, if the server cannot be reached) and,
+        unless ``migrate`` is false, bring the schema up to date."""
         self.url = url
         self.path, self.parts = describe(url)
         self.timeout = connect_timeout
@@ -141,7 +144,8 @@ class PostgresRunStore(RunStore):
         self._pool_lock = threading.Lock()
         self._conn = PostgresConnection(self)
         with self._probe() as conn:  # the real reason when the server is unreachable
-            self._migrate_on(conn)
+            if migrate:
+                self._migrate_on(conn)
         self._pool = self._new_pool()
 
     # -- connections ---------------------------------------------------------------------
@@ -260,9 +264,23 @@ class PostgresRunStore(RunStore):
                     conn.execute(statement)  # type: ignore[arg-type]
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", [number])
 
+    def migrate(self) -> None:
+        """Bring the schema up to date (``osprey store migrate``)."""
+        import psycopg
+
+        with self.borrow() as conn:
+            try:
+                self._migrate_on(conn)
+            except psycopg.Error as exc:
+                raise self.error(exc) from exc
+
     @property
     def schema_version(self) -> int:
-        return int(self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+        """The schema's version; 0 for a database osprey has not set up yet."""
+        if self.conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            return 0
+        row = self.conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+        return int(row.fetchone()[0])
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[RunStore]:
