@@ -95,7 +95,8 @@ def test_typo_names_file_line_key_and_suggestion(host, tmp_path):
 def test_unknown_key_without_close_match_lists_allowed_keys(host, tmp_path):
     message = config_error(host, write(tmp_path, "zzz: 1\n"))
     assert ("zzz: unknown key (allowed: approval, archiver, beam, control_system, execution, "
-            "home, lenient, llm, logbook, memory, planning, providers, service)") in message
+            "home, lenient, llm, logbook, memory, planning, providers, service, store)"
+            ) in message
 
 
 @uses_sections
