@@ -1,5 +1,5 @@
-"""Built-in plugin: the ``nsjail`` (isolated, default) and ``local`` (no isolation,
-development only) execution backends.
+"""Built-in plugin: the ``nsjail`` (isolated, default), ``podman`` (isolated, a container
+per run) and ``local`` (no isolation, development only) execution backends.
 
 The backends live in :mod:`osprey_core.sandbox` and are imported when the hook runs, so
 loading this plugin stays cheap.
@@ -17,6 +17,8 @@ from osprey_core.hookspecs.execution_backends import ExecutionBackend
 def register_execution_backends(register: Callable[[type[ExecutionBackend]], None]) -> None:
     from osprey_core.sandbox.local_backend import LocalBackend
     from osprey_core.sandbox.nsjail_backend import NsjailBackend
+    from osprey_core.sandbox.podman_backend import PodmanBackend
 
     register(NsjailBackend)
+    register(PodmanBackend)
     register(LocalBackend)

@@ -23,11 +23,12 @@ from typer.testing import CliRunner
 
 from osprey_core.cli import build_app
 from osprey_core.cli.sandbox import sandbox_app
-from osprey_core.hookspecs.execution_backends import ExitReason, SandboxJob
+from osprey_core.hookspecs.execution_backends import ExecutionBackend, ExitReason, SandboxJob
 from osprey_core.plugin_host import PluginHost
 from osprey_core.plugins import execution_backends
 from osprey_core.sandbox.local_backend import LocalBackend
 from osprey_core.sandbox.nsjail_backend import NsjailBackend
+from osprey_core.sandbox.podman_backend import PodmanBackend
 from osprey_core.sandbox.prepare import prepare_runtime
 from osprey_core.sandbox.spawn import precompile
 from osprey_core.settings import ExecutionSettings, SandboxLimits
@@ -46,20 +47,32 @@ def jail(settings: ExecutionSettings, tmp_path: Path) -> NsjailBackend:
     return NsjailBackend(settings, tmp_path)
 
 
-def test_plain_code_runs_and_its_files_come_back(jail: NsjailBackend, tmp_path: Path) -> None:
+#: The isolated backends: the containment tests hold for each (real nsjail, real podman).
+ISOLATED = [NsjailBackend, PodmanBackend]
+
+
+@pytest.fixture(params=ISOLATED, ids=lambda backend: backend.name)
+def contained(request: pytest.FixtureRequest, settings: ExecutionSettings,
+              tmp_path: Path) -> ExecutionBackend:
+    backend: ExecutionBackend = request.param(settings, tmp_path)
+    return backend
+
+
+def test_plain_code_runs_and_its_files_come_back(contained: ExecutionBackend,
+                                                 tmp_path: Path) -> None:
     seen: list[tuple[str, str]] = []
     code = ("import os, sys\nprint('hello', os.getuid(), os.getcwd(), sys.flags.isolated)\n"
             "print(open('input.csv').read())\nopen('result.txt', 'w').write('42')\n")
-    ran = run(jail, code, tmp_path / "out", files={"input.csv": b"a,b"},
+    ran = run(contained, code, tmp_path / "out", files={"input.csv": b"a,b"},
               on_output=lambda stream, text: seen.append((stream, text)))
     assert ran.outcome.exit_reason is ExitReason.OK, ran.outcome.stderr
     assert ran.outcome.stdout == "hello 65534 /work 1\na,b\n"
     assert "".join(text for stream, text in seen if stream == "stdout") == ran.outcome.stdout
     assert (ran.output_dir / "result.txt").read_text() == "42"
-    assert ran.outcome.isolated and ran.outcome.backend == "nsjail"
+    assert ran.outcome.isolated and ran.outcome.backend == contained.name
 
 
-def test_no_network_neither_loopback_nor_a_route_out(jail: NsjailBackend,
+def test_no_network_neither_loopback_nor_a_route_out(contained: ExecutionBackend,
                                                       tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
@@ -76,15 +89,17 @@ print(attempt(lambda: socket.create_connection(("127.0.0.1", {port}), timeout=2)
 print(attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(("192.0.2.1", 53))))
 print([name for _, name in socket.if_nameindex()])
 """
-        ran = run(jail, code, tmp_path / "out")
+        ran = run(contained, code, tmp_path / "out")
         server.settimeout(0)
         with pytest.raises(BlockingIOError):
             server.accept()
-    assert ran.outcome.stdout.splitlines() == [
-        "Network is unreachable", "Network is unreachable", "['lo']"]
+    # nsjail leaves the jail's loopback down; podman's is up but the container's own, with
+    # nothing listening: either way the host's server above saw no connection
+    loopback = "Connection refused" if contained.name == "podman" else "Network is unreachable"
+    assert ran.outcome.stdout.splitlines() == [loopback, "Network is unreachable", "['lo']"]
 
 
-def test_host_secrets_and_files_are_invisible(jail: NsjailBackend, tmp_path: Path,
+def test_host_secrets_and_files_are_invisible(contained: ExecutionBackend, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-from-the-host")
     code = """
@@ -95,19 +110,22 @@ def read(path):
     except OSError as exc:
         return exc.strerror
 print(json.dumps({"env": dict(os.environ), "shadow": read("/etc/shadow"),
-                  "home": read("/root/.bashrc"), "proc": os.path.exists("/proc/1")}))
+                  "home": read("/root/.bashrc"),
+                  "proc": sorted(name for name in os.listdir("/proc") if name.isdigit())
+                          if os.path.exists("/proc") else None}))
 """
-    ran = run(jail, code, tmp_path / "out", env={"EXTRA": "given"})
+    ran = run(contained, code, tmp_path / "out", env={"EXTRA": "given"})
     report = json.loads(ran.outcome.stdout)
     assert "sk-secret" not in ran.outcome.stdout
     assert set(report["env"]) == {"PATH", "HOME", "LANG", "TMPDIR", "MPLBACKEND",
                                   "MPLCONFIGDIR", "EXTRA", "OSPREY_TEST_RUN"}
     assert report["env"]["HOME"] == "/work"
     assert report["shadow"] == report["home"] == "No such file or directory"
-    assert report["proc"] is False
+    # nsjail mounts no /proc; podman always does, showing the container's own process only
+    assert report["proc"] == (["1"] if contained.name == "podman" else None)
 
 
-def test_only_the_work_dir_is_writable(jail: NsjailBackend, settings: ExecutionSettings,
+def test_only_the_work_dir_is_writable(contained: ExecutionBackend, settings: ExecutionSettings,
                                        tmp_path: Path) -> None:
     targets = ["/tmp/x", "/x", "/usr/lib/x", f"{os.path.realpath(sys.base_prefix)}/x",
                f"{settings.runtime_dir}/lib/x", "/dev/x"]
@@ -119,12 +137,13 @@ for path in {targets!r}:
     except OSError as exc:
         print(path, exc.strerror)
 """
-    ran = run(jail, code, tmp_path / "out")
+    ran = run(contained, code, tmp_path / "out")
     assert "written" not in ran.outcome.stdout, ran.outcome.stdout
     assert len(ran.outcome.stdout.splitlines()) == len(targets)
 
 
-def test_fork_bomb_and_subprocesses_fail_at_once(jail: NsjailBackend, tmp_path: Path) -> None:
+def test_fork_bomb_and_subprocesses_fail_at_once(contained: ExecutionBackend,
+                                                 tmp_path: Path) -> None:
     code = """
 import os, subprocess
 for spawn in (lambda: subprocess.run(["/bin/true"]),
@@ -137,13 +156,14 @@ for spawn in (lambda: subprocess.run(["/bin/true"]),
 while True:
     os.fork()
 """
-    ran = run(jail, code, tmp_path / "out")
+    ran = run(contained, code, tmp_path / "out")
     assert ran.outcome.exit_reason is ExitReason.ERROR
     assert ran.outcome.stdout.splitlines() == ["Operation not permitted"] * 2
     assert "PermissionError" in ran.outcome.stderr
 
 
-def test_only_stdio_and_the_broker_reach_the_jail(jail: NsjailBackend, tmp_path: Path) -> None:
+def test_only_stdio_and_the_broker_reach_the_jail(contained: ExecutionBackend,
+                                                  tmp_path: Path) -> None:
     # nsjail's config and log are in-memory files at descriptors 4 and 5 of nsjail only
     code = """
 import os
@@ -157,26 +177,26 @@ print([fd for fd in range(64) if is_open(fd)])
 """
     host_end, jail_end = socket.socketpair()
     with host_end, jail_end:
-        with_broker = run(jail, code, tmp_path / "a", broker_fd=jail_end.fileno())
-    without = run(jail, code, tmp_path / "b")
+        with_broker = run(contained, code, tmp_path / "a", broker_fd=jail_end.fileno())
+    without = run(contained, code, tmp_path / "b")
     assert with_broker.outcome.stdout == "[0, 1, 2, 3]\n", with_broker.outcome.stderr
     assert without.outcome.stdout == "[0, 1, 2]\n"
 
 
 def test_code_compiled_by_the_host_reports_like_code_compiled_in_the_jail(
-        jail: NsjailBackend, tmp_path: Path) -> None:
-    ran = run(jail, "import sys\nprint(sys.argv, __file__)\n", tmp_path / "ok")
+        contained: ExecutionBackend, tmp_path: Path) -> None:
+    ran = run(contained, "import sys\nprint(sys.argv, __file__)\n", tmp_path / "ok")
     assert ran.outcome.stdout == "['code.py'] code.py\n"
     assert sorted(path.name for path in ran.output_dir.iterdir()) == ["code.py"]
     # a warning or an error while compiling: the jail compiles and reports it itself
-    warned = run(jail, "print('\\d')\n", tmp_path / "warned")
+    warned = run(contained, "print('\\d')\n", tmp_path / "warned")
     assert "SyntaxWarning: invalid escape sequence" in warned.outcome.stderr
     assert warned.outcome.stdout == "\\d\n"
-    broken = run(jail, "x = 1\ny = (\n", tmp_path / "broken")
+    broken = run(contained, "x = 1\ny = (\n", tmp_path / "broken")
     assert broken.outcome.exit_reason is ExitReason.ERROR
     error = json.loads((broken.output_dir / "error.json").read_text())
     assert (error["type"], error["line"]) == ("SyntaxError", 2)
-    assert run(jail, "pass", tmp_path / "reserved", files={".code.pyc": b"x"}).outcome \
+    assert run(contained, "pass", tmp_path / "reserved", files={".code.pyc": b"x"}).outcome \
         .exit_reason is ExitReason.START_FAILED
 
 
@@ -191,7 +211,7 @@ def test_precompile_leaves_warnings_and_errors_to_the_jail() -> None:
     assert precompile(b"y = (\n") is precompile(b"\xff") is precompile(b"\0") is None
 
 
-def test_threads_numpy_and_a_matplotlib_figure(jail: NsjailBackend, tmp_path: Path) -> None:
+def test_threads_numpy_and_a_matplotlib_figure(contained: ExecutionBackend, tmp_path: Path) -> None:
     code = """
 from concurrent.futures import ThreadPoolExecutor
 import matplotlib.pyplot as plt
@@ -203,17 +223,18 @@ print((matrix @ matrix).shape)
 plt.plot(np.sin(np.linspace(0, 6, 50)))
 plt.savefig("figure.png")
 """
-    ran = run(jail, code, tmp_path / "out",
+    ran = run(contained, code, tmp_path / "out",
               limits=SMALL.model_copy(update={"memory_mb": 1024, "cpu_seconds": 20}))
     assert ran.outcome.exit_reason is ExitReason.OK, ran.outcome.stderr
     assert ran.outcome.stdout.splitlines() == ["285", "(300, 300)"]
     assert (ran.output_dir / "figure.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_pandas_imports_and_exit_works_without_site(jail: NsjailBackend, tmp_path: Path) -> None:
+def test_pandas_imports_and_exit_works_without_site(contained: ExecutionBackend,
+                                                    tmp_path: Path) -> None:
     # The jail starts Python with -S (faster); site-packages and exit() must still be there.
     code = "import pandas\nprint(pandas.Series([1, 2]).sum())\nexit(3)\n"
-    ran = run(jail, code, tmp_path / "out",
+    ran = run(contained, code, tmp_path / "out",
               limits=SMALL.model_copy(update={"memory_mb": 1024, "cpu_seconds": 20}))
     assert ran.outcome.returncode == 3 and ran.outcome.stdout == "3\n", ran.outcome.stderr
 
@@ -229,20 +250,20 @@ def test_pandas_imports_and_exit_works_without_site(jail: NsjailBackend, tmp_pat
     ("while True:\n    print('x' * 1000)", ExitReason.OUTPUT_CAP),
 ], ids=["memory-at-once", "memory-growing", "cpu", "wall", "disk-many-files",
         "disk-one-big-file", "print-flood"])
-def test_bombs_stop_with_the_right_reason(jail: NsjailBackend, tmp_path: Path, code: str,
+def test_bombs_stop_with_the_right_reason(contained: ExecutionBackend, tmp_path: Path, code: str,
                                           reason: ExitReason) -> None:
     limits = SMALL.model_copy(update={"wall_seconds": 1.5}) if reason is ExitReason.TIMEOUT \
         else SMALL
-    ran = run(jail, code, tmp_path / "out", limits=limits)
+    ran = run(contained, code, tmp_path / "out", limits=limits)
     assert ran.outcome.exit_reason is reason, (ran.outcome.returncode, ran.outcome.stderr)
     assert len(ran.outcome.stdout) + len(ran.outcome.stderr) <= SMALL.output_bytes
     assert ran.outcome.output_truncated is (reason is ExitReason.OUTPUT_CAP)
 
 
-def test_planted_symlinks_are_not_followed(jail: NsjailBackend, tmp_path: Path) -> None:
+def test_planted_symlinks_are_not_followed(contained: ExecutionBackend, tmp_path: Path) -> None:
     code = ("import os\nos.symlink('/etc/passwd', 'leak')\nos.symlink('/etc', 'tree')\n"
             "open('real.txt', 'w').write('ok')\n")
-    ran = run(jail, code, tmp_path / "out")
+    ran = run(contained, code, tmp_path / "out")
     assert ran.outcome.exit_reason is ExitReason.OK
     assert sorted(path.name for path in ran.output_dir.iterdir()
                   if path.suffix != ".json") == ["code.py", "real.txt"]
@@ -250,7 +271,7 @@ def test_planted_symlinks_are_not_followed(jail: NsjailBackend, tmp_path: Path) 
         ran.outcome.notes)
 
 
-@pytest.mark.parametrize("backend_class", [NsjailBackend, LocalBackend])
+@pytest.mark.parametrize("backend_class", [*ISOLATED, LocalBackend])
 def test_broker_socket_is_fd_3(backend_class: type, settings: ExecutionSettings,
                                tmp_path: Path) -> None:
     host_end, jail_end = socket.socketpair()
@@ -287,7 +308,8 @@ def test_local_backend_applies_the_limits(settings: ExecutionSettings, tmp_path:
         .exit_reason is ExitReason.OUTPUT_CAP
 
 
-def test_cancelling_a_run_kills_it_and_cleans_up(jail: NsjailBackend, tmp_path: Path) -> None:
+def test_cancelling_a_run_kills_it_and_cleans_up(contained: ExecutionBackend,
+                                                 tmp_path: Path) -> None:
     scratch = SANDBOX_DIR / "scratch"
     before = set(scratch.iterdir())
     job = SandboxJob("import time\nprint('started')\ntime.sleep(60)", SMALL, tmp_path / "out",
@@ -295,7 +317,7 @@ def test_cancelling_a_run_kills_it_and_cleans_up(jail: NsjailBackend, tmp_path: 
 
     async def cancel_once_started() -> None:
         started = asyncio.Event()
-        task = asyncio.create_task(jail.run(job, lambda stream, text: started.set()))
+        task = asyncio.create_task(contained.run(job, lambda stream, text: started.set()))
         await started.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -313,8 +335,9 @@ def test_unprepared_runtime_fails_to_start_with_the_fix(tmp_path: Path) -> None:
     assert "osprey sandbox setup" in ran.outcome.stderr
 
 
-def test_input_files_cannot_escape_the_work_dir(jail: NsjailBackend, tmp_path: Path) -> None:
-    ran = run(jail, "pass", tmp_path / "out", files={"../escape": b"x"})
+def test_input_files_cannot_escape_the_work_dir(contained: ExecutionBackend,
+                                                tmp_path: Path) -> None:
+    ran = run(contained, "pass", tmp_path / "out", files={"../escape": b"x"})
     assert ran.outcome.exit_reason is ExitReason.START_FAILED
     assert "../escape" in ran.outcome.stderr
 
@@ -345,6 +368,7 @@ def test_builtin_backends_are_registered(osprey_host: PluginHost,
     backends = osprey_host.execution_backends()
     assert backends.get("nsjail") is NsjailBackend and NsjailBackend.isolated
     assert backends.get("local") is LocalBackend and not LocalBackend.isolated
+    assert backends.get("podman") is PodmanBackend and PodmanBackend.isolated
 
 
 def test_cli_setup_and_check(osprey_host: PluginHost, register_plugin: PluginRegistrar,
