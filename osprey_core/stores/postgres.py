@@ -230,6 +230,9 @@ class PostgresRunStore(RunStore):
     # -- errors --------------------------------------------------------------------------
 
     def unavailable(self, reason: str) -> StoreUnavailableError:
+        # libpq repeats the address the message names anyway: keep only its reason.
+        reason = re.sub(r'^(connection failed: )?connection to server at "[^"]*"'
+                        r'( \([^)]*\))?, port \d+ failed: ', "", reason)
         return StoreUnavailableError(
             f"cannot reach the PostgreSQL store at {self.parts['host']}:{self.parts['port']} "
             f"(database {self.parts['dbname']}): {_scrub(reason, self.url)}; {UNREACHABLE_HINT}")
