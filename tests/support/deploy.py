@@ -28,7 +28,7 @@ command:
   - -c
   - >-
     echo '{{ config.greeting }}' > /tmp/index.html; echo 'web {{ project }} started';
-    {% if config.fail %}echo 'refusing to serve: fail is set'; exec sleep 600{% endif %}
+    {% if config.fail %}echo 'refusing to serve: fail is set'; exec sleep 600;{% endif %}
     exec httpd -f -p 8080 -h /tmp
 """
 
