@@ -198,6 +198,9 @@ def test_tokens_live_in_either_engine(run_store_engine: StoreEngine) -> None:
         tokens.revoke(record.id, actor="bob", now=NOW)
         assert tokens.verify(secret, now=NOW) is None
         assert [entry.action for entry in store.audit()] == ["token_created", "token_revoked"]
+        # Raw SQL reads what SQLite stored: ISO text for times, JSON text for records.
+        assert store.conn.execute("SELECT created_at, roles FROM api_tokens").fetchall() == [
+            (NOW.isoformat(), '["approver"]')]
     finally:
         store.close()
 

@@ -74,6 +74,18 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(match.group(1), "***") if match else text
 
 
+@functools.cache
+def _iso_loader() -> type:
+    """A ``timestamptz`` loader giving ``datetime.isoformat()`` text, as SQLite stores it."""
+    from psycopg.types.datetime import TimestamptzLoader
+
+    class IsoTimestamptzLoader(TimestamptzLoader):
+        def load(self, data: Any) -> str:
+            return super().load(data).isoformat()
+
+    return IsoTimestamptzLoader
+
+
 class _Rows:
     """A statement's rows, fetched at once so its connection can go back to the pool."""
 
@@ -163,12 +175,14 @@ class PostgresRunStore(RunStore):
 
     @staticmethod
     def _configure(conn: psycopg.Connection[Any]) -> None:
-        """Records come back as their JSON text (validated by their models, as from
-        SQLite) and times in UTC."""
+        """Rows come back as SQLite gives them: records as their JSON text (validated by
+        their models) and times as ISO text in UTC, so raw SQL (the service's event
+        stream, the token store) reads the same values from either engine."""
         from psycopg.types.string import TextLoader
 
         conn.adapters.register_loader("jsonb", TextLoader)
         conn.adapters.register_loader("json", TextLoader)
+        conn.adapters.register_loader("timestamptz", _iso_loader())
         conn.execute("SET TIME ZONE 'UTC'")
 
     @contextmanager

@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,14 +116,8 @@ def _copy_table(source: RunStore, target: RunStore, table: str, columns: str,
     marks = ", ".join("?" for _ in columns.split(","))
     insert = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
     for start in range(0, len(rows), BATCH):
-        target.conn.executemany(insert, [[_plain(value) for value in row]  # type: ignore[attr-defined]
-                                         for row in rows[start:start + BATCH]])
+        target.conn.executemany(insert, rows[start:start + BATCH])  # type: ignore[attr-defined]
     return len(rows)
-
-
-def _plain(value: Any) -> Any:
-    """PostgreSQL's ``timestamptz`` comes back as a datetime; SQLite keeps ISO text."""
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _counts(store: RunStore) -> dict[str, int]:
