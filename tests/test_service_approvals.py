@@ -1,6 +1,7 @@
 """Approvals over real HTTP: the exact artifact and its sha256, decisions bound to it,
 roles, separation of duties, expiry, edits, and a run paused by the CLI in another
-process decided through the API."""
+process decided through the API; on both store engines (the server and every CLI process
+given the same store.url)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.postgres import shared_database
 from support.service import Server, cli, running_server
 
 from osprey_core.models import AuditRecord
-from osprey_core.store import RunStore
 
 WRITE = "set HCM1:SP to 0.5 A"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("approvals") / "home") as running:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("approvals") / "home"
+    if request.param == "sqlite":
+        with running_server(home) as running:
+            yield running
+        return
+    with shared_database(request.getfixturevalue("postgres_server")) as url, \
+            running_server(home, OSPREY__STORE__URL=url) as running:
         yield running
+    assert not (home / "osprey.db").exists()
 
 
 def audit(server: Server, run_id: str) -> list[AuditRecord]:
-    store = RunStore(server.home / "osprey.db")
+    store = server.store()
     try:
         return store.audit(run_id=run_id)
     finally:

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,21 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(server.directory, ignore_errors=True)
 
 
+@contextmanager
+def shared_database(server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for as long as the block runs (a module's, a test's)."""
+    name = server.new_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
+
+
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh, empty database of its own for one test."""
-    name = postgres_server.new_database()
-    yield postgres_server.url(name)
-    postgres_server.drop_database(name)
+    with shared_database(postgres_server) as url:
+        yield url
 
 
 @dataclass

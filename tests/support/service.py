@@ -19,12 +19,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from test_hardening_store import writable_machine_env
 
 from osprey_core.service.settings import Role
+
+if TYPE_CHECKING:
+    from osprey_core.store import RunStore
 
 START_TIMEOUT = 60.0
 
@@ -38,13 +41,18 @@ class Server:
     process: subprocess.Popen[bytes]
     tokens: dict[str, str] = field(default_factory=dict, repr=False)
 
+    def store(self) -> RunStore:
+        """A connection of this process to the server's store (whichever engine)."""
+        from osprey_core.stores.factory import open_url
+
+        return open_url(self.env.get("OSPREY__STORE__URL") or f"sqlite:{self.home / 'osprey.db'}")
+
     def token(self, name: str, *roles: str) -> str:
         """A new token for ``name`` with ``roles`` (cached by name)."""
         if name not in self.tokens:
             from osprey_core.service.tokens import TokenStore
-            from osprey_core.store import RunStore
 
-            store = RunStore(self.home / "osprey.db")
+            store = self.store()
             try:
                 _, secret = TokenStore(store).create(name, [Role(role) for role in roles],
                                                      created_by="tests")
