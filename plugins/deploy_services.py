@@ -57,14 +57,20 @@ command:
     exec postgres -D "$$PGDATA" -c listen_addresses='*' -k /tmp
 """
 
-# The interpreter keeps its original prefix (its RUNPATH and sys.prefix resolve there);
-# /usr/local/bin/python3 points at it, so templates need no host path.
+# The interpreter keeps its original prefix (its RUNPATH and sys.prefix resolve there; the
+# folders above it are made traversable, e.g. /root of a pyenv prefix); its bin/ is linked
+# into /usr/local/bin, so templates need no host path.
 PYTHON_IMAGE = """\
 FROM {{ base_image }}
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \\
+        --no-install-recommends libssl3 libsqlite3-0 libffi8 zlib1g libbz2-1.0 liblzma5 \\
+        libreadline8 libncursesw6 libuuid1 libgdbm6 ca-certificates \\
+    && rm -rf /var/lib/apt/lists/*
 RUN mkdir -p {{ python_prefix }} && cp -a /opt/osprey-python-src/. {{ python_prefix }}/ \\
     && {{ python }} -m pip install --quiet --no-index --find-links /opt/osprey-wheels \\
         {{ python_packages }} \\
     && ln -sf {{ python_prefix }}/bin/* /usr/local/bin/ \\
+    && p={{ python_prefix }} && while [ "$p" != / ]; do chmod o+x "$p"; p=$(dirname "$p"); done \\
     && mkdir -p /data && chown 65534:65534 /data
 """
 
