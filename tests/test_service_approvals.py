@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.postgres import shared_database
-from support.service import Server, cli, running_server
+from support.service import Server, cli, running_server, server_on
 
 from osprey_core.models import AuditRecord
 
@@ -23,15 +22,9 @@ WRITE = "set HCM1:SP to 0.5 A"
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("approvals") / "home"
-    if request.param == "sqlite":
-        with running_server(home) as running:
-            yield running
-        return
-    with shared_database(request.getfixturevalue("postgres_server")) as url, \
-            running_server(home, OSPREY__STORE__URL=url) as running:
+    with server_on(request.param, tmp_path_factory.mktemp("approvals") / "home",
+                   request) as running:
         yield running
-    assert not (home / "osprey.db").exists()
 
 
 def audit(server: Server, run_id: str) -> list[AuditRecord]:

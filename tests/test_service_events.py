@@ -1,6 +1,6 @@
 """``GET /api/v1/events`` over real HTTP: run events and approval changes in store order,
 from this server and from a CLI process sharing the home, resumed exactly after
-``Last-Event-ID`` on reconnect."""
+``Last-Event-ID`` on reconnect; on both store engines."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from support.service import Server, cli, running_server
+from support.service import Server, cli, server_on
 
 WRITE = "set HCM1:SP to 0.5 A"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("events") / "home") as running:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with server_on(request.param, tmp_path_factory.mktemp("events") / "home",
+                   request) as running:
         yield running
 
 

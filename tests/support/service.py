@@ -106,6 +106,23 @@ def running_server(home: Path, *args: str, **settings: str) -> Iterator[Server]:
         server.stop()
 
 
+@contextmanager
+def server_on(engine: str, home: Path, request: Any, **settings: str) -> Iterator[Server]:
+    """:func:`running_server` with its store in ``engine`` (``sqlite`` in the home, or a
+    fresh database of the session's PostgreSQL server, given to every process through
+    ``OSPREY__STORE__URL``); ``request`` is the fixture's, to reach that server."""
+    if engine == "sqlite":
+        with running_server(home, **settings) as running:
+            yield running
+        return
+    from support.postgres import shared_database
+
+    with shared_database(request.getfixturevalue("postgres_server")) as url, \
+            running_server(home, OSPREY__STORE__URL=url, **settings) as running:
+        yield running
+    assert not (home / "osprey.db").exists()  # the runs really went to PostgreSQL
+
+
 def _wait_for_url(server: Server) -> str:
     deadline = time.monotonic() + START_TIMEOUT
     url = None
