@@ -2,7 +2,8 @@
 
 Runs are planned offline (the test capabilities' ``match``) or by the LLM planner through
 the real ``openai`` client against :class:`FakeOpenAIServer`; every step execution is
-counted in a ledger file, so "nothing ran" is checked, not assumed.
+counted in a ledger file, so "nothing ran" is checked, not assumed. Every lab keeps its
+runs in each store engine in turn (SQLite, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.orchestration import Lab, Observer, plan_reply, respond, step
+from support.postgres import StoreEngine, lab_on, open_store_of
 
 from osprey_core.errors import ApprovalError, OspreyError, RunError
 from osprey_core.hookspecs import hookimpl
@@ -22,8 +25,17 @@ from osprey_core.hookspecs.observers import ApprovalEvent, RunEvent
 from osprey_core.models import ApprovalKind, ApprovalStatus, StepStatus, sha256_of
 from osprey_core.planning import PlanValidationError
 from osprey_core.run_machine import TERMINAL, RunState
-from osprey_core.store import RunStore
 from osprey_core.testing.openai_server import FakeOpenAIServer
+
+
+@pytest.fixture
+def lab(lab: Lab, run_store_engine: StoreEngine) -> Iterator[Lab]:
+    yield from lab_on(lab, run_store_engine)
+
+
+@pytest.fixture
+def llm_lab(llm_lab: Lab, run_store_engine: StoreEngine) -> Iterator[Lab]:
+    yield from lab_on(llm_lab, run_store_engine)
 
 
 def actions(osprey: Any, run_id: str) -> list[str]:
@@ -247,12 +259,14 @@ def osprey_user() -> str:
 
 
 def tamper_row(lab: Lab, table: str, row_id: str, change: Any, key: str = "id") -> None:
-    """Edit a row's JSON directly in SQLite, as someone with file access could."""
-    with contextlib.closing(lab.db()) as conn:
-        [data] = conn.execute(f"SELECT data FROM {table} WHERE {key}=?", [row_id]).fetchone()
+    """Edit a row's JSON directly in the database, as someone with access to it could."""
+    with contextlib.closing(open_store_of(lab.environ, lab.home)) as store:
+        [data] = store.conn.execute(f"SELECT data FROM {table} WHERE {key}=?",
+                                    [row_id]).fetchone()
         record = json.loads(data)
         change(record)
-        conn.execute(f"UPDATE {table} SET data=? WHERE {key}=?", [json.dumps(record), row_id])
+        store.conn.execute(f"UPDATE {table} SET data=? WHERE {key}=?",
+                           [json.dumps(record), row_id])
 
 
 def assert_refused(lab: Lab, osprey: Any, run_id: str, approval_id: str, state: RunState,
@@ -625,7 +639,7 @@ def test_observers_are_told_only_what_is_already_committed(lab: Lab) -> None:
     seen: list[tuple[str, Any]] = []
 
     def committed(event: Any) -> None:
-        other = RunStore(lab.home / "osprey.db")
+        other = open_store_of(lab.environ, lab.home)
         try:
             if isinstance(event, RunEvent):
                 if event.kind == "state":

@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +149,14 @@ def run_store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> StoreEng
         path = tmp_path / "home" / "osprey.db"
         return StoreEngine("sqlite", f"sqlite:{path}", path)
     return StoreEngine("postgresql", request.getfixturevalue("postgres_url"))
+
+
+def open_store_of(environ: Mapping[str, str], home: Path) -> Any:
+    """Another connection to the store that processes with ``environ`` (their
+    ``OSPREY__*`` overrides) and ``home`` use, whichever engine it is."""
+    from osprey_core.stores.factory import open_url
+
+    return open_url(environ.get("OSPREY__STORE__URL") or f"sqlite:{home / 'osprey.db'}")
 
 
 def lab_on(lab: Any, engine: StoreEngine) -> Iterator[Any]:

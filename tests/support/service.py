@@ -43,9 +43,9 @@ class Server:
 
     def store(self) -> RunStore:
         """A connection of this process to the server's store (whichever engine)."""
-        from osprey_core.stores.factory import open_url
+        from support.postgres import open_store_of
 
-        return open_url(self.env.get("OSPREY__STORE__URL") or f"sqlite:{self.home / 'osprey.db'}")
+        return open_store_of(self.env, self.home)  # type: ignore[no-any-return]
 
     def token(self, name: str, *roles: str) -> str:
         """A new token for ``name`` with ``roles`` (cached by name)."""
