@@ -207,7 +207,14 @@ class RunStore:
         """Store one context value of a run (the request, gathered context, a step's output)."""
         self.conn.execute(
             "INSERT INTO run_context VALUES (?, ?, ?) ON CONFLICT(run_id, key) DO UPDATE SET "
-            "data=excluded.data", [run_id, key, json.dumps(value, ensure_ascii=False)])
+            "data=excluded.data", [run_id, key, self._context_text(value)])
+
+    def _context_text(self, value: Any) -> str:
+        """A context value as stored (the PostgreSQL engine wraps what ``jsonb`` refuses)."""
+        return json.dumps(value, ensure_ascii=False)
+
+    def _context_value(self, text: str) -> Any:
+        return json.loads(text)
 
     @translating
     def get_run(self, run_id: str) -> RunRecord:
@@ -241,7 +248,7 @@ class RunStore:
             for run_id, key, data in self.conn.execute(
                     f"SELECT run_id, key, data FROM run_context WHERE run_id IN ({marks}) "
                     "ORDER BY rowid", chunk):
-                records[run_id]["context"][key] = json.loads(data)
+                records[run_id]["context"][key] = self._context_value(data)
         return [RunRecord.model_validate(records[run_id]) for run_id, _ in rows]
 
     # -- steps -----------------------------------------------------------------------

@@ -4,6 +4,7 @@ atomic transactions, compare-and-set, the audit log. Tests of the SQLite file it
 from __future__ import annotations
 
 import contextlib
+import math
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -291,3 +292,18 @@ def test_a_step_is_one_row_per_run_and_index(store: RunStore) -> None:
 
     [saved] = store.steps("run-1")
     assert (saved.status, saved.result) == (StepStatus.SUCCEEDED, {"written": 2.0})
+
+
+def test_context_values_json_databases_refuse_come_back_exactly(store: RunStore) -> None:
+    """A channel read of NaN, an infinite limit, a NUL in a string: SQLite keeps them as
+    they are; PostgreSQL's jsonb refuses them, so that engine keeps them as JSON text."""
+    values = {"nan": float("nan"), "limits": [float("-inf"), float("inf")], "raw": "a\x00b",
+              "wrapper_shaped": {"__osprey_json_text__": "[1]"}, "plain": {"b": 1, "a": [2]}}
+    seed(store)
+    with store.transaction() as tx:
+        for key, value in values.items():
+            tx.put_context("run-1", key, value)
+
+    context = store.get_run("run-1").context
+    assert math.isnan(context.pop("nan"))
+    assert context == {key: value for key, value in values.items() if key != "nan"}

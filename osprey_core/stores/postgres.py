@@ -17,6 +17,7 @@ SQLite's dialect; :func:`translate` rewrites the three things PostgreSQL spells 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import threading
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
+#: The key of a context value kept as JSON text, because ``jsonb`` refuses its content.
+WRAPPED = "__osprey_json_text__"
 #: What an operator does about an unreachable server.
 UNREACHABLE_HINT = ("nothing was changed. Check that the server is running and accepts "
                     "connections from this host, or fix store.url (OSPREY__STORE__URL)")
@@ -319,6 +322,26 @@ class PostgresRunStore(RunStore):
                         self._local.conn = None
             except psycopg.Error as exc:
                 raise self.error(exc) from exc
+
+    def _context_text(self, value: Any) -> str:
+        """``jsonb`` refuses NaN, infinities and NUL characters, which a channel read or a
+        step's output may hold and SQLite keeps: such a value is stored as its JSON text
+        under :data:`WRAPPED` (and so is a value that looks like that wrapper)."""
+        text = json.dumps(value, ensure_ascii=False)
+        try:
+            json.dumps(value, allow_nan=False)
+            storable = "\\u0000" not in text
+        except ValueError:
+            storable = False
+        if storable and not (isinstance(value, dict) and list(value) == [WRAPPED]):
+            return text
+        return json.dumps({WRAPPED: text})
+
+    def _context_value(self, text: str) -> Any:
+        value = json.loads(text)
+        if isinstance(value, dict) and list(value) == [WRAPPED]:
+            return json.loads(value[WRAPPED])
+        return value
 
     @translating
     def get_run(self, run_id: str) -> RunRecord:
