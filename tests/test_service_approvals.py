@@ -7,24 +7,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from support.service import Server, cli, running_server, server_on
+from support.service import Server, cli, running_server, server_on_each_engine
 
 from osprey_core.models import AuditRecord
 
 WRITE = "set HCM1:SP to 0.5 A"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with server_on(request.param, tmp_path_factory.mktemp("approvals") / "home",
-                   request) as running:
-        yield running
+server = server_on_each_engine("approvals")
 
 
 def audit(server: Server, run_id: str) -> list[AuditRecord]:

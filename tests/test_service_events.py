@@ -5,22 +5,15 @@ from this server and from a CLI process sharing the home, resumed exactly after
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from support.service import Server, cli, server_on
+from support.service import Server, cli, server_on_each_engine
 
 WRITE = "set HCM1:SP to 0.5 A"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with server_on(request.param, tmp_path_factory.mktemp("events") / "home",
-                   request) as running:
-        yield running
+server = server_on_each_engine("events")
 
 
 class Stream:

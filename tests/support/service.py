@@ -123,6 +123,20 @@ def server_on(engine: str, home: Path, request: Any, **settings: str) -> Iterato
     assert not (home / "osprey.db").exists()  # the runs really went to PostgreSQL
 
 
+def server_on_each_engine(name: str) -> Any:
+    """A module-scoped ``server`` fixture, once per store engine (``server =
+    server_on_each_engine("events")`` in a test module)."""
+    import pytest
+
+    @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+    def server(request: Any, tmp_path_factory: Any) -> Iterator[Server]:
+        with server_on(request.param, tmp_path_factory.mktemp(name) / "home",
+                       request) as running:
+            yield running
+
+    return server
+
+
 def _wait_for_url(server: Server) -> str:
     deadline = time.monotonic() + START_TIMEOUT
     url = None
