@@ -205,6 +205,43 @@ def test_tokens_live_in_either_engine(run_store_engine: StoreEngine) -> None:
         store.close()
 
 
+def test_the_services_raw_sql_reads_either_engine(run_store_engine: StoreEngine) -> None:
+    from osprey_core.service.api_health import exposition
+
+    store = run_store_engine.open()
+    try:
+        with store.transaction() as tx:
+            tx.insert_run(a_run(state=RunState.AWAITING_STEP_APPROVAL))
+            tx.insert_approval(an_approval())
+        metrics = exposition(store, NOW)
+    finally:
+        store.close()
+    assert 'osprey_runs{state="awaiting_step_approval"} 1' in metrics
+    assert "osprey_pending_approvals 1" in metrics
+
+
+def test_threads_sharing_one_store_each_get_their_own_transaction(pg: PostgresRunStore) -> None:
+    """A transaction belongs to its thread: others run beside it on other connections."""
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pg.transaction() as tx:
+            tx.insert_run(a_run("run-held"))
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(30)
+    assert not pg.conn.in_transaction  # this thread has none of its own
+    with pg.transaction() as tx:
+        tx.insert_run(a_run("run-beside"))
+    assert [run.id for run in pg.list_runs()] == ["run-beside"]  # the held one is unseen
+    release.set()
+    holder.join(30)
+    assert {run.id for run in pg.list_runs()} == {"run-beside", "run-held"}
+
+
 # -- moving an installation ------------------------------------------------------------
 
 
