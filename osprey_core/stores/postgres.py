@@ -11,7 +11,9 @@ SQLite's dialect; :func:`translate` rewrites the three things PostgreSQL spells 
   SQLite's ``BEGIN IMMEDIATE`` serialises two processes;
 * ``durable=False`` commits with ``synchronous_commit off`` (atomic, not yet flushed);
 * an unreachable server is a :class:`StoreUnavailableError` naming host and port (never the
-  password); the next operation after the server is back works again by itself.
+  password); the next operation after the server is back works again by itself;
+* a statement that fails inside a transaction ends it (PostgreSQL aborts the rest), where
+  SQLite would let the transaction go on: nothing here catches such an error and carries on.
 """
 
 from __future__ import annotations
@@ -221,13 +223,13 @@ class PostgresRunStore(RunStore):
         """A connection from the pool. When none comes in time the server is probed:
         down -> :class:`StoreUnavailableError` with its reason; back -> a fresh pool (the
         old one may be waiting out a long reconnection backoff) and one more try."""
-        from psycopg_pool import PoolTimeout
+        from psycopg_pool import PoolClosed, PoolTimeout
 
         with ExitStack() as stack:
             pool = self._pool
             try:
                 conn = stack.enter_context(pool.connection())
-            except PoolTimeout:
+            except (PoolTimeout, PoolClosed):  # closed: another thread just renewed it
                 with self._probe():
                     pass
                 with self._pool_lock:
