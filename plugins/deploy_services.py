@@ -10,6 +10,7 @@ written into a rendered file. See ``docs/deployment.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +37,8 @@ ENV PATH=/usr/lib/postgresql/15/bin:/usr/bin:/bin
 """)
 
 # ``$$`` is a literal ``$`` for compose; the password file lives only until initdb read it.
+# UTF8 explicitly: the image has no locales, and initdb would pick SQL_ASCII (whose text
+# psycopg returns as bytes).
 POSTGRES_TEMPLATE = """\
 user: postgres
 environment:
@@ -48,7 +51,8 @@ command:
     if [ ! -s "$$PGDATA/PG_VERSION" ]; then
       : "$${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in the environment of osprey deploy up}"
       printf '%s' "$$POSTGRES_PASSWORD" > /tmp/pw
-      initdb -D "$$PGDATA" -U {{ config.user }} --pwfile=/tmp/pw -A scram-sha-256 >/dev/null
+      initdb -D "$$PGDATA" -U {{ config.user }} --pwfile=/tmp/pw -A scram-sha-256 \\
+        -E UTF8 --locale=C.UTF-8 >/dev/null
       rm -f /tmp/pw
       echo 'host all all all scram-sha-256' >> "$$PGDATA/pg_hba.conf"
       echo 'CREATE DATABASE {{ config.database }}' \\
@@ -85,6 +89,14 @@ environment:
   - OSPREY__STORE__URL=postgresql://{{ config.database_user }}@{{ server }}/{{ config.database }}
   - PGPASSWORD=${POSTGRES_PASSWORD}
 {%- endif %}
+{%- for key, value in config.environment.items() %}
+  - {{ key }}={{ value }}
+{%- endfor %}
+{%- if config.config_file %}
+  - OSPREY_CONFIG=/etc/osprey/osprey.yml
+volumes:
+  - {{ config.config_file }}:/etc/osprey/osprey.yml:ro
+{%- endif %}
 command: ["python3", "-m", "osprey_core", "serve", "--json-logs"]
 """
 
@@ -107,6 +119,11 @@ class ApiConfig(BaseModel):
     database: str = Field("osprey", pattern=r"^[a-z_][a-z0-9_]*$",
                           description="Database used when osprey.postgresql is deployed.")
     database_user: str = Field("osprey", pattern=r"^[a-z_][a-z0-9_]*$")
+    config_file: Path | None = Field(None, description="An osprey.yml for the service "
+                                     "(absolute path; mounted read-only).")
+    environment: dict[str, str] = Field(default_factory=dict, description=(
+        "Extra environment, e.g. OSPREY__CONTROL_SYSTEM__WRITES_ENABLED: 'true' "
+        "(never secrets: they would be written into the compose file)."))
 
 
 @hookimpl

@@ -5,30 +5,17 @@ failing health check is reported with the service's logs, clean removes volumes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.deploy import free_port, write_config, write_web_app
+from support.deploy import free_port, osprey, write_config, write_web_app
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None,
                                 reason="needs podman (nox -s tests installs it)")
-
-
-def osprey(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The installed CLI in a child process, as an operator runs it."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OSPREY")}
-    done = subprocess.run([sys.executable, "-m", "osprey_core", "--config", str(config),
-                           "deploy", *args], capture_output=True, text=True, env=env,
-                          cwd=config.parent, timeout=300, check=False)
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 def project(tmp_path: Path, name: str, *, greeting: str = "hello", fail: bool = False,

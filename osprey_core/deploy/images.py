@@ -4,6 +4,7 @@ then each service's Containerfile built on top. Everything is cached by content:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -31,11 +32,30 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
+@functools.cache
+def osprey_digest() -> str:
+    """A digest of this osprey's own files (the package and its mapped folders), so an
+    image holding osprey is rebuilt whenever its code changed, not only its version."""
+    import osprey_core
+    from osprey_core import hookspecs, plugins, sandbox
+
+    hasher = hashlib.sha256(metadata.version("osprey-core").encode())
+    for package in (osprey_core, hookspecs, plugins, sandbox):
+        for folder in map(Path, package.__path__):
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    hasher.update(f"{package.__name__}/{path.relative_to(folder)}\0".encode())
+                    hasher.update(path.read_bytes())
+    return hasher.hexdigest()[:12]
+
+
 def image_ref(recipe: ImageRecipe) -> str:
-    """The image a recipe builds, tagged by its content and osprey's version."""
-    version = metadata.version("osprey-core")
+    """The image a recipe builds, tagged by its content (and by osprey's own code when the
+    image installs osprey-core)."""
+    code = (osprey_digest() if any(name.startswith("osprey-core")
+                                   for name in recipe.python_packages) else "")
     tag = _digest(recipe.name, recipe.containerfile, recipe.base,
-                  ",".join(recipe.python_packages), version)
+                  ",".join(recipe.python_packages), code)
     return f"localhost/{recipe.name}:{tag}"
 
 
@@ -131,10 +151,9 @@ def project_source() -> Path:
 def wheels(cache_dir: Path, packages: tuple[str, ...], progress: Progress) -> Path:
     """The packages as wheels, made by pip on the host (which reaches the registry), so the
     build container needs no network; ``osprey-core[...]`` is this osprey's own source."""
-    version = metadata.version("osprey-core")
     requirements = [f"{project_source()}{name[len('osprey-core'):]}"
                     if name.startswith("osprey-core") else name for name in packages]
-    target = cache_dir / f"wheels-{_digest(version, *requirements)}"
+    target = cache_dir / f"wheels-{_digest(osprey_digest(), *requirements)}"
     if not (target / ".complete").is_file():
         progress(f"pip wheel {' '.join(packages)}")
         target.mkdir(parents=True, exist_ok=True)

@@ -39,9 +39,12 @@ def up(deployment: Deployment, runtime: Runtime, progress: Progress) -> list[Con
     rendered = render(deployment)
     progress(f"starting {len(deployment.services)} service(s) of project "
              f"{deployment.project} with {runtime.name}")
-    compose(runtime, deployment, rendered.files, "up", "-d", env=env,
-            what=f"{runtime.name} up")
-    wait_healthy(deployment, deployment.services, env, progress)
+    # One service at a time, each healthy before the next: the runtimes here start
+    # dependents at once (podman-compose ignores ``condition: service_healthy``)
+    for entry in deployment.services:
+        compose(runtime, deployment, rendered.files, "up", "-d", "--no-deps",
+                entry.compose_name, env=env, what=f"{runtime.name} up {entry.compose_name}")
+        wait_healthy(deployment, [entry], env, progress)
     return containers(deployment, env)
 
 

@@ -3,7 +3,10 @@ a config writer and the plan/render helpers (real podman and podman-compose run 
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -57,3 +60,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def osprey(config: Path, *args: str, check: bool = True, timeout: float = 300,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed CLI in a child process, as an operator runs it."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("OSPREY")}
+    done = subprocess.run([sys.executable, "-m", "osprey_core", "--config", str(config),
+                           "deploy", *args], capture_output=True, text=True,
+                          env={**clean, **(env or {})}, cwd=config.parent, timeout=timeout,
+                          check=False)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
