@@ -37,7 +37,7 @@ TABLES_IN_VERSION = {1: 6, 2: 8, 3: 9}
 class StoreReport:
     """What ``osprey store check`` found; ``ok`` only when there is nothing to fix."""
 
-    path: Path
+    path: Path | str  # a file, or a PostgreSQL URL without its password
     problems: list[str] = field(default_factory=list)
     schema_version: int | None = None
     counts: dict[str, int] = field(default_factory=dict)

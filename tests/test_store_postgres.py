@@ -327,8 +327,24 @@ def test_osprey_store_migrate_and_copy_commands(tmp_path: Path, postgres_url: st
     assert "already at schema version 3" in again.stdout
     refused = run_osprey("store", "copy", "--to", postgres_url, env=env, cwd=tmp_path)
     assert refused.returncode == 1 and "it is not empty" in refused.stderr
-    checked = run_osprey("store", "check", env=on_postgres, cwd=tmp_path)
-    assert checked.returncode == 1 and "pg_dump" in checked.stderr
+    checked = run_osprey("store", "check", "--json", env=on_postgres, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] and report["schema_version"] == 3 and report["size_bytes"] > 0
+    assert report["counts"] == {"runs": 3, "steps": 3, "approvals": 3, "audit": 2,
+                                "events": 3, "run_plans": 3, "run_context": 6,
+                                "api_tokens": 1, "pending_approvals": 2}
+    assert "password" not in report["path"] and report["path"].startswith("postgresql://")
+    backup = run_osprey("store", "backup", env=on_postgres, cwd=tmp_path)
+    assert backup.returncode == 1 and "pg_dump" in backup.stderr
+
+
+def test_store_check_reports_a_database_osprey_never_set_up(postgres_url: str,
+                                                            tmp_path: Path) -> None:
+    env = osprey_env(tmp_path / "home", OSPREY__STORE__URL=postgres_url)
+    checked = run_osprey("store", "check", env=env, cwd=tmp_path)
+    assert checked.returncode == 1
+    assert "no schema version: osprey has not set up this database" in checked.stderr
 
 
 def test_migrate_refuses_a_newer_postgresql_store(pg: PostgresRunStore, postgres_url: str) -> None:

@@ -16,31 +16,39 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 def _store_path(ctx: typer.Context) -> Path:
-    """The SQLite file; check, backup and restore work on it (a PostgreSQL store has the
-    server's own tools)."""
+    """The SQLite file; backup and restore work on it (a PostgreSQL store has the server's
+    own tools)."""
     from osprey_core.store_errors import StoreError
     from osprey_core.stores.factory import is_postgres
 
     config = cli_state(ctx).config()
     url = config.section("store").url
     if url is not None and is_postgres(url.get_secret_value()):
-        raise StoreError("this command works on the SQLite store file, and store.url names a "
-                         "PostgreSQL database: back it up with pg_dump, or copy it with "
-                         "osprey store copy")
+        raise StoreError("backup and restore work on the SQLite store file, and store.url "
+                         "names a PostgreSQL database: back it up with pg_dump (or copy it "
+                         "with osprey store copy) and restore it with pg_restore")
     return config.home / "osprey.db"
 
 
 @store_app.command("check")
 def check(ctx: typer.Context, as_json: bool = JSON) -> None:
-    """A full integrity check; exit 1 when anything is wrong (the file is never changed)."""
+    """A full integrity check; exit 1 when anything is wrong (the store is never changed)."""
     from osprey_core.store_maintenance import check_store
+    from osprey_core.stores.factory import is_postgres
 
-    report = check_store(_store_path(ctx))
+    url = _configured_url(ctx)
+    if is_postgres(url):
+        from osprey_core.stores.maintenance import check_postgres
+
+        settings = cli_state(ctx).config().section("store")
+        report = check_postgres(url, connect_timeout=settings.connect_timeout)
+    else:
+        report = check_store(_store_path(ctx))
     if as_json:
         print_json(report.to_json())
     else:
         print_table(f"store {report.path}", ("check", "result"), [
-            ("file", f"{report.size_bytes} bytes"),
+            ("size", f"{report.size_bytes} bytes"),
             ("schema version", report.schema_version),
             *((name, count) for name, count in report.counts.items()),
             ("verdict", "ok" if report.ok else "DAMAGED")])
