@@ -178,6 +178,26 @@ def test_the_server_going_away_is_a_clear_error_and_its_return_needs_nothing(
         store.close()
 
 
+def test_osprey_serve_answers_503_while_the_database_is_down_then_recovers(
+        postgres_server: PostgresServer, postgres_url: str, tmp_path: Path) -> None:
+    from support.service import running_server
+
+    with running_server(tmp_path / "home", OSPREY__STORE__URL=postgres_url,
+                        OSPREY__STORE__CONNECT_TIMEOUT="2") as server, \
+            server.client(server.token("olga", "operator")) as client:
+        assert client.get("/api/v1/runs").status_code == 200
+        postgres_server.ctl("stop")
+        try:
+            down = client.get("/api/v1/runs")
+        finally:
+            postgres_server.ctl("start")
+        assert down.status_code == 503, down.text
+        error = down.json()["error"]
+        assert error["code"] == "store_error"
+        assert f"PostgreSQL store at 127.0.0.1:{postgres_server.port}" in error["message"]
+        assert client.get("/api/v1/runs").status_code == 200  # no restart, no manual step
+
+
 def test_a_bad_url_is_refused_without_its_password() -> None:
     with pytest.raises(StoreError, match=r"not 'mysql:\.\.\.'"):
         open_url("mysql://root:pw@db/x")
