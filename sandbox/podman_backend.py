@@ -173,6 +173,9 @@ class PodmanBackend(ExecutionBackend):
         stop = asyncio.Event()
         watchdog = asyncio.create_task(_remove_on(stop, job.limits.wall_seconds + 0.1, podman,
                                                   container))
+        # ``--rm``: a podman client that ended by itself removed its container; one we
+        # killed (wall limit, output cap, cancellation) left it to conmon
+        ended_by_itself = False
         try:
             result = await run_process(
                 self.command(podman, image, runtime, scratch.work, job, container),
@@ -184,7 +187,9 @@ class PodmanBackend(ExecutionBackend):
                 return self._outcome(ExitReason.START_FAILED, result.returncode,
                                      "podman could not start the container:\n"
                                      + result.stderr.strip(), started)
-            await _remove(podman, container)  # before copying: nothing writes any more
+            ended_by_itself = not (result.timed_out or result.output_truncated)
+            if not ended_by_itself:
+                await _remove(podman, container)  # before copying: nothing writes any more
             notes = scratch.notes + await copy_work_dir_out(scratch, job)
             reason = classify(result, cpu_limit=job.limits.cpu_seconds)
             if reason is ExitReason.ERROR and result.returncode == 137:
@@ -196,7 +201,8 @@ class PodmanBackend(ExecutionBackend):
                 notes=notes)
         finally:
             watchdog.cancel()
-            await _remove(podman, container)
+            if not ended_by_itself:
+                await _remove(podman, container)
             scratch.remove()
 
     def _outcome(self, reason: ExitReason, returncode: int | None, stderr: str,

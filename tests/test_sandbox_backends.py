@@ -12,6 +12,7 @@ import json
 import marshal
 import os
 import socket
+import subprocess
 import sys
 import warnings
 from importlib.util import MAGIC_NUMBER
@@ -326,6 +327,18 @@ def test_cancelling_a_run_kills_it_and_cleans_up(contained: ExecutionBackend,
     asyncio.run(cancel_once_started())
     assert processes_with("cancel-marker") == []
     assert set(scratch.iterdir()) <= before
+
+
+def test_podman_leaves_no_container_behind(settings: ExecutionSettings, tmp_path: Path) -> None:
+    backend = PodmanBackend(settings, tmp_path)
+    quick = SMALL.model_copy(update={"wall_seconds": 1.5})
+    for index, code in enumerate(["print(1)", "import time\ntime.sleep(60)",
+                                  "while True:\n    print('x' * 1000)", "raise SystemExit(4)"]):
+        run(backend, code, tmp_path / f"out{index}", limits=quick)
+    listed = subprocess.run(["podman", "ps", "-a", "-q", "--filter",
+                             "label=io.osprey.sandbox=run"], capture_output=True, text=True,
+                            check=True).stdout
+    assert listed == ""
 
 
 def test_unprepared_runtime_fails_to_start_with_the_fix(tmp_path: Path) -> None:
