@@ -74,6 +74,10 @@ def _profile() -> Path:
     return path
 
 
+#: Root images this process has seen to exist (checking costs a podman call per run).
+_KNOWN_IMAGES: set[str] = set()
+
+
 def _root_image(podman: str) -> str:
     """An image with nothing but mount points, ``nobody`` and Debian's merged-/usr links:
     everything the code can see is bound in read-only at run time."""
@@ -84,7 +88,9 @@ def _root_image(podman: str) -> str:
     tag = hashlib.sha256(repr((sorted(links.items()), passwd, group)).encode()).hexdigest()[:12]
     ref = f"localhost/osprey-sandbox-root:{tag}"
     env = _podman_env()
-    if subprocess.run([podman, "image", "exists", ref], env=env, check=False).returncode == 0:
+    if ref in _KNOWN_IMAGES or subprocess.run([podman, "image", "exists", ref], env=env,
+                                              check=False).returncode == 0:
+        _KNOWN_IMAGES.add(ref)
         return ref
     with tempfile.TemporaryDirectory() as staging:
         root = Path(staging)
@@ -101,6 +107,7 @@ def _root_image(podman: str) -> str:
                               capture_output=True, text=True, check=False)
     if done.returncode:
         raise StartFailed(f"podman import of the sandbox root failed: {done.stderr.strip()}")
+    _KNOWN_IMAGES.add(ref)
     return ref
 
 
