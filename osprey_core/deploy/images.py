@@ -36,15 +36,16 @@ def _digest(*parts: str) -> str:
 def osprey_digest() -> str:
     """A digest of this osprey's own files (the package and its mapped folders), so an
     image holding osprey is rebuilt whenever its code changed, not only its version."""
-    import osprey_core
-    from osprey_core import hookspecs, plugins, sandbox
+    from importlib.util import find_spec
 
     hasher = hashlib.sha256(metadata.version("osprey-core").encode())
-    for package in (osprey_core, hookspecs, plugins, sandbox):
-        for folder in map(Path, package.__path__):
+    for name in ("osprey_core", "osprey_core.hookspecs", "osprey_core.plugins",
+                 "osprey_core.sandbox"):
+        spec = find_spec(name)
+        for folder in map(Path, (spec.submodule_search_locations or []) if spec else []):
             for path in sorted(folder.rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
-                    hasher.update(f"{package.__name__}/{path.relative_to(folder)}\0".encode())
+                    hasher.update(f"{name}/{path.relative_to(folder)}\0".encode())
                     hasher.update(path.read_bytes())
     return hasher.hexdigest()[:12]
 
