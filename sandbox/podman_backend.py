@@ -176,7 +176,7 @@ class PodmanBackend(ExecutionBackend):
             scratch = create_scratch(runtime, job,
                                      require_quota=self.settings.require_work_dir_quota)
         except StartFailed as exc:
-            return self._outcome(ExitReason.START_FAILED, None, str(exc), started)
+            return self._start_failed(str(exc), started)
         stop = asyncio.Event()
         watchdog = asyncio.create_task(_remove_on(stop, job.limits.wall_seconds + 0.1, podman,
                                                   container))
@@ -191,9 +191,8 @@ class PodmanBackend(ExecutionBackend):
                 on_output=_counting(on_output, job.limits.output_bytes, stop),
                 broker_fd=job.broker_fd)
             if result.returncode in PODMAN_FAILURES and result.stderr.startswith("Error:"):
-                return self._outcome(ExitReason.START_FAILED, result.returncode,
-                                     "podman could not start the container:\n"
-                                     + result.stderr.strip(), started)
+                return self._start_failed("podman could not start the container:\n"
+                                          + result.stderr.strip(), started, result.returncode)
             ended_by_itself = not (result.timed_out or result.output_truncated)
             if not ended_by_itself:
                 await _remove(podman, container)  # before copying: nothing writes any more
@@ -212,12 +211,10 @@ class PodmanBackend(ExecutionBackend):
                 await _remove(podman, container)
             scratch.remove()
 
-    def _outcome(self, reason: ExitReason, returncode: int | None, stderr: str,
-                 started: float) -> SandboxOutcome:
-        return SandboxOutcome(exit_reason=reason, returncode=returncode, stdout="",
-                              stderr=stderr, output_truncated=False,
-                              wall_seconds=time.monotonic() - started, backend=self.name,
-                              isolated=self.isolated)
+    def _start_failed(self, message: str, started: float,
+                      returncode: int | None = None) -> SandboxOutcome:
+        return SandboxOutcome(ExitReason.START_FAILED, returncode, "", message, False,
+                              time.monotonic() - started, self.name, self.isolated)
 
     def check(self) -> list[CheckItem]:
         try:
