@@ -35,8 +35,9 @@ from osprey_core.hookspecs.execution_backends import (
     SandboxOutcome,
 )
 from osprey_core.sandbox.bootstrap import LAUNCHER
-from osprey_core.sandbox.interpreter import RuntimeInfo, load_runtime, refresh_shim
+from osprey_core.sandbox.interpreter import RuntimeInfo, check_runtime, load_runtime, refresh_shim
 from osprey_core.sandbox.jail_config import MAX_TASKS, SYSTEM_PATHS
+from osprey_core.sandbox.nsjail_backend import NsjailBackend
 from osprey_core.sandbox.scratch import JAIL_ID, copy_work_dir_out, create_scratch
 from osprey_core.sandbox.seccomp_oci import oci_profile
 from osprey_core.sandbox.spawn import StartFailed, classify, run_process, sandbox_environment
@@ -223,15 +224,24 @@ class PodmanBackend(ExecutionBackend):
             return [CheckItem("podman", False, str(exc))]
         version = subprocess.run([podman, "--version"], capture_output=True, text=True,
                                  env=_podman_env(), check=False).stdout.strip()
-        items = [CheckItem("podman", True, version)]
-        with tempfile.TemporaryDirectory() as output:
-            limits = self.settings.limits.tightened({"wall_seconds": 60})
-            trial = asyncio.run(self.run(SandboxJob("print(1)", limits, Path(output) / "t")))
-        items.append(CheckItem(
-            "trial print(1)", trial.exit_reason is ExitReason.OK and trial.stdout == "1\n",
-            f"{trial.exit_reason} in {trial.wall_seconds * 1000:.0f} ms"
-            + ("" if trial.exit_reason is ExitReason.OK else f": {trial.stderr[-1000:]}")))
+        items = [CheckItem("podman", True, version), *check_runtime(self.settings)]
+        if all(item.ok for item in items):
+            # the nsjail backend's probe and trial, run here: the same contract, checked
+            # the same way (process creation, namespaces, network, threads, packages)
+            # (the container's loopback is its own: only a route out is checked)
+            trial = asyncio.run(NsjailBackend._trial_runs(self))  # type: ignore[arg-type]
+            items += [item for item in trial if item.name != "jail: network"]
+            items.append(self._network_check())
         return items
+
+    def _network_check(self) -> CheckItem:
+        code = ("import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
+                ".connect(('192.0.2.1', 53))\n    print('a route out')\n"
+                "except OSError as exc:\n    print(f'no route out ({exc.strerror})')\n")
+        with tempfile.TemporaryDirectory() as output:
+            ran = asyncio.run(self.run(SandboxJob(code, self.settings.limits, Path(output))))
+        answer = ran.stdout.strip() or f"{ran.exit_reason}: {ran.stderr.strip()[-300:]}"
+        return CheckItem("container: network", answer.startswith("no route out"), answer)
 
 
 async def _remove(podman: str, container: str) -> None:

@@ -363,6 +363,15 @@ def test_check_reports_a_working_jail(jail: NsjailBackend) -> None:
     assert items["trial print(1)"].detail.startswith("ok")
 
 
+def test_check_reports_a_working_podman_container(settings: ExecutionSettings,
+                                                  tmp_path: Path) -> None:
+    items = {item.name: item for item in PodmanBackend(settings, tmp_path).check()}
+    assert all(item.ok for item in items.values()), [i for i in items.values() if not i.ok]
+    assert items["jail: process creation"].detail.startswith("refused")
+    assert items["container: network"].detail.startswith("no route out")
+    assert items["podman"].detail.startswith("podman version")
+
+
 def test_setup_again_is_a_quick_no_op(settings: ExecutionSettings) -> None:
     messages: list[str] = []
     info = prepare_runtime(settings, progress=messages.append)
