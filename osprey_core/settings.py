@@ -165,8 +165,9 @@ class ExecutionSettings(BaseModel):
     agentic_max_turns: int = Field(8, ge=1, le=50,
                                    description="Tool-call turns the agentic generator may take.")
     backend: Annotated[str, PluginChoice("execution_backends")] = Field(
-        "nsjail", description="Execution backend: nsjail (isolated, default) "
-                         "or local (no isolation, development only, refused for write mode).")
+        "nsjail", description="Execution backend: nsjail (isolated, default), podman "
+                         "(isolated, a container per run) or local (no isolation, development "
+                         "only, refused for write mode).")
     limits: SandboxLimits = Field(default_factory=SandboxLimits,
                                   description=SandboxLimits.__doc__)
     runtime_dir: Path = Field(Path("/opt/osprey-sandbox"), description="World-readable "
