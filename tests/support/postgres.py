@@ -27,6 +27,8 @@ import pytest
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "osprey"
+#: The file naming the test process that started a server (see :func:`reap_orphans`).
+OWNER = "owner"
 
 
 def free_port() -> int:
@@ -80,12 +82,35 @@ class PostgresServer:
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def _stamp(pid: int) -> str:
+    """A process as ``pid start-time``: a reused pid does not pass for the same process."""
+    from osprey_core.orchestration.runtime import process_start
+
+    return f"{pid} {process_start(pid)}"
+
+
+def reap_orphans() -> None:
+    """Stop the servers of earlier test sessions that were killed before their teardown
+    (``timeout`` or SIGKILL skips pytest's finalizers), so they do not pile up. Only
+    directories this fixture stamped with its owner are touched, and only when that
+    process is gone."""
+    for directory in Path(tempfile.gettempdir()).glob("osprey-pg-*"):
+        try:
+            stamp = (directory / OWNER).read_text().strip()
+        except OSError:
+            continue  # not ours, or still being set up
+        if _stamp(int(stamp.split()[0])) != stamp:
+            PostgresServer(directory, 0).ctl("stop", check=False)
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def start_server() -> PostgresServer:
     """initdb and start a cluster in a fresh directory the ``postgres`` user owns (pytest's
     own temp dirs are private to root, so that user could not enter them)."""
     if not (BIN / "initdb").exists():
         pytest.fail(f"{BIN / 'initdb'} is missing: install Debian's postgresql "
                     "(apt-get install -y postgresql; nox -s tests does it)")
+    reap_orphans()
     directory = Path(tempfile.mkdtemp(prefix="osprey-pg-"))
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
@@ -97,6 +122,7 @@ def start_server() -> PostgresServer:
     if done.returncode:
         raise RuntimeError(f"initdb failed: {done.stderr}")
     server.ctl("start")
+    (directory / OWNER).write_text(_stamp(os.getpid()) + "\n")
     return server
 
 
