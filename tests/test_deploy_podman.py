@@ -60,6 +60,7 @@ def test_two_projects_side_by_side_up_status_down(tmp_path: Path,
     projects += [first, second]
     built = osprey(first, "build")
     assert "applications.demo.web: localhost/osprey-test-web:" in built.stdout
+    assert "(cached)" in osprey(first, "build").stdout  # nothing changed: nothing built
     up = osprey(first, "up")
     assert "runtime: podman-compose" in up.stderr
     assert "applications.demo.web: healthy after" in up.stderr

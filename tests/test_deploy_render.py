@@ -196,3 +196,13 @@ def test_secrets_and_fixed_names_are_refused(host: PluginHost, register_plugin: 
     config = write_config(tmp_path, "deploy: {deployed_services: [osprey.a]}\n")
     with pytest.raises(DeployError, match=r"depends on osprey\.b, which is not deployed"):
         deployment(host, config)
+
+
+def test_a_runtime_that_is_not_there_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from osprey_core.deploy.runtime import detect_runtime
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(DeployError, match=r"no compose runtime found \(docker compose: not "
+                                          r"installed\)\. Install podman-compose"):
+        detect_runtime("docker compose")
+
