@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from osprey_core.deploy.settings import DeploySettings
 from osprey_core.hookspecs import hookimpl
@@ -90,12 +91,12 @@ environment:
   - PGPASSWORD=${POSTGRES_PASSWORD}
 {%- endif %}
 {%- for key, value in config.environment.items() %}
-  - {{ key }}={{ value }}
+  - {{ (key ~ "=" ~ value) | tojson }}
 {%- endfor %}
 {%- if config.config_file %}
   - OSPREY_CONFIG=/etc/osprey/osprey.yml
 volumes:
-  - {{ config.config_file }}:/etc/osprey/osprey.yml:ro
+  - {{ (config.config_file ~ ":/etc/osprey/osprey.yml:ro") | tojson }}
 {%- endif %}
 command: ["python3", "-m", "osprey_core", "serve", "--json-logs"]
 """
@@ -121,9 +122,17 @@ class ApiConfig(BaseModel):
     database_user: str = Field("osprey", pattern=r"^[a-z_][a-z0-9_]*$")
     config_file: Path | None = Field(None, description="An osprey.yml for the service "
                                      "(absolute path; mounted read-only).")
-    environment: dict[str, str] = Field(default_factory=dict, description=(
+    environment: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict, description=(
         "Extra environment, e.g. OSPREY__CONTROL_SYSTEM__WRITES_ENABLED: 'true' "
         "(never secrets: they would be written into the compose file)."))
+
+    @field_validator("config_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path (it is mounted into the container)")
+        return value
 
 
 @hookimpl

@@ -54,7 +54,7 @@ def test_builtin_services_render_valid_scoped_files(host: PluginHost, tmp_path: 
           deployed_services: {BUILTINS}
           services:
             osprey.postgresql: {{ports: {{postgresql: 15432}}, database: runs}}
-            osprey.api: {{database: runs}}
+            osprey.api: {{database: runs, environment: {{TITLE: "x: #y"}}}}
         """)
     planned = deployment(host, config)
     # osprey.api starts after osprey.postgresql because both are deployed
@@ -78,6 +78,7 @@ def test_builtin_services_render_valid_scoped_files(host: PluginHost, tmp_path: 
     assert api["depends_on"] == ["osprey-postgresql"]
     assert "OSPREY__STORE__URL=postgresql://osprey@osprey-postgresql:5432/runs" \
         in api["environment"]
+    assert "TITLE=x: #y" in api["environment"]  # quoted by the template, not misparsed
     assert documents[2]["services"]["osprey-postgresql"]["ports"] == ["127.0.0.1:15432:5432"]
     jupyter = documents[1]["services"]["osprey-jupyter"]
     assert jupyter["volumes"] == [f"{tmp_path / 'home' / 'executions'}:/executions:ro"]
@@ -134,6 +135,7 @@ def test_service_settings_are_validated_by_its_model(host: PluginHost, tmp_path:
             applications.demo.web: {greting: hi, ports: {web: 9000}}
             osprey.postgresql:
               database: "no spaces"
+            osprey.api: {config_file: relative.yml}
         """)
     with pytest.raises(ConfigError) as caught:
         deployment(host, config)
@@ -144,6 +146,8 @@ def test_service_settings_are_validated_by_its_model(host: PluginHost, tmp_path:
         in message
     assert f"{config}:7: deploy.services.osprey.postgresql.database: String should match" \
         in message
+    assert f"{config}:8: deploy.services.osprey.api.config_file: Value error, must be an " \
+           "absolute path" in message
 
 
 def test_a_missing_template_key_names_the_key_the_template_and_the_line(

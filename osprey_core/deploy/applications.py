@@ -77,6 +77,8 @@ def load_applications(root: Path) -> list[tuple[ServiceSpec, Path]]:
 
 
 def _spec(name: str, folder: Path, service_file: Path) -> ServiceSpec:
+    import yaml
+
     from osprey_core.yamlio import safe_load
 
     try:
@@ -86,8 +88,8 @@ def _spec(name: str, folder: Path, service_file: Path) -> ServiceSpec:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
                              for e in exc.errors())
         raise DeployError(f"{service_file}: {problems}") from None
-    except Exception as exc:  # unreadable file or invalid YAML
-        raise DeployError(f"{service_file}: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DeployError(f"{service_file}: cannot read: {exc}") from None
     image = None
     if parsed.image is not None:
         image = ImageRecipe(parsed.image.name, _read(folder, parsed.image.containerfile),

@@ -96,11 +96,12 @@ def plan(config: OspreyConfig, host: PluginHost) -> Deployment:
                              f"no service named {name!r}{did_you_mean(name, names)}; "
                              f"known: {listing}"))
     selected: dict[str, Selected] = {}
-    for name in dict.fromkeys(settings.deployed_services):
+    # settings of a service that is not deployed are checked too: a typo shows up now
+    for name in dict.fromkeys([*settings.deployed_services, *settings.services]):
         if name in known:
             spec, origin = known[name]
             entry = _settings_of(spec, origin, settings.services.get(name, {}), problems)
-            if entry is not None:
+            if entry is not None and name in settings.deployed_services:
                 selected[name] = entry
     if problems:
         raise ConfigError(_report(config, problems))
