@@ -59,7 +59,10 @@ class ImageRecipe:
     (``base="busybox"``). With ``python_packages``, the build sees the prepared sandbox
     interpreter at ``/opt/osprey-python-src`` and wheels of those packages (made by pip on
     the host; ``osprey-core[extras]`` means this osprey's own source) at
-    ``/opt/osprey-wheels``; the template gets ``python_prefix`` and ``python_packages``."""
+    ``/opt/osprey-wheels``; the template gets ``python_prefix``, ``python`` (the
+    interpreter), ``python_packages`` and ``wheels_id``, which it must name before
+    installing (``ENV OSPREY_WHEELS={{ wheels_id }}``): podman's layer cache does not look
+    at mounted files, so without it new wheels would get a layer built from old ones."""
 
     name: str
     containerfile: str

@@ -64,13 +64,15 @@ command:
 
 # The interpreter keeps its original prefix (its RUNPATH and sys.prefix resolve there; the
 # folders above it are made traversable, e.g. /root of a pyenv prefix); its bin/ is linked
-# into /usr/local/bin, so templates need no host path.
+# into /usr/local/bin, so templates need no host path. OSPREY_WHEELS names the wheels: a
+# new set makes a new layer (podman's cache does not look at what is mounted).
 PYTHON_IMAGE = """\
 FROM {{ base_image }}
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \\
         --no-install-recommends libssl3 libsqlite3-0 libffi8 zlib1g libbz2-1.0 liblzma5 \\
         libreadline8 libncursesw6 libuuid1 libgdbm6 ca-certificates \\
     && rm -rf /var/lib/apt/lists/*
+ENV OSPREY_WHEELS={{ wheels_id }}
 RUN mkdir -p {{ python_prefix }} && cp -a /opt/osprey-python-src/. {{ python_prefix }}/ \\
     && {{ python }} -m pip install --quiet --no-index --find-links /opt/osprey-wheels \\
         {{ python_packages }} \\

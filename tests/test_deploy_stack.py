@@ -53,14 +53,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         osprey(config, "clean", check=False)
 
 
-def token(stack: dict[str, object], name: str, role: str) -> str:
-    """A token made inside the API's container, stored in its PostgreSQL."""
+def in_api(stack: dict[str, object], *argv: str) -> str:
+    """Run a command in the API's container; its standard output."""
     found = json.loads(osprey(stack["config"], "status", "--json").stdout)  # type: ignore[arg-type]
     api = next(c["container"] for c in found["containers"] if c["service"] == "osprey.api")
-    done = subprocess.run(["podman", "exec", api, "python3", "-m", "osprey_core", "tokens",
-                           "create", name, "--role", role, "--json"], capture_output=True,
-                          text=True, check=True, timeout=60)
-    return str(json.loads(done.stdout)["token"])
+    return subprocess.run(["podman", "exec", api, *argv], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+def token(stack: dict[str, object], name: str, role: str) -> str:
+    """A token made inside the API's container, stored in its PostgreSQL."""
+    made = in_api(stack, "python3", "-m", "osprey_core", "tokens", "create", name, "--role",
+                  role, "--json")
+    return str(json.loads(made)["token"])
+
+
+def test_the_image_holds_exactly_this_osprey(stack: dict[str, object]) -> None:
+    from osprey_core.deploy.images import osprey_digest
+
+    inside = in_api(stack, "python3", "-c", "from osprey_core.deploy.images import "
+                    "osprey_digest; print(osprey_digest())")
+    assert inside.strip() == osprey_digest()
 
 
 @pytest.mark.timeout(1500)

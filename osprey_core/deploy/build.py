@@ -71,10 +71,16 @@ def _build(recipe: ImageRecipe, ref: str, runtime_dir: Path, cache_dir: Path,
         wheel_dir = wheels(cache_dir, recipe.python_packages, progress)
         context["python_prefix"] = str(runtime.jail_prefix)
         context["python"] = runtime.jail_python
+        context["wheels_id"] = wheel_dir.name
         volumes += ["--volume", f"{runtime.python_dir}:{PYTHON_SOURCE}:ro",
                     "--volume", f"{wheel_dir}:{WHEELS}:ro"]
     containerfile = render_text(recipe.containerfile, context,
                                 template_name=f"Containerfile of {recipe.name}")
+    if recipe.python_packages and str(context["wheels_id"]) not in containerfile:
+        # podman's layer cache keys on the instructions, not on what is mounted: without
+        # the id, new wheels would get the layer built from the old ones
+        raise DeployError(f"the Containerfile of {recipe.name} must name {{{{ wheels_id }}}} "
+                          "before installing the wheels (ENV OSPREY_WHEELS={{ wheels_id }})")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "Containerfile"
         path.write_text(containerfile, encoding="utf-8")

@@ -38,13 +38,16 @@ def osprey_digest() -> str:
     image holding osprey is rebuilt whenever its code changed, not only its version."""
     from importlib.util import find_spec
 
+    mapped = ("hookspecs", "plugins", "sandbox")  # folders of their own in a source tree
     hasher = hashlib.sha256(metadata.version("osprey-core").encode())
-    for name in ("osprey_core", "osprey_core.hookspecs", "osprey_core.plugins",
-                 "osprey_core.sandbox"):
+    for name in ("osprey_core", *(f"osprey_core.{folder}" for folder in mapped)):
         spec = find_spec(name)
         for folder in map(Path, (spec.submodule_search_locations or []) if spec else []):
             for path in sorted(folder.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
+                parts = path.relative_to(folder).parts
+                if name == "osprey_core" and parts[0] in mapped:
+                    continue  # installed: inside osprey_core, and hashed under its own name
+                if path.is_file() and "__pycache__" not in parts:
                     hasher.update(f"{name}/{path.relative_to(folder)}\0".encode())
                     hasher.update(path.read_bytes())
     return hasher.hexdigest()[:12]
