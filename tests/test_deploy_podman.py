@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from support.deploy import free_port, osprey, write_config, write_web_app
 
+from osprey_core.deploy.images import busybox_base
+
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None,
                                 reason="needs podman (nox -s tests installs it)")
 
@@ -58,8 +60,11 @@ def test_two_projects_side_by_side_up_status_down(tmp_path: Path,
     first, first_port = project(tmp_path, "osprey-test-a", greeting="from-a")
     second, second_port = project(tmp_path, "osprey-test-b", greeting="from-b")
     projects += [first, second]
-    built = osprey(first, "build")
+    stale = "localhost/osprey-test-web:stale"  # an older build nobody uses any more
+    subprocess.run(["podman", "tag", busybox_base(), stale], check=True)
+    built = osprey(first, "build", "--rebuild")
     assert "applications.demo.web: localhost/osprey-test-web:" in built.stdout
+    assert f"removed older {stale}" in built.stdout
     assert "(cached)" in osprey(first, "build").stdout  # nothing changed: nothing built
     up = osprey(first, "up")
     assert "runtime: podman-compose" in up.stderr

@@ -69,6 +69,8 @@ def build_command(ctx: typer.Context,
         env=engine_env(deployment), rebuild=rebuild)
     for built in results:
         how = "cached" if built.cached else f"built in {built.seconds:.1f} s"
+        if built.pruned:
+            how += f"; removed older {', '.join(built.pruned)}"
         typer.echo(f"{built.service}: {built.image} ({how})")
 
 

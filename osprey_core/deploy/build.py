@@ -29,6 +29,8 @@ class Built:
     image: str
     cached: bool
     seconds: float
+    #: Older tags of the same image that no container used, removed after the build.
+    pruned: tuple[str, ...] = ()
 
 
 def build_images(deployment: Deployment, *, runtime_dir: Path, cache_dir: Path,
@@ -46,12 +48,26 @@ def build_images(deployment: Deployment, *, runtime_dir: Path, cache_dir: Path,
         ref = image_ref(recipe)
         started = time.monotonic()
         cached = ref in done or (not rebuild and image_exists(ref, env))
+        pruned: tuple[str, ...] = ()
         if not cached:
             progress(f"building {ref} for {entry.spec.name}")
             _build(recipe, ref, runtime_dir, cache_dir, progress, env)
+            pruned = _prune(ref, env)
         done.add(ref)
-        results.append(Built(entry.spec.name, ref, cached, time.monotonic() - started))
+        results.append(Built(entry.spec.name, ref, cached, time.monotonic() - started, pruned))
     return results
+
+
+def _prune(keep: str, env: dict[str, str] | None) -> tuple[str, ...]:
+    """Remove the other tags of ``keep``'s image (each code change makes one); podman
+    refuses to remove one a container still uses, and that one stays."""
+    repository = keep.rsplit(":", 1)[0]
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", repository, env=env)
+    # the listing names every tag of each matching image (a shared base included): only
+    # this repository's own tags are candidates
+    old = [ref for ref in listed.stdout.decode().split()
+           if ref.startswith(f"{repository}:") and ref != keep]
+    return tuple(ref for ref in old if podman("rmi", ref, env=env).returncode == 0)
 
 
 def _build(recipe: ImageRecipe, ref: str, runtime_dir: Path, cache_dir: Path,
