@@ -30,6 +30,18 @@ pytest_plugins = ["osprey_core.testing", "support.postgres"]
 os.environ["PYTHONSAFEPATH"] = "1"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def no_event_loop_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module must not leave an event loop running in the main thread (Playwright's sync
+    API does until stopped): every later asyncio.run() in the session would fail."""
+    yield
+    import asyncio
+
+    if asyncio._get_running_loop() is not None:
+        pytest.fail(f"{request.module.__name__} left an event loop running in the main "
+                    "thread; stop it (a session-scoped fixture?) before the module ends")
+
+
 @pytest.fixture
 def cwd(tmp_path: Path) -> Path:
     """A working directory outside the repository, so subprocesses cannot import the

@@ -24,7 +24,9 @@ expect = playwright.expect
 People = Callable[..., Console]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API runs an event loop in this thread until
+# it stops, and every later test calling asyncio.run() would fail while it lives.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[playwright.Browser]:
     with chromium() as launched:
         yield launched
