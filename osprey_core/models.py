@@ -173,5 +173,10 @@ class RunRecord(BaseModel):
     owner_pid: int | None = None
     owner_boot: str | None = None
     owner_start: int | None = None
+    #: The owner's host (its name, or OSPREY_WORKER_HOST): only on that host are pid and
+    #: boot id checked; elsewhere the owner counts as alive until ``lease_until``.
+    owner_host: str | None = None
+    #: Until when the owner's claim holds, renewed while it works on the run.
+    lease_until: datetime | None = None
     created_at: datetime
     updated_at: datetime

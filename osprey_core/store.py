@@ -195,6 +195,18 @@ class RunStore:
                                 f"(pid {actual.owner_pid})")
 
     @translating
+    def renew_lease(self, run_id: str, owner: str | None, state: RunState,
+                    until: datetime) -> bool:
+        """Extend the lease of ``owner`` on a run in ``state`` to ``until`` (a heartbeat);
+        false if the run has moved on or another process holds it now."""
+        return self.conn.execute(
+            f"UPDATE runs SET data={self._LEASE_SET} WHERE id=? AND state=? AND owner IS ?",
+            [until.isoformat(), run_id, state, owner]).rowcount == 1
+
+    #: How this engine writes ``lease_until`` into a run's JSON record.
+    _LEASE_SET = "json_set(data, '$.lease_until', ?)"
+
+    @translating
     def put_plan(self, run_id: str, plan: Plan) -> None:
         """Store a run's plan (written when it is made or edited, not after each step)."""
         self.conn.execute(

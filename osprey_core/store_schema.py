@@ -78,7 +78,9 @@ SPLIT_FIELDS = frozenset({"plan", "context"})
 
 def owner_key(run: RunRecord) -> str | None:
     """The identity of the process working on ``run``: boot id, pid and the process's
-    start time, so a reused pid or a reboot never passes for the same process."""
+    start time, so a reused pid or a reboot never passes for the same process, and its
+    host when known (containers on one host share a boot id)."""
     if run.owner_pid is None:
         return None
-    return f"{run.owner_boot}/{run.owner_pid}/{run.owner_start}"
+    key = f"{run.owner_boot}/{run.owner_pid}/{run.owner_start}"
+    return key if run.owner_host is None else f"{key}@{run.owner_host}"

@@ -41,10 +41,13 @@ class RunController(RunRecorder):
         runtime.machine.add_model(self, initial=str(run.state))
 
     def __enter__(self) -> RunController:
+        self.start_heartbeat()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """Leave the shared machine, which would otherwise keep this controller alive."""
+        """Stop renewing the lease; leave the shared machine, which would otherwise keep
+        this controller alive."""
+        self.stop_heartbeat()
         self.rt.machine.remove_model(self)
 
     # -- guards --------------------------------------------------------------------------

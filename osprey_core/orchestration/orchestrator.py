@@ -13,7 +13,6 @@ Durability rules kept by the package:
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from osprey_core.errors import RunError
@@ -21,7 +20,7 @@ from osprey_core.hookspecs.observers import RunEvent
 from osprey_core.models import AuditRecord, EventRecord, Plan, RunRecord, StepStatus
 from osprey_core.orchestration.controller import RunController
 from osprey_core.orchestration.decisions import Decisions
-from osprey_core.orchestration.runtime import boot_id, new_id, own_start, owner_alive
+from osprey_core.orchestration.runtime import claim, new_id, owner_alive
 from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState
 from osprey_core.store import ConflictError
 
@@ -59,9 +58,9 @@ class Orchestrator(Decisions):
         run = RunRecord(
             id=new_id("run"), session=session, user=user, query=text,
             planning=bool(planning or prefixed or self.rt.planning_settings().enabled),
-            interface=interface, context={"query": text}, owner_pid=os.getpid(),
-            owner_boot=boot_id(), owner_start=own_start(), created_at=now, updated_at=now,
+            interface=interface, context={"query": text}, created_at=now, updated_at=now,
         )
+        claim(run, now, self.rt.lease)
         submitted = AuditRecord(at=now, actor=user, interface=interface, action="run_submitted",
                                 run_id=run.id, details={"query": text, "planning": run.planning})
         with self.rt.store.transaction(durable=False) as store:  # synced with the pause/end
@@ -128,9 +127,10 @@ class Orchestrator(Decisions):
         """Mark runs whose process died mid-work as interrupted; returns their ids."""
         interrupted = []
         for run in self.rt.store.list_runs(states=set(ACTIVE), limit=10_000):
-            if owner_alive(run):
+            if owner_alive(run, self.rt.now()):
                 continue
             with RunController(self.rt, run) as controller:
+                controller.take_over = True
                 for step in self.rt.store.steps(run.id):
                     if step.status is StepStatus.RUNNING:
                         status = (StepStatus.INDETERMINATE if step.side_effects

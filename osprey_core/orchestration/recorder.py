@@ -4,11 +4,16 @@
 commits (a compare-and-set on the state and the owner), the run's context and plan, the
 audit log, and approval requests and decisions. A pause commits its approval request in
 the same transaction as the state, before anything announces it.
+
+Every commit claims the run for this process with a fresh lease; while the controller is
+open, a heartbeat renews it (a compare-and-set on state and owner too), so workers on
+other hosts know the run is being worked on.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -28,9 +33,9 @@ from osprey_core.models import (
     RunRecord,
     sha256_of,
 )
-from osprey_core.orchestration.runtime import Runtime, boot_id, new_id, own_start
-from osprey_core.run_machine import PAUSED, TERMINAL, RunState
-from osprey_core.store import RunStore, owner_key
+from osprey_core.orchestration.runtime import Runtime, claim, new_id, owner_alive
+from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState
+from osprey_core.store import ConflictError, RunStore, StoreError, owner_key
 
 #: States whose commit is synced to disk before anything else happens.
 DURABLE_STATES = PAUSED | TERMINAL | {RunState.INTERRUPTED}
@@ -52,6 +57,40 @@ class RunRecorder:
         self._seen_owner = owner_key(run)
         self._durable = False
         self._after_commit: list[Callable[[], None]] = []
+        #: Set by recovery: commit only if, read in the commit's own transaction, the
+        #: run's owner is still gone (its lease may have been renewed since it was listed).
+        self.take_over = False
+        #: Whether this controller has committed, so the owner it saw is this process.
+        self._claimed = False
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def start_heartbeat(self) -> None:
+        """Renew this process's lease every third of it while the run is active (from the
+        running event loop; without one there is nothing long-lived to renew for)."""
+        with contextlib.suppress(RuntimeError):
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    def stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+
+    async def _beat(self) -> None:
+        period = self.rt.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(period)
+            if (not self._claimed or self.run.state not in ACTIVE
+                    or self.rt.store.conn.in_transaction):
+                continue
+            until = self.rt.now() + self.rt.lease
+            try:
+                renewed = self.rt.store.renew_lease(self.run.id, self._seen_owner,
+                                                    self.run.state, until)
+            except StoreError:
+                continue  # the server is away: the next commit reports it
+            if not renewed:
+                return  # moved on or taken over: the next commit's compare-and-set says so
+            self.run.lease_until = until
 
     def stage(self, write: Write, after_commit: Callable[[], None] | None = None) -> None:
         """Queue a write for the next commit (and a notification for after it)."""
@@ -91,17 +130,18 @@ class RunRecorder:
         now = self.rt.now()
         self.run.state = new_state
         self.run.updated_at = now
-        self.run.owner_pid, self.run.owner_boot = os.getpid(), boot_id()
-        self.run.owner_start = own_start()
+        claim(self.run, now, self.rt.lease)
         staged, self._staged = self._staged, []
         notify, self._after_commit = self._after_commit, []
         record = EventRecord(run_id=self.run.id, at=now, kind=event[0], data=event[1])
         with self.rt.store.transaction(durable=durable) as store:
+            if self.take_over and owner_alive(store.get_run(self.run.id), now):
+                raise ConflictError(f"run '{self.run.id}' is still held by a live worker")
             store.update_run(self.run, expect_state=expect_state, expect_owner=self._seen_owner)
             for write in staged:
                 write(store)
             store.append_event(record)
-        self._seen_owner = owner_key(self.run)
+        self._seen_owner, self._claimed = owner_key(self.run), True
         self.rt.host.notify_run_event(RunEvent(self.run.id, event[0], now, event[1]))
         for callback in notify:
             callback()

@@ -1,7 +1,10 @@
 """What every run in this process shares (:class:`Runtime`), and who owns a run.
 
-A run being worked on names its owner: pid, boot id and the process's start time. Only a
-run whose owner is gone is recovered; a pid reused by another process is not the owner.
+A run being worked on names its owner: host, pid, boot id and the process's start time,
+and holds a lease the owner renews while it works. Only a run whose owner is gone is
+recovered: on the owner's own host, the process is gone (a pid reused by another process is
+not the owner); from any other host, nothing can be seen of the process, so its lease must
+have run out.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import socket
 import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,17 +72,33 @@ def own_start() -> int | None:
     return process_start(os.getpid())
 
 
+@functools.cache
+def host_name() -> str:
+    """This worker's host as owners are named: ``OSPREY_WORKER_HOST`` if set (give each
+    container sharing a kernel its own), else the host name."""
+    return os.environ.get("OSPREY_WORKER_HOST") or socket.gethostname()
 
 
-def owner_alive(run: RunRecord) -> bool:
-    """Is the process that holds ``run`` still running? Same boot, same pid, and the same
-    start time (a pid reused by another process is not the owner)."""
-    if run.owner_pid is None or run.owner_boot != boot_id():
+def claim(run: RunRecord, now: datetime, lease: timedelta) -> None:
+    """Make this process ``run``'s owner, with a lease until ``now + lease``."""
+    run.owner_pid, run.owner_boot, run.owner_start = os.getpid(), boot_id(), own_start()
+    run.owner_host, run.lease_until = host_name(), now + lease
+
+
+def owner_alive(run: RunRecord, now: datetime) -> bool:
+    """Is the owner of ``run`` still working on it? On its own host (or for a run written
+    before hosts were named): same boot, same pid, same start time. Elsewhere: its lease
+    has not run out."""
+    if run.owner_pid is None:
         return False
-    started = process_start(run.owner_pid)
-    if started is None:
-        return False
-    return run.owner_start is None or started == run.owner_start
+    if run.owner_host is None or run.owner_host == host_name():
+        if run.owner_boot != boot_id():
+            return False
+        started = process_start(run.owner_pid)
+        if started is None:
+            return False
+        return run.owner_start is None or started == run.owner_start
+    return run.lease_until is not None and run.lease_until > now
 
 
 @dataclass
@@ -170,6 +190,11 @@ class Runtime:
         config = self.private_config()
         return {capability.name: mode for capability in self.host.capabilities()
                 if (mode := capability.approval_mode(config)) in APPROVAL_MODES}
+
+    @functools.cached_property
+    def lease(self) -> timedelta:
+        """How long a claim on a run lasts without renewal (``store.lease_seconds``)."""
+        return timedelta(seconds=self.config.section("store").lease_seconds)
 
     def planning_settings(self) -> PlanningSettings:
         return self.config.section("planning")

@@ -329,6 +329,8 @@ class PostgresRunStore(RunStore):
             except psycopg.Error as exc:
                 raise self.error(exc) from exc
 
+    _LEASE_SET = "jsonb_set(data, '{lease_until}', to_jsonb(?::text))"
+
     def _context_text(self, value: Any) -> str:
         """``jsonb`` refuses NaN, infinities and NUL characters, which a channel read or a
         step's output may hold and SQLite keeps: such a value is stored as its JSON text

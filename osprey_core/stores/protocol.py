@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from osprey_core.models import (
         ApprovalRecord,
         ApprovalStatus,
@@ -78,6 +80,9 @@ class RunStoreProtocol(Protocol):
 
     def update_run(self, run: RunRecord, *, expect_state: RunState | None = None,
                    expect_owner: str | Literal[False] | None = False) -> None: ...
+
+    def renew_lease(self, run_id: str, owner: str | None, state: RunState,
+                    until: datetime) -> bool: ...
 
     def put_plan(self, run_id: str, plan: Plan) -> None: ...
 

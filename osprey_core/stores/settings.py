@@ -24,3 +24,9 @@ class StoreSettings(BaseModel):
     )
     pool_size: int = Field(8, ge=1, le=200,
                            description="Most PostgreSQL connections one process keeps open.")
+    lease_seconds: float = Field(
+        30.0, ge=2, le=3600,
+        description="How long a worker's claim on a run it is executing lasts without being "
+        "renewed (renewed every third of it while the run is worked on). A worker on "
+        "another host whose lease ran out is taken for dead and its run is recovered.",
+    )
