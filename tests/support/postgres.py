@@ -44,6 +44,8 @@ class PostgresServer:
     directory: Path
     port: int
     counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: Flush to disk as a production server does (the benchmarks); the tests do not.
+    fsync: bool = False
 
     def _command(self, *args: str) -> list[str]:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -55,7 +57,7 @@ class PostgresServer:
         if action == "start":
             args = [str(BIN / "pg_ctl"), "-D", data, "-w", "-l", str(self.directory / "log"),
                     "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c full_page_writes=off", "start"]
+                    + ("" if self.fsync else "-c fsync=off -c full_page_writes=off"), "start"]
         else:
             args = [str(BIN / "pg_ctl"), "-D", data, "-w", "-m", "fast", "stop"]
         done = subprocess.run(self._command(*args), capture_output=True, text=True, timeout=60)
@@ -104,7 +106,7 @@ def reap_orphans() -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def start_server() -> PostgresServer:
+def start_server(*, fsync: bool = False) -> PostgresServer:
     """initdb and start a cluster in a fresh directory the ``postgres`` user owns (pytest's
     own temp dirs are private to root, so that user could not enter them)."""
     if not (BIN / "initdb").exists():
@@ -114,7 +116,7 @@ def start_server() -> PostgresServer:
     directory = Path(tempfile.mkdtemp(prefix="osprey-pg-"))
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
-    server = PostgresServer(directory, free_port())
+    server = PostgresServer(directory, free_port(), fsync=fsync)
     done = subprocess.run(server._command(str(BIN / "initdb"), "-D", str(directory / "data"),
                                           "-A", "trust", "-U", USER, "-E", "UTF8",
                                           "--no-sync"),
