@@ -89,7 +89,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against the baselines named in the issues."""
-    install_project(session, "epics", "sandbox", "search", "serve")
+    install_project(session, "epics", "sandbox", "search", "serve", "postgres")
     setup_sandbox(session)
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
     session.install("--quiet", "langgraph", "langgraph-checkpoint-sqlite")
@@ -98,6 +98,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_channels.py", *session.posargs)
     session.run("python", "benchmarks/bench_sandbox.py", *session.posargs)
     session.run("python", "benchmarks/bench_service.py", *session.posargs)  # osprey serve
+    session.install("--quiet", "pytest")  # bench_workers starts PostgreSQL as the tests do
+    session.run("python", "benchmarks/bench_workers.py")  # workers on SQLite / PostgreSQL
     # logbook search at 100k and 1M generated entries: about 12 minutes, ~3 GB of temporary disk
     session.run("python", "benchmarks/bench_logbook.py", *session.posargs)
 
