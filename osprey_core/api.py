@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import itertools
+import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -89,7 +90,8 @@ class Osprey:
             runtime.clock = clock
         self.runtime = runtime
         self._orchestrator = Orchestrator(runtime)
-        self._recovered = False
+        #: When this instance last recovered runs (``time.monotonic``), if it has.
+        self._recovered_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn_lock: asyncio.Lock | None = None
         self._turn_loop: asyncio.AbstractEventLoop | None = None
@@ -149,11 +151,13 @@ class Osprey:
         return self._turn_lock
 
     async def _prepare(self, *, expire: bool = False) -> None:
-        """Recover runs whose process died (once per instance; resume and cancel recover
-        again) and, when listing or deciding, expire overdue approvals."""
-        if not self._recovered:
+        """Recover runs whose process died (at first, then again once a lease has passed:
+        a worker on another host is known dead only when its lease runs out; resume and
+        cancel recover anyway) and, when listing or deciding, expire overdue approvals."""
+        last = self._recovered_at
+        if last is None or time.monotonic() - last >= self.runtime.lease.total_seconds():
             await self._orchestrator.recover()
-            self._recovered = True
+            self._recovered_at = time.monotonic()
         if expire:
             await self._orchestrator.expire_overdue()
 
@@ -274,7 +278,7 @@ class Osprey:
     async def arefresh(self) -> None:
         """Recover interrupted runs and expire overdue approvals now (async twin)."""
         async with self._turn():
-            self._recovered = False
+            self._recovered_at = None
             await self._prepare(expire=True)
 
     def _sync[T](self, coroutine: Coroutine[Any, Any, T]) -> T:

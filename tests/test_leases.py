@@ -130,3 +130,20 @@ def test_the_heartbeat_renews_the_lease_while_a_controller_works(lab: Lab) -> No
 
     first, renewed = asyncio.run(work())
     assert renewed > first
+
+
+def test_a_long_lived_instance_recovers_again_once_a_lease_has_passed(lab: Lab) -> None:
+    """A worker that outlives another host's worker notices its lapsed runs by itself on
+    its next call once a lease's time has passed, without an explicit refresh."""
+    clock = ManualClock(START)
+    osprey = lab.osprey(clock=clock)
+    osprey.pending()  # the first call recovers (nothing yet)
+    insert(osprey, remote_run(START + timedelta(seconds=30)))
+    clock.advance(31)
+
+    osprey.pending()  # recovered less than a lease ago: not yet looked at again
+    assert osprey.get_run("run-remote").state is RunState.EXECUTING
+    assert osprey._recovered_at is not None
+    osprey._recovered_at -= 30  # this worker's own clock: a lease's time has passed
+    osprey.pending()
+    assert osprey.get_run("run-remote").state is RunState.INTERRUPTED
