@@ -1,8 +1,8 @@
-"""Several worker processes on one PostgreSQL store, each posing as its own host (so only
-leases tell them whether another is alive): approvals raced through random workers run
-each approved write exactly once, and workers killed with SIGKILL at random points leave
-no duplicated write and no run that is neither done nor waiting for an operator
-(issue 14, acceptance). The simulated machine's setpoint log is the witness."""
+"""Several worker processes on one store, each posing as its own host (so only leases tell
+them whether another is alive): approvals raced through random workers run each approved
+write exactly once, and workers killed with SIGKILL at random points leave no duplicated
+write and no run that is neither done nor waiting for an operator (issue 14, acceptance;
+the kill test on SQLite too). The simulated machine's setpoint log is the witness."""
 
 from __future__ import annotations
 
@@ -79,12 +79,14 @@ def test_approvals_raced_through_random_workers_write_exactly_once(
     assert states == {RunState.DONE: 200}
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 def test_workers_killed_at_random_points_duplicate_nothing_and_lose_no_run(
-    home: Path, postgres_url: str, workers: list[Worker],
+    engine: str, home: Path, workers: list[Worker], request: pytest.FixtureRequest,
 ) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    env = machine_env(home, postgres_url, OSPREY__STORE__LEASE_SECONDS="2")
+    url = request.getfixturevalue("postgres_url") if engine == "postgresql" else None
+    env = machine_env(home, url, OSPREY__STORE__LEASE_SECONDS="2")
     operator = Worker(env, "operator-host")
     workers.append(operator)
     values = [value_of(index) for index in range(50)]
@@ -102,7 +104,7 @@ def test_workers_killed_at_random_points_duplicate_nothing_and_lose_no_run(
         victim.kill()
 
     # Leases run out after 2 s; then recovery interrupts what the victims held.
-    store = open_url(postgres_url)
+    store = open_url(url or f"sqlite:{home / 'osprey.db'}")
     try:
         deadline = time.monotonic() + 30
         while store.list_runs(states=set(ACTIVE), limit=1000):
