@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -147,3 +148,34 @@ def test_a_long_lived_instance_recovers_again_once_a_lease_has_passed(lab: Lab) 
     osprey._recovered_at -= 30  # this worker's own clock: a lease's time has passed
     osprey.pending()
     assert osprey.get_run("run-remote").state is RunState.INTERRUPTED
+
+
+def test_a_worker_on_another_host_keeps_its_run_while_its_heartbeat_beats(lab: Lab) -> None:
+    """A real worker process on "host-a" runs a slow side-effecting step for more than two
+    leases; recovery from this host leaves it alone until the worker is killed, then takes
+    it over once the lease has run out."""
+    lab.configure(approval={"capabilities": {"slow_write": "disabled"}})
+    lab.environ.update(OSPREY__STORE__LEASE_SECONDS="2", OSPREY_WORKER_HOST="host-a")
+    runner = lab.start("run", "slow ramp the corrector")
+    lab.ledger.wait_for("slow_write", process=runner)
+    osprey = lab.osprey()
+    [run] = osprey.runs()
+    assert run.owner_host == "host-a" != host_name()
+
+    first_lease = osprey.get_run(run.id).lease_until
+    deadline = time.monotonic() + 5  # two and a half leases: only the heartbeat keeps it
+    while time.monotonic() < deadline:
+        osprey.refresh()
+        assert osprey.get_run(run.id).state is RunState.EXECUTING
+        time.sleep(0.25)
+    assert osprey.get_run(run.id).lease_until > first_lease
+
+    lab.kill(runner)
+    deadline = time.monotonic() + 10
+    while osprey.get_run(run.id).state is RunState.EXECUTING:
+        assert time.monotonic() < deadline, "a dead worker's run was never recovered"
+        osprey.refresh()
+        time.sleep(0.1)
+    assert osprey.get_run(run.id).state is RunState.INTERRUPTED
+    assert [step.status for step in osprey.steps(run.id)] == [StepStatus.INDETERMINATE]
+    assert lab.ledger.counts() == {"slow_write": 1}
