@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -42,11 +43,14 @@ T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run pytest in a separate process, isolated from this project's configuration."""
+    """Run pytest in a separate process, isolated from this project's configuration (and
+    from options given to the outer session through PYTEST_ADDOPTS)."""
     (directory / "pytest.ini").write_text("[pytest]\n")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTEST_ADDOPTS"}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=directory, capture_output=True, text=True, timeout=120, check=False,
+        env=environment,
     )
 
 
