@@ -23,9 +23,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 def build_app(host: PluginHost) -> typer.Typer:
     """The root app with every plugin's commands; the config loads lazily per command."""
+    from osprey_core.cli.lazy import LazyGroup
     from osprey_core.cli.state import CliState
 
     app = typer.Typer(
+        cls=LazyGroup,
         name="osprey",
         help="Run AI agents safely in accelerators, beamlines and other high-stakes facilities.",
         no_args_is_help=True,
@@ -96,8 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     from osprey_core.plugin_host import load_plugins
 
     try:
+        from osprey_core.cli.lazy import root_command
+
         host = load_plugins()
-        build_app(host)(args=argv, prog_name="osprey")
+        root_command(build_app(host))(args=argv, prog_name="osprey")
     except OspreyError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
