@@ -69,12 +69,14 @@ class CapabilityInfo:
     terminal: bool
     editable: bool
     approval_kind: str
+    own_data_only: bool = False
 
     @classmethod
     def of(cls, capability: Capability) -> CapabilityInfo:
         return cls(capability.name, capability.description, bool(capability.side_effects),
                    bool(capability.runs_code), bool(capability.terminal),
-                   bool(capability.editable), str(capability.approval_kind))
+                   bool(capability.editable), str(capability.approval_kind),
+                   bool(capability.own_data_only))
 
 
 class StepServices(Mapping[str, Any]):
@@ -205,6 +207,9 @@ class Capability(ABC):
     terminal: ClassVar[bool] = False
     #: Approval kind shown to operators (``channel_write``, ``memory_save``, ...).
     approval_kind: ClassVar[str] = "step"
+    #: True if its side effects stay in the requesting user's own data (their memory), never
+    #: the machine or anyone else's: separation of duties then lets them approve it.
+    own_data_only: ClassVar[bool] = False
 
     def match(self, query: str) -> dict[str, Any] | None:
         """Parameters if this capability handles ``query`` on its own, else ``None``.

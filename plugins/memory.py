@@ -46,6 +46,7 @@ class MemorySave(Capability):
                    "default BPM set is BPM01-BPM04'. A human approves the exact text first.")
     side_effects = True
     approval_kind = "memory_save"
+    own_data_only = True  # a user's own memory
     editable = True
 
     def __init__(self) -> None:

@@ -84,11 +84,6 @@ def duty_conflict(state: ServiceState, who: Identity, approval: ApprovalRecord) 
             "someone else with the approver role must approve it")
 
 
-#: Approval kinds whose side effects stay in the asker's own data (their memory): asking
-#: and approving one's own note is not a duty to separate. Any other side effect counts.
-OWN_DATA_KINDS = frozenset({"memory_save"})
-
-
 def changes_machine(osprey: Osprey, approval: ApprovalRecord) -> bool:
     """Whether what ``approval`` waits for has side effects beyond the asker's own data: a
     step of such a capability, or a plan with one. Unknown capabilities count as writes."""
@@ -108,7 +103,7 @@ def _side_effects(osprey: Osprey, name: object) -> bool:
     if not isinstance(name, str) or name not in capabilities:
         return True
     capability = capabilities.get(name)
-    return bool(capability.side_effects) and capability.approval_kind not in OWN_DATA_KINDS
+    return bool(capability.side_effects) and not capability.own_data_only
 
 
 def refuse(osprey: Osprey, who: Identity, approval_id: str, attempted: str, interface: str,
