@@ -446,3 +446,16 @@ def test_starter_yaml_marks_required_keys_and_points_at_them(osprey_host, tmp_pa
     path = write(tmp_path, text)
     line = text.splitlines().index("  url:  # required: str") + 1
     assert f"{path}:{line}: needs.url: expected str, got None" in config_error(osprey_host, path)
+
+
+@uses_sections
+def test_problems_found_after_loading_name_file_line_or_variable(host, tmp_path):
+    """A plugin checking its section after loading reports like the loader does."""
+    from osprey_core.config.loading import describe_problems
+
+    path = write(tmp_path, "beam:\n  units: cm\n  port: 9000\n")
+    config = load_config(host, path, environ={"OSPREY__BEAM__UNITS": "mm"})
+    message = describe_problems(config, [(("beam", "port"), "already taken"),
+                                         (("beam", "units"), "not allowed here")])
+    assert f"{path}:3: beam.port: already taken" in message
+    assert "OSPREY__BEAM__UNITS: beam.units: not allowed here" in message

@@ -88,6 +88,16 @@ def load_config(
     )
 
 
+def describe_problems(config: OspreyConfig, problems: list[tuple[tuple[Any, ...], str]]) -> str:
+    """Problems a plugin found in its part of a loaded config, in the loader's own format
+    (``FILE:LINE: key.path: problem``, or the environment variable that set the key), so
+    checks made after loading read like the loader's."""
+    lines = _read_yaml(config.path)[1] if config.path is not None else {}
+    overrides = {env: (tuple(dotted.split(".")), None)
+                 for env, dotted in config.env_overrides.items()}
+    return report(problems, config.path, lines, overrides)
+
+
 # -- reading -------------------------------------------------------------------------------
 
 
