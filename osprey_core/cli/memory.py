@@ -1,8 +1,9 @@
 """``osprey memory``: what the agent remembers for each user, managed by hand.
 
-Every command works on one user's file under ``<home>/memory/`` (``--user``, default: your
-login name, the same default as ``osprey run``). A damaged file is reported and left
-untouched until ``osprey memory repair``; nothing here deletes data without being told to.
+Every command works on one user's memory (``--user``, default: your login name, the same
+default as ``osprey run``): a file under ``<home>/memory/``, or rows in the PostgreSQL
+database ``store.url`` names. A damaged file is reported and left untouched until
+``osprey memory repair``; nothing here deletes data without being told to.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from osprey_core.cli.state import cli_state
 
 if TYPE_CHECKING:
     from osprey_core.memory.models import MemoryEntry
-    from osprey_core.memory.store import MemoryStore
+    from osprey_core.memory.protocol import MemoryBackend
 
 memory_app = typer.Typer(help="Add, list, search, edit, export, import and repair the "
                          "memories saved for a user.", no_args_is_help=True)
@@ -32,13 +33,12 @@ TAGS = typer.Option(None, "--tags", help="Comma-separated tags, e.g. 'bpm,orbit'
 PREVIEW = 80
 
 
-def _open(ctx: typer.Context, user: str | None) -> tuple[MemoryStore, str]:
+def _open(ctx: typer.Context, user: str | None) -> tuple[MemoryBackend, str]:
     from osprey_core.api import default_user
-    from osprey_core.memory.store import MemoryStore
+    from osprey_core.memory.factory import open_memory_store
 
     config = cli_state(ctx).config()
-    return MemoryStore(config.home, config.section("memory")), (
-        default_user() if user is None else user)
+    return open_memory_store(config), default_user() if user is None else user
 
 
 def _tags(text: str) -> list[str]:

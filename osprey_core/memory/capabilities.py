@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from osprey_core.memory.errors import InvalidMemoryError, InvalidUserError, MemoryStoreError
-from osprey_core.memory.store import MemoryStore, checked_tags
+from osprey_core.memory.factory import open_memory_store
+from osprey_core.memory.operations import checked_tags
 
 if TYPE_CHECKING:
     from osprey_core.config import OspreyConfig
     from osprey_core.hookspecs.capabilities import PreparedAction, StepContext
     from osprey_core.hookspecs.data_providers import ContextBlock, ProviderRequest
+    from osprey_core.memory.protocol import MemoryBackend
 
 CONTEXT_TYPE = "user_memory"
 #: Shown with every memory handed to the planner or returned by a recall.
@@ -76,11 +78,10 @@ def match_recall(query: str) -> dict[str, Any] | None:
 # -- the store, as configured ---------------------------------------------------------------
 
 
-def store_for(config: OspreyConfig) -> MemoryStore:
-    settings = config.section("memory")
-    if not settings.enabled:
+def store_for(config: OspreyConfig) -> MemoryBackend:
+    if not config.section("memory").enabled:
         raise MemoryStoreError("user memory is disabled (memory.enabled: false)")
-    return MemoryStore(config.home, settings)
+    return open_memory_store(config)
 
 
 def _memory_item(entry: Any, score: float | None = None) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def _memory_item(entry: Any, score: float | None = None) -> dict[str, Any]:
 # -- memory_save ------------------------------------------------------------------------------
 
 
-def save_action(store: MemoryStore, user: str, edited: Any) -> PreparedAction:
+def save_action(store: MemoryBackend, user: str, edited: Any) -> PreparedAction:
     """The approval artifact: exactly who and what will be saved, validated now so a bad
     save is refused before anyone is asked."""
     from osprey_core.hookspecs.capabilities import PreparedAction
@@ -142,12 +143,12 @@ def recall(config: OspreyConfig, user: str, topic: str) -> dict[str, Any]:
 
 
 def provider_responds(request: ProviderRequest) -> bool:
-    """Cheap: memory is enabled and the user has a memory file."""
+    """Cheap: memory is enabled and the user has a memory (a file, or a row)."""
     config = request.config
     if config is None or not config.section("memory").enabled:
         return False
     try:
-        return MemoryStore(config.home).exists(request.user)
+        return open_memory_store(config).exists(request.user)
     except InvalidUserError:
         return False
 

@@ -12,16 +12,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from osprey_core.memory.errors import (
-    MemoryCorruptError,
-    MemoryLimitError,
-    MemoryStorageError,
-    MemoryStoreError,
-)
+from osprey_core.memory.errors import MemoryCorruptError, MemoryStorageError, MemoryStoreError
 from osprey_core.memory.models import (
     FORMAT,
     LEGACY_VERSION,
@@ -33,27 +27,18 @@ from osprey_core.memory.models import (
     read_line,
 )
 from osprey_core.memory.naming import encode_user
+from osprey_core.memory.operations import FILE_KEYS, LoadedFile, MemoryOperations
 from osprey_core.settings import MemorySettings
 
 #: Seconds a writer waits for another process's lock on the same user's memory.
 LOCK_TIMEOUT = 30.0
 
 SUFFIX = ".json"
-FILE_KEYS = frozenset({"format", "version", "user", "entries"})
 #: The action a failed write names: "cannot save memory to <file>: ...".
 _SAVE = "save memory to"
 
 
-@dataclass(slots=True)
-class LoadedFile:
-    """A user's file as read: its entries, and its size for the growth check on write."""
-
-    path: Path
-    entries: list[MemoryEntry]
-    size: int
-
-
-class UserFiles:
+class UserFiles(MemoryOperations):
     """The files of every user's memory under one osprey home."""
 
     def __init__(self, home: Path, settings: MemorySettings | None = None) -> None:
@@ -213,17 +198,19 @@ class UserFiles:
         # By identity: the cache keeps these entries alive, so no new entry can reuse an id.
         known = {id(entry): line for line, entry in self._lines.get(path, {}).items()}
         lines = [known.get(id(entry)) or entry_line(entry) for entry in entries]
-        text = "\n".join([_header(user), ",\n".join(lines), "]}", ""]) if lines else (
-            f"{_header(user)}\n]}}\n")
-        data = text.encode("utf-8")
-        limit = self.settings.max_user_bytes
-        if old_size is not None and len(data) > limit and len(data) > old_size:
-            raise MemoryLimitError(
-                f"the memory of user {user!r} would grow to {len(data)} bytes; the limit is "
-                f"{limit} (memory.max_user_bytes). Delete or shorten some memories first.")
+        data = file_text(user, lines).encode("utf-8")
+        if old_size is not None:
+            self._check_size(user, len(data), old_size)
         _replace(path, data, action)
         self._lines[path] = dict(zip(lines, entries, strict=True))
 
+
+
+def file_text(user: str, lines: list[str]) -> str:
+    """A memory file holding ``lines`` (each an :func:`entry_line`)."""
+    if not lines:
+        return f"{_header(user)}\n]}}\n"
+    return "\n".join([_header(user), ",\n".join(lines), "]}", ""])
 
 
 def _header(user: str, version: int = VERSION) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from osprey_core.memory.models import (
@@ -145,3 +146,51 @@ def _id_of(item: Any) -> str | None:
     """The id a dropped entry claims, to help find it in the backup."""
     value = item.get("id") if isinstance(item, dict) else None
     return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What a repair kept and dropped: ``framing + kept + len(dropped) == lines``."""
+
+    path: Path | str
+    repaired: bool
+    kept: int
+    #: Every line that yields no entry, with its reason (all remain in the backup).
+    dropped: tuple[DroppedLine, ...] = ()
+    #: Kept entries written before checksums, which nothing could verify.
+    unverified: tuple[UnverifiedLine, ...] = ()
+    #: Lines of the damaged file that held something, and how many of them were its
+    #: header and closing line.
+    lines: int = 0
+    framing: int = 0
+    backup: Path | None = None
+    problem: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "repaired": self.repaired, "kept": self.kept,
+                "dropped": [item.to_json() for item in self.dropped],
+                "unverified": [item.to_json() for item in self.unverified],
+                "lines": self.lines, "framing": self.framing,
+                "backup": self.backup and str(self.backup), "problem": self.problem}
+
+    def describe(self) -> str:
+        if not self.repaired:
+            return self.problem
+        kept = _count(self.kept, "entry was", "entries were")
+        dropped = _count(len(self.dropped), "line was", "lines were")
+        text = [f"{self.path} was unreadable ({self.problem}). The original is kept byte "
+                f"for byte at {self.backup}. Of its {self.lines} non-empty lines, "
+                f"{self.framing} framed the file, {kept} salvaged and written back, and "
+                f"{dropped} dropped (kept in the backup)"
+                + (":" if self.dropped else ".")]
+        text += [f"  {item.describe()}" for item in self.dropped]
+        if self.unverified:
+            lines = ", ".join(f"line {item.line} ({item.id})" for item in self.unverified)
+            text.append(f"{_count(len(self.unverified), 'kept entry was', 'kept entries were')} "
+                        "written before entries had checksums, so nothing could verify them; "
+                        f"compare them with the backup: {lines}.")
+        return "\n".join(text)
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"

@@ -1,7 +1,9 @@
-"""The caller's own memory, through the same ``MemoryStore`` as ``osprey memory``.
+"""The caller's own memory, through the same store as ``osprey memory``
+(:func:`~osprey_core.memory.factory.open_memory_store`).
 
 The user is always the authenticated identity: nobody reads or changes another user's
-memory over HTTP. File work (locks, atomic rewrites) runs in a worker thread.
+memory over HTTP. The store's work (file locks and rewrites, or database round trips) runs
+in a worker thread; a database that cannot be reached answers 503 (``store_error``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from osprey_core.memory.errors import MemoryCorruptError, MemoryNotFoundError, MemoryStoreError
-from osprey_core.memory.store import MemoryStore
+from osprey_core.memory.factory import open_memory_store
+from osprey_core.memory.protocol import MemoryBackend
 from osprey_core.service.auth import Identity, require
 from osprey_core.service.context import ServiceState, service_state
 from osprey_core.service.errors import ServiceError
@@ -33,11 +36,11 @@ class MemoryRequest(Body):
     tags: list[str] = Field(default_factory=list)
 
 
-async def _memory[T](state: ServiceState, work: Callable[[MemoryStore], T]) -> T:
+async def _memory[T](state: ServiceState, work: Callable[[MemoryBackend], T]) -> T:
     config = state.osprey.config
 
     def call() -> T:
-        return work(MemoryStore(config.home, config.section("memory")))
+        return work(open_memory_store(config))
 
     try:
         return await asyncio.to_thread(call)
