@@ -195,3 +195,66 @@ def lab_on(lab: Any, engine: StoreEngine) -> Iterator[Any]:
         lab.environ["OSPREY__STORE__URL"] = engine.url
     yield lab
     assert (lab.home / "osprey.db").exists() is (engine.name == "sqlite")
+
+
+@dataclass
+class MemoryEngine:
+    """Where one test's user memory lives: the files under ``home``, or the PostgreSQL
+    database ``url`` (what ``store.url`` would name)."""
+
+    name: str
+    home: Path
+    url: str | None = None
+    opened: list[Any] = field(default_factory=list)
+
+    def open(self, settings: Any = None) -> Any:
+        """A memory store on this engine (``settings``: ``MemorySettings``)."""
+        if self.url is None:
+            from osprey_core.memory.store import MemoryStore
+
+            return MemoryStore(self.home, settings)
+        from osprey_core.memory.postgres import PostgresMemoryStore
+
+        store = PostgresMemoryStore.connect(self.url, settings)
+        self.opened.append(store)
+        return store
+
+    def config(self) -> dict[str, Any]:
+        """The ``store`` section of an ``osprey.yml`` that keeps memory here."""
+        return {} if self.url is None else {"url": self.url}
+
+    def environ(self) -> dict[str, str]:
+        """The same for processes started with this environment."""
+        return {} if self.url is None else {"OSPREY__STORE__URL": self.url}
+
+    def snapshot(self) -> Any:
+        """Everything stored, byte for byte or row for row: equal snapshots mean that
+        nothing was written in between."""
+        if self.url is None:
+            folder = self.home / "memory"
+            return {path.name: path.read_bytes() for path in sorted(folder.glob("*.json"))
+                    } if folder.exists() else {}
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            if conn.execute("SELECT to_regclass('memory_entries')").fetchone()[0] is None:
+                return []
+            return conn.execute("SELECT * FROM memory_entries ORDER BY user_id, seq").fetchall()
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def memory_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryEngine]:
+    """The memory store's contract, once per engine. Tests about the files themselves
+    (damaged files and their repair, flock, checksums, file names: test_memory_integrity.py
+    and the file-only tests of the other memory suites) take no engine."""
+    home = tmp_path / "home"
+    if request.param == "file":
+        yield MemoryEngine("file", home)
+        return
+    engine = MemoryEngine("postgresql", home, request.getfixturevalue("postgres_url"))
+    yield engine
+    from osprey_core.memory.factory import close_memory_stores
+
+    for store in engine.opened:
+        store.close()
+    close_memory_stores()
