@@ -4,15 +4,16 @@ after a crash, refusals are audited, plans are bounded and steps cost the same
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.orchestration import Lab, ManualClock, plan_reply, step
+from support.postgres import StoreEngine, lab_on
 
 from osprey_core.errors import ApprovalError
 from osprey_core.models import ApprovalStatus, Plan, PlanStep, RunRecord, StepRecord, StepStatus
@@ -21,6 +22,12 @@ from osprey_core.orchestration.runtime import boot_id, own_start
 from osprey_core.planning import PlanValidationError
 from osprey_core.run_machine import RunState
 from osprey_core.testing.openai_server import FakeOpenAIServer
+
+
+@pytest.fixture
+def lab(lab: Lab, run_store_engine: StoreEngine) -> Iterator[Lab]:
+    """The offline lab, with its runs in each store engine in turn."""
+    yield from lab_on(lab, run_store_engine)
 
 
 def executing_run(owner_pid: int, owner_boot: str, owner_start: int | None) -> RunRecord:
@@ -244,8 +251,15 @@ def test_a_huge_plan_in_bytes_is_refused(lab: Lab) -> None:
 
 
 def row_size(lab: Lab, run_id: str) -> int:
-    with contextlib.closing(lab.db()) as db:
-        [size] = db.execute("SELECT length(data) FROM runs WHERE id=?", [run_id]).fetchone()
+    """The size of the run's own row, as text, in whichever engine holds it."""
+    from support.postgres import open_store_of
+
+    store = open_store_of(lab.environ, lab.home)
+    try:
+        [size] = store.conn.execute("SELECT length(CAST(data AS TEXT)) FROM runs WHERE id=?",
+                                    [run_id]).fetchone()
+    finally:
+        store.close()
     return int(size)
 
 

@@ -13,21 +13,17 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.service import Server, cli, running_server
+from support.service import Server, cli, server_on_each_engine
 
 from osprey_core.service.client import RemoteError, RemoteOsprey
 
 WRITE = "set HCM1:SP to 0.5 A"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("remote") / "home") as running:
-        yield running
+server = server_on_each_engine("remote")  # the server's store: SQLite, then PostgreSQL
 
 
 @pytest.fixture

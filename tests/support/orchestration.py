@@ -9,7 +9,6 @@ ledger directory, so a test counts executions across processes by reading files.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -236,12 +235,19 @@ class Lab:
         return sqlite3.connect(self.home / "osprey.db", isolation_level=None)
 
     def orphan_runs(self) -> None:
-        """Make every run's owner a process of an earlier boot, as if it had died."""
+        """Make every run's owner a process of an earlier boot, as if it had died (in
+        whichever store engine the lab's runs are)."""
         from osprey_core.orchestration.runtime import boot_id
+        from support.postgres import open_store_of
 
-        with contextlib.closing(self.db()) as db:
-            db.execute("UPDATE runs SET owner=replace(owner, ?, 'gone'), "
-                       "data=json_set(data, '$.owner_boot', 'gone')", [boot_id()])
+        store = open_store_of(self.environ, self.home)
+        try:
+            with store.transaction():
+                for run in store.list_runs():
+                    if run.owner_boot == boot_id():
+                        store.update_run(run.model_copy(update={"owner_boot": "gone"}))
+        finally:
+            store.close()
 
     # -- subprocesses ------------------------------------------------------------------
 
