@@ -4,19 +4,14 @@ roles and errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-from support.service import Server, running_server
+from support.service import Server, server_on_each_engine
 
 WRITE = "set HCM1:SP to 0.5 A"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("runs") / "home") as running:
-        yield running
+server = server_on_each_engine("runs")
 
 
 def test_submitting_needs_the_operator_role(server: Server) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from support.dist import osprey_env, run_osprey
+from support.postgres import StoreEngine
 
 from osprey_core.cli.serve import address_notice
 from osprey_core.errors import ConfigError
@@ -24,8 +26,9 @@ NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def tokens(tmp_path: Path) -> TokenStore:
-    store = RunStore(tmp_path / "osprey.db")
+def tokens(run_store_engine: StoreEngine) -> Iterator[TokenStore]:
+    """A token store in each run-store engine in turn."""
+    store = run_store_engine.open()
     yield TokenStore(store)
     store.close()
 
