@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,6 +92,30 @@ class IndexFolder:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ProcessFolder(IndexFolder):
+    """No folder: an index kept in this process's memory only (a store in a database
+    server, whose hosts share no files). Nothing is written or read back; the lock is
+    the process's."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(Path(name))
+        self._lock = threading.Lock()
+
+    def read(self) -> dict[str, Any] | None:
+        return None
+
+    def write_array(self, stem: str, array: np.ndarray) -> str:
+        return stem
+
+    def commit(self, manifest: dict[str, Any], files: Iterable[str]) -> None:
+        return None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with self._lock:
+            yield
 
 
 class _Codes(dict[str | None, int]):

@@ -20,10 +20,10 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -203,14 +203,54 @@ class _VectorSet:
         self._stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
+class VectorSet(Protocol):
+    """One model's vectors, wherever they are kept (files here, a PostgreSQL table in
+    :mod:`~osprey_core.logbook.pg_vectors`): rows of a float32 matrix, each with the
+    rowid of its entry, appended by one writer at a time, read by any process."""
+
+    path: Path | str
+    chunking: tuple[int, int]
+    dimension: int | None
+
+    @property
+    def rows(self) -> int: ...
+    def reload(self) -> bool: ...
+    def matrix(self) -> np.ndarray: ...
+    def rowids(self) -> np.ndarray: ...
+    def writing(self) -> AbstractContextManager[None]: ...
+    def append(self, vectors: np.ndarray, rowids: np.ndarray) -> None: ...
+
+
+class VectorSets(Protocol):
+    """Where the vector sets of a store are: opens one by name, removes the others."""
+
+    def open(self, name: str, fingerprint: str, chunking: tuple[int, int]) -> VectorSet: ...
+    def remove_others(self, keep: str) -> None: ...
+
+
+class FileVectorSets:
+    """Vector sets as folders beside the database (``<db>.index/vectors/<name>/``)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def open(self, name: str, fingerprint: str, chunking: tuple[int, int]) -> _VectorSet:
+        return _VectorSet(self.directory / name, fingerprint, chunking)
+
+    def remove_others(self, keep: str) -> None:
+        for other in self.directory.iterdir():
+            if other.is_dir() and other.name != keep:
+                _remove_tree(other)
+
+
 class SemanticIndex:
     """An embedding model's vectors of a logbook store: kept up to date by
     :meth:`refresh`, searched by :meth:`search`, replaced by :meth:`reembed`."""
 
-    def __init__(self, store: LogbookStore, directory: Path, model: EmbeddingModel,
+    def __init__(self, store: LogbookStore, sets: VectorSets, model: EmbeddingModel,
                  settings: EmbeddingSettings) -> None:
         self.store = store
-        self.directory = directory / "vectors"
+        self.sets = sets
         self.settings = settings
         self.model = model
         self._set = self._vector_set(model)
@@ -221,18 +261,20 @@ class SemanticIndex:
         self._mark_embedded(self._set.rowids())
 
     @classmethod
-    def open(cls, store: LogbookStore, directory: Path, model: EmbeddingModel, *,
+    def open(cls, store: LogbookStore, where: Path | VectorSets, model: EmbeddingModel, *,
              settings: EmbeddingSettings | None = None) -> SemanticIndex:
-        """The vector set of ``model`` in ``directory/vectors`` (the index directory
-        beside the database; the set is created empty if new), with chunking and batch
-        size from ``settings`` (default: those the model was built with)."""
+        """The vector set of ``model`` in ``where/vectors`` (the index directory beside
+        the database) or in ``where`` (vector sets kept elsewhere); the set is created
+        empty if new, with chunking and batch size from ``settings`` (default: those the
+        model was built with)."""
         if settings is None:
             from osprey_core.settings import EmbeddingSettings
 
             settings = model.settings or EmbeddingSettings()
-        return cls(store, directory, model, settings)
+        sets = FileVectorSets(where / "vectors") if isinstance(where, Path) else where
+        return cls(store, sets, model, settings)
 
-    def _vector_set(self, model: EmbeddingModel) -> _VectorSet:
+    def _vector_set(self, model: EmbeddingModel) -> VectorSet:
         fingerprint = model.fingerprint
         if (not fingerprint or fingerprint[0] in ".-"
                 or not all(char.isascii() and (char.isalnum() or char in "._-")
@@ -242,11 +284,11 @@ class SemanticIndex:
                                      "only, and not first '.' or '-'")
         chunking = (self.settings.chunk_words,
                     min(self.settings.chunk_overlap_words, self.settings.chunk_words - 1))
-        name = f"{fingerprint}.w{chunking[0]}o{chunking[1]}"
-        return _VectorSet(self.directory / name, fingerprint, chunking)
+        self.name = f"{fingerprint}.w{chunking[0]}o{chunking[1]}"
+        return self.sets.open(self.name, fingerprint, chunking)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | str:
         """The directory of the vector set in use."""
         return self._set.path
 
@@ -355,9 +397,7 @@ class SemanticIndex:
         stay untouched, and searchable with their model, until the new set is complete;
         an interrupted reembed resumes. Returns entries embedded."""
         embedded = self.refresh(progress)
-        for other in self.directory.iterdir():
-            if other.is_dir() and other != self.path:
-                _remove_tree(other)
+        self.sets.remove_others(self.name)
         return embedded
 
     # -- searching -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from osprey_core.errors import OspreyError
 from osprey_core.logbook.models import Filters, Hit, LogEntry, SearchResult
-from osprey_core.logbook.store import SQLiteLogbook, UpsertCounts
+from osprey_core.logbook.storage import UpsertCounts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from osprey_core.config import OspreyConfig
     from osprey_core.logbook.answers import Answer
     from osprey_core.logbook.docmeta import DocMeta
-    from osprey_core.logbook.keyword import KeywordIndex
+    from osprey_core.logbook.indexes import IndexedStore, KeywordSearch
     from osprey_core.logbook.query import ParsedQuery
     from osprey_core.logbook.semantic import SemanticIndex
     from osprey_core.settings import LLMSettings, LogbookSettings
@@ -56,7 +56,7 @@ class RefreshReport:
 class Logbook:
     """One logbook database and its search indexes."""
 
-    def __init__(self, store: SQLiteLogbook, settings: LogbookSettings, plugins: Any,
+    def __init__(self, store: IndexedStore, settings: LogbookSettings, plugins: Any,
                  *, llm: LLMSettings | None = None,
                  environ: dict[str, str] | None = None) -> None:
         self.store = store
@@ -64,9 +64,9 @@ class Logbook:
         self.plugins = plugins
         self.llm = llm
         self.environ = environ
-        self.index_dir = store.path.with_suffix(".index")
+        self.indexes = store.search_indexes()
         self._docmeta: DocMeta | None = None
-        self._keyword: KeywordIndex | None = None
+        self._keyword: KeywordSearch | None = None
         self._semantic: SemanticIndex | None = None
         self._semantic_problem: str | None = None
 
@@ -74,13 +74,19 @@ class Logbook:
     def open(cls, path: Path, settings: LogbookSettings, plugins: Any, *,
              llm: LLMSettings | None = None,
              environ: dict[str, str] | None = None) -> Logbook:
+        """The SQLite logbook in the file ``path``."""
+        from osprey_core.logbook.store import SQLiteLogbook
+
         return cls(SQLiteLogbook(path), settings, plugins, llm=llm, environ=environ)
 
     @classmethod
     def from_config(cls, config: OspreyConfig, plugins: Any) -> Logbook:
-        settings: LogbookSettings = config.section("logbook")
-        path = settings.path or config.home / "logbook.db"
-        return cls.open(path, settings, plugins, llm=config.section("llm"))
+        """The logbook an installation is configured for: in the PostgreSQL database of
+        ``store.url``, else in the SQLite file ``logbook.path``."""
+        from osprey_core.logbook.engines import open_store
+
+        return cls(open_store(config), config.section("logbook"), plugins,
+                   llm=config.section("llm"))
 
     def close(self) -> None:
         self.store.close()
@@ -96,17 +102,13 @@ class Logbook:
     @property
     def docmeta(self) -> DocMeta:
         if self._docmeta is None:
-            from osprey_core.logbook.docmeta import DocMeta
-
-            self._docmeta = DocMeta.open(self.store, self.index_dir)
+            self._docmeta = self.indexes.docmeta()
         return self._docmeta
 
     @property
-    def keyword(self) -> KeywordIndex:
+    def keyword(self) -> KeywordSearch:
         if self._keyword is None:
-            from osprey_core.logbook.keyword import KeywordIndex
-
-            self._keyword = KeywordIndex.open(self.store, self.index_dir, meta=self.docmeta)
+            self._keyword = self.indexes.keyword(self.docmeta)
         return self._keyword
 
     def semantic(self) -> SemanticIndex | None:
@@ -124,10 +126,7 @@ class Logbook:
         return self._semantic_problem
 
     def _open_semantic(self) -> SemanticIndex:
-        from osprey_core.logbook.semantic import SemanticIndex
-
-        model = self.embedding_model()
-        return SemanticIndex.open(self.store, self.index_dir, model)
+        return self.indexes.semantic(self.embedding_model())
 
     def embedding_model(self, name: str | None = None) -> Any:
         settings = self.settings.embeddings
@@ -160,9 +159,7 @@ class Logbook:
     def reembed(self, model: str | None = None, progress: Progress | None = None) -> int:
         """Embed every entry with ``model`` (default: the configured one); the vectors of
         the model in use stay until the new ones are complete. Returns how many."""
-        from osprey_core.logbook.semantic import SemanticIndex
-
-        index = SemanticIndex.open(self.store, self.index_dir, self.embedding_model(model))
+        index = self.indexes.semantic(self.embedding_model(model))
         count = index.reembed(progress)
         if model is None or model == self.settings.embeddings.model:
             self._semantic = index

@@ -65,9 +65,13 @@ class Changes:
 
 
 class LogbookStore(Protocol):
-    """What the logbook needs from a store (SQLite here; PostgreSQL can follow)."""
+    """What the logbook needs from a store: :class:`~osprey_core.logbook.store.SQLiteLogbook`
+    (a file) or :class:`~osprey_core.logbook.postgres.PostgresLogbook` (a database server),
+    with the same semantics. Each also says where its search arms are
+    (:class:`~osprey_core.logbook.indexes.IndexedStore`)."""
 
-    path: Path
+    #: The database file, or the server's URL without its password (for messages).
+    path: Path | str
 
     def upsert(self, entries: Sequence[LogEntry]) -> UpsertCounts: ...
     def get(self, ids: Sequence[str]) -> list[LogEntry]: ...

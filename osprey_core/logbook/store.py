@@ -8,7 +8,8 @@ what changed. An edited entry is a delete of the old row and an insert of its ne
 a row's content never changes, so an index entry for a row is never stale, only dead.
 
 :class:`~osprey_core.logbook.storage.LogbookStore` is the interface the rest of the logbook
-uses; :class:`SQLiteLogbook` implements it. A PostgreSQL implementation follows the same contract.
+uses; :class:`SQLiteLogbook` implements it, and
+:class:`~osprey_core.logbook.postgres.PostgresLogbook` on a database server.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from osprey_core.logbook.models import LogEntry
-from osprey_core.logbook.sqlite_schema import (
-    COLUMNS,
-    MIGRATIONS,
-    doc_from_row,
-    entry_from_row,
-    entry_row,
-)
+from osprey_core.logbook.rows import COLUMNS, doc_from_row, entry_from_row, entry_row
+from osprey_core.logbook.sqlite_schema import MIGRATIONS
 from osprey_core.logbook.storage import (
     Changes,
     DocRow,
@@ -43,6 +40,9 @@ from osprey_core.store_errors import (
     store_error,
     translating,
 )
+
+if TYPE_CHECKING:
+    from osprey_core.logbook.indexes import FileIndexes
 
 #: What to do about a damaged logbook database: it holds nothing that cannot be ingested
 #: again from the sources.
@@ -117,6 +117,12 @@ class SQLiteLogbook:
 
     def close(self) -> None:
         self.conn.close()
+
+    def search_indexes(self) -> FileIndexes:
+        """The search arms' files, beside the database (``logbook.index/``)."""
+        from osprey_core.logbook.indexes import FileIndexes
+
+        return FileIndexes(self, self.path.with_suffix(".index"))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,32 @@
+"""Which store a logbook uses: one setting decides.
+
+``store.url`` naming a PostgreSQL database puts the logbook there, beside the run store,
+so every worker searches the same entries; otherwise it is the SQLite file
+``logbook.path`` (default ``OSPREY_HOME/logbook.db``). The query layer is the same on
+both (see :mod:`~osprey_core.logbook.indexes` for where each search arm works).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from osprey_core.config import OspreyConfig
+    from osprey_core.logbook.indexes import IndexedStore
+
+
+def open_store(config: OspreyConfig) -> IndexedStore:
+    """The logbook store ``config`` names: the PostgreSQL database of ``store.url``, else
+    the SQLite file ``logbook.path`` (default ``OSPREY_HOME/logbook.db``)."""
+    from osprey_core.stores.factory import is_postgres, store_url
+
+    settings = config.section("store")
+    url = store_url(settings, config.home)
+    if is_postgres(url):
+        from osprey_core.logbook.postgres import PostgresLogbook
+
+        return PostgresLogbook(url, connect_timeout=settings.connect_timeout,
+                               pool_size=settings.pool_size)
+    from osprey_core.logbook.store import SQLiteLogbook
+
+    return SQLiteLogbook(config.section("logbook").path or config.home / "logbook.db")

@@ -1,0 +1,114 @@
+"""Keyword search on PostgreSQL: the store's ``terms`` column, GIN-indexed, matched and
+ranked by the database's own text search.
+
+The interface is :class:`~osprey_core.logbook.keyword.KeywordIndex`'s, so the query layer
+runs one code path on both engines: a parsed query becomes one SQL condition (words and
+phrases as ``terms @@ tsquery``, fields as column conditions, AND/OR/NOT as SQL), the
+caller's mask becomes a condition on rowids, and both hold in the ``WHERE`` clause, before
+``ORDER BY ... LIMIT k``: no hit ever violates a filter or an operator. The ranking words
+and phrases are scored together by ``ts_rank_cd`` (cover density; a title term counts
+three times a text term, as on SQLite), normalised to ``rank / (rank + 1)``: scores lie
+in [0, 1), a scale that means the same from one query to the next, so the hybrid fusion
+divides by a ceiling of 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from osprey_core.logbook.keyword import KeywordHits
+from osprey_core.logbook.pg_terms import expression_sql, quote, ranking_query
+from osprey_core.logbook.query import ParsedQuery, walk_positive
+
+if TYPE_CHECKING:
+    from osprey_core.logbook.docmeta import DocMeta
+    from osprey_core.logbook.pg_database import LogbookDatabase
+
+#: ``ts_rank_cd`` weights of D, C, B, A: text terms are D, title terms A (three times).
+WEIGHTS = "{0.333333, 0.333333, 0.333333, 1.0}"
+#: ``rank / (rank + 1)``: scores in [0, 1).
+NORMALISATION = 32
+#: A mask allowing at most this share of rows is sent as its rowids, a wider one as the
+#: rowids it refuses.
+NARROW = 0.5
+
+
+class PostgresKeywordIndex:
+    """Keyword search by the database; :attr:`meta` (this process's copy of the
+    per-entry metadata) is what the other arms' masks come from."""
+
+    def __init__(self, store: LogbookDatabase, meta: DocMeta) -> None:
+        self.store = store
+        self.meta = meta
+
+    def refresh(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Catch the metadata up with the store; the terms are written with each entry,
+        so there is nothing else to index. Returns how many rows were new here."""
+        return self.meta.refresh(progress)
+
+    def search(self, query: ParsedQuery, *, mask: np.ndarray | None = None,
+               k: int = 10) -> KeywordHits:
+        """The best ``k`` entries matching ``query`` (and ``mask``, a boolean array over
+        rowids), by ``ts_rank_cd``; with no ranking words, the newest first."""
+        where, params = self._where(query, mask)
+        ranking = ranking_query(walk_positive(query.expression))
+        if ranking:
+            score = f"ts_rank_cd('{WEIGHTS}', terms, %s::tsquery, {NORMALISATION})"
+            params = [ranking, *params]
+        else:
+            score = "0.0::real"
+        order = "score DESC, rowid DESC" if ranking else "ts DESC, rowid DESC"
+        rows = self.store.rows(
+            f"SELECT rowid, {score} AS score, count(*) OVER () FROM logbook_entries "
+            f"WHERE {where} ORDER BY {order} LIMIT %s", [*params, max(k, 0)])
+        total = int(rows[0][2]) if rows else (0 if k > 0 else self._count(where, params,
+                                                                         bool(ranking)))
+        return KeywordHits([int(row[0]) for row in rows], [float(row[1]) for row in rows],
+                           total, 1.0 if ranking else 0.0)
+
+    def _count(self, where: str, params: list[Any], ranked: bool) -> int:
+        return int(self.store.one(f"SELECT count(*) FROM logbook_entries WHERE {where}",
+                                   params[1:] if ranked else params))
+
+    def matches(self, query: ParsedQuery, *, mask: np.ndarray | None = None) -> np.ndarray:
+        """Every entry ``query`` matches (and ``mask`` allows), as a boolean array over
+        rowids: what another arm may rank when the query has operators."""
+        where, params = self._where(query, mask)
+        rowids = np.array([row[0] for row in self.store.rows(
+            f"SELECT rowid FROM logbook_entries WHERE {where}", params)], np.int64)
+        size = max(self.meta.size, int(rowids.max()) + 1 if len(rowids) else 0)
+        found = np.zeros(size, np.bool_)
+        found[rowids] = True
+        return found
+
+    def idf(self, term: str) -> float:
+        """BM25's inverse document frequency of one analysed term (answers weigh a
+        question's words by it)."""
+        count, frequency = self.store.rows(
+            "SELECT count(*), count(*) FILTER (WHERE terms @@ %s::tsquery) "
+            "FROM logbook_entries", [quote(term)])[0]
+        return math.log(1 + (count - frequency + 0.5) / (frequency + 0.5))
+
+    def _where(self, query: ParsedQuery, mask: np.ndarray | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if query.expression is not None:
+            sql, params = expression_sql(query.expression)
+            clauses.append(f"({sql})")
+        if mask is not None:
+            sql, more = mask_sql(mask)
+            clauses.append(sql)
+            params = [*params, *more]
+        return " AND ".join(clauses) or "TRUE", params
+
+
+def mask_sql(mask: np.ndarray) -> tuple[str, list[Any]]:
+    """A boolean array over rowids as a condition (rowids past its end are not allowed):
+    the rowids it allows, or, when it allows most, those below its end it refuses."""
+    allowed = np.flatnonzero(mask)
+    if len(allowed) <= NARROW * len(mask):
+        return "rowid = ANY(%s)", [allowed.tolist()]
+    return "rowid < %s AND NOT rowid = ANY(%s)", [len(mask), np.flatnonzero(~mask).tolist()]
