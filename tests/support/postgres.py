@@ -169,6 +169,17 @@ class StoreEngine:
 
         return open_url(self.url, **options)
 
+    def logbook(self) -> Any:
+        """The logbook store of this engine: the file ``logbook.db`` beside the run
+        store's, or the same PostgreSQL database (another connection each call)."""
+        if self.path is not None:
+            from osprey_core.logbook.store import SQLiteLogbook
+
+            return SQLiteLogbook(self.path.with_name("logbook.db"))
+        from osprey_core.logbook.postgres import PostgresLogbook
+
+        return PostgresLogbook(self.url)
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def run_store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> StoreEngine:
