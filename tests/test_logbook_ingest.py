@@ -1,4 +1,5 @@
-"""Ingest into the logbook store on disk: counts, incremental reads from the high-water
+"""Ingest into the logbook store (an SQLite file, or a PostgreSQL database: the store
+fixture runs on both engines): counts, incremental reads from the high-water
 mark, edits, bad records skipped or fatal, sources failing part-way, dry runs, watch, and
 the no-gap property (an ingest repeated as a stream grows equals one full ingest)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,12 +16,14 @@ from typing import Any, ClassVar
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.postgres import StoreEngine
 
 from osprey_core.errors import OspreyError, PluginError
 from osprey_core.hookspecs.logbook_adapters import LogbookSourceError
 from osprey_core.logbook.adapters.generic import JsonLinesAdapter
 from osprey_core.logbook.ingest import LISTED_BAD, IngestError, IngestReport, ingest, watch
 from osprey_core.logbook.models import BadRecord, LogEntry
+from osprey_core.logbook.storage import LogbookStore
 from osprey_core.logbook.store import HighWater, SQLiteLogbook
 from osprey_core.settings import LogbookSourceSettings
 from osprey_core.testing.fakes import FakeLogbookAdapter
@@ -42,8 +46,11 @@ def fake(*items: Any) -> FakeLogbookAdapter:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteLogbook:
-    return SQLiteLogbook(tmp_path / "logbook.db")
+def store(run_store_engine: StoreEngine) -> Iterator[LogbookStore]:
+    """The logbook store, once per engine (SQLite file, PostgreSQL database)."""
+    opened = run_store_engine.logbook()
+    yield opened
+    opened.close()
 
 
 def write(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -54,7 +61,7 @@ def write(path: Path, records: list[dict[str, Any]]) -> Path:
 # -- counts and marks -----------------------------------------------------------------------
 
 
-def test_ingest_stores_entries_and_the_high_water_mark(store: SQLiteLogbook) -> None:
+def test_ingest_stores_entries_and_the_high_water_mark(store: LogbookStore) -> None:
     report = ingest(store, "ops", source(), fake(*(entry(n) for n in range(5))), batch_size=2)
 
     assert (report.read, report.added, report.updated, report.unchanged, report.bad) == (
@@ -67,7 +74,7 @@ def test_ingest_stores_entries_and_the_high_water_mark(store: SQLiteLogbook) -> 
 
 
 def test_again_is_unchanged_and_an_edit_replaces_the_old_version(
-        store: SQLiteLogbook) -> None:
+        store: LogbookStore) -> None:
     ingest(store, "ops", source(), fake(*(entry(n) for n in range(3))))
 
     report = ingest(store, "ops", source(), fake(entry(0), entry(1, text="corrected"),
@@ -79,7 +86,7 @@ def test_again_is_unchanged_and_an_edit_replaces_the_old_version(
 
 
 def test_incremental_ingest_reads_from_the_mark_less_the_overlap(
-        store: SQLiteLogbook) -> None:
+        store: LogbookStore) -> None:
     settings = source(overlap_seconds=600)
     ingest(store, "ops", settings, fake(entry(1, 100), entry(2, 5000)))
     adapter = fake()
@@ -96,7 +103,7 @@ def test_incremental_ingest_reads_from_the_mark_less_the_overlap(
 
 
 def test_an_entry_dated_in_the_future_does_not_move_the_mark_past_now(
-        store: SQLiteLogbook) -> None:
+        store: LogbookStore) -> None:
     future = LogEntry(source="ops", native_id="typo", timestamp=datetime(2099, 1, 1, tzinfo=UTC))
     before = datetime.now(UTC)
 
@@ -107,7 +114,7 @@ def test_an_entry_dated_in_the_future_does_not_move_the_mark_past_now(
     assert store.count("ops") == 2
 
 
-def test_dry_run_parses_and_counts_without_writing(store: SQLiteLogbook) -> None:
+def test_dry_run_parses_and_counts_without_writing(store: LogbookStore) -> None:
     report = ingest(store, "ops", source(), fake(entry(1), BadRecord("export:2", "no id"),
                                                   entry(3)), dry_run=True)
 
@@ -116,7 +123,7 @@ def test_dry_run_parses_and_counts_without_writing(store: SQLiteLogbook) -> None
     assert store.count() == 0 and store.high_water("ops") is None and store.sources() == []
 
 
-def test_progress_is_reported_per_batch_and_at_the_end(store: SQLiteLogbook) -> None:
+def test_progress_is_reported_per_batch_and_at_the_end(store: LogbookStore) -> None:
     calls: list[tuple[int, int | None]] = []
 
     ingest(store, "ops", source(), fake(*(entry(n) for n in range(5))), batch_size=2,
@@ -139,7 +146,7 @@ def test_the_report_serialises() -> None:
 # -- bad records and failures ---------------------------------------------------------------
 
 
-def test_bad_records_are_skipped_counted_and_listed(store: SQLiteLogbook) -> None:
+def test_bad_records_are_skipped_counted_and_listed(store: LogbookStore) -> None:
     items = [entry(0)] + [BadRecord(f"export:{n}", "no id") for n in range(1, 31)] + [entry(31)]
 
     report = ingest(store, "ops", source(), fake(*items))
@@ -150,7 +157,7 @@ def test_bad_records_are_skipped_counted_and_listed(store: SQLiteLogbook) -> Non
 
 
 def test_fail_on_a_bad_record_stores_nothing_of_the_current_batch(
-        store: SQLiteLogbook) -> None:
+        store: LogbookStore) -> None:
     items = [entry(n) for n in range(5)] + [BadRecord("export:6", "no time")] + [entry(7)]
 
     with pytest.raises(IngestError) as caught:
@@ -166,7 +173,7 @@ def test_fail_on_a_bad_record_stores_nothing_of_the_current_batch(
 
 
 def test_a_source_failing_part_way_keeps_what_was_read_and_the_mark(
-        store: SQLiteLogbook) -> None:
+        store: LogbookStore) -> None:
     ingest(store, "ops", source(), fake(entry(1)))
     mark = store.high_water("ops")
     failing = fake(entry(2), entry(3), LogbookSourceError("https://elog/api: HTTP 503"))
@@ -205,7 +212,7 @@ def test_a_failing_store_stops_the_ingest_and_keeps_the_mark(tmp_path: Path) -> 
     ({"id": 1}, "yielded a dict, not a LogEntry or BadRecord"),
 ])
 def test_an_adapter_yielding_the_wrong_thing_is_a_plugin_error(
-        store: SQLiteLogbook, item: Any, message: str) -> None:
+        store: LogbookStore, item: Any, message: str) -> None:
     with pytest.raises(IngestError) as caught:
         ingest(store, "ops", source(), fake(entry(0), item))
 
@@ -214,7 +221,7 @@ def test_an_adapter_yielding_the_wrong_thing_is_a_plugin_error(
 
 
 def test_a_damaged_export_loses_nothing_already_ingested(tmp_path: Path,
-                                                         store: SQLiteLogbook) -> None:
+                                                         store: LogbookStore) -> None:
     path = write(tmp_path / "ops.jsonl", [{"id": n, "time": 1_700_000_000 + n}
                                           for n in range(4)])
     adapter = JsonLinesAdapter.create("ops", {})
@@ -228,7 +235,7 @@ def test_a_damaged_export_loses_nothing_already_ingested(tmp_path: Path,
 
 
 def test_a_truncated_jsonl_export_ingests_the_entries_before_the_damage(
-        tmp_path: Path, store: SQLiteLogbook) -> None:
+        tmp_path: Path, store: LogbookStore) -> None:
     path = write(tmp_path / "ops.jsonl", [{"id": n, "time": 1_700_000_000 + n}
                                           for n in range(4)])
     path.write_text(path.read_text()[:-15])
@@ -242,7 +249,7 @@ def test_a_truncated_jsonl_export_ingests_the_entries_before_the_damage(
 # -- watch ----------------------------------------------------------------------------------
 
 
-def test_watch_polls_and_backs_off_while_the_source_fails(store: SQLiteLogbook) -> None:
+def test_watch_polls_and_backs_off_while_the_source_fails(store: LogbookStore) -> None:
     class Flaky(FakeLogbookAdapter):
         name = "flaky"
         outcomes: ClassVar[list[str]] = ["ok", "down", "down", "down", "ok", "ok"]
@@ -265,7 +272,7 @@ def test_watch_polls_and_backs_off_while_the_source_fails(store: SQLiteLogbook) 
     assert store.count("ops") == 3
 
 
-def test_watch_stops_when_asked(store: SQLiteLogbook) -> None:
+def test_watch_stops_when_asked(store: LogbookStore) -> None:
     stop = threading.Event()
 
     cycles = watch(store, "ops", source(), fake(entry(1)), interval=0.01,
@@ -274,7 +281,7 @@ def test_watch_stops_when_asked(store: SQLiteLogbook) -> None:
     assert cycles == 1
 
 
-def test_watch_does_not_hide_bugs(store: SQLiteLogbook) -> None:
+def test_watch_does_not_hide_bugs(store: LogbookStore) -> None:
     with pytest.raises(ZeroDivisionError):
         watch(store, "ops", source(), fake(ZeroDivisionError()), max_cycles=3)
 
