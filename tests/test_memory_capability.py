@@ -1,5 +1,6 @@
 """The memory plugin: ``memory_save`` through approval (exactly the approved text is
-saved), ``memory_recall``, and the ``user_memory`` provider (only the top-k relevant)."""
+saved), ``memory_recall``, and the ``user_memory`` provider (only the top-k relevant), with
+memory on files and in PostgreSQL (``store.url``); a damaged file is a file-only test."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.postgres import MemoryEngine
 
 from osprey_core.api import Osprey
 from osprey_core.config import OspreyConfig, load_config
@@ -17,6 +19,7 @@ from osprey_core.hookspecs.capabilities import StepContext, StepServices
 from osprey_core.hookspecs.data_providers import ProviderRequest
 from osprey_core.memory.capabilities import DATA_NOTE, match_recall, match_save
 from osprey_core.memory.errors import InvalidMemoryError, MemoryLimitError, MemoryStoreError
+from osprey_core.memory.factory import open_memory_store
 from osprey_core.memory.store import MemoryStore
 from osprey_core.plugin_host import PluginHost, load_plugins
 from osprey_core.run_machine import RunState
@@ -37,23 +40,24 @@ class Desk:
     """An osprey with the memory plugin over its own home."""
 
     def __init__(self, root: Path, approval: dict[str, Any] | None = None,
-                 **memory: Any) -> None:
+                 engine: MemoryEngine | None = None, **memory: Any) -> None:
         self.host = memory_host()
         root.mkdir(parents=True, exist_ok=True)
         path = root / "osprey.yml"
-        path.write_text(json.dumps({"home": "home", "memory": memory,
+        store = engine.config() if engine is not None else {}
+        path.write_text(json.dumps({"home": "home", "memory": memory, "store": store,
                                     "approval": approval or {}}), encoding="utf-8")
         self.config = load_config(self.host, path, environ={})
         self.osprey = Osprey(host=self.host, config=self.config)
-        self.store = MemoryStore(self.config.home, self.config.section("memory"))
+        self.store = open_memory_store(self.config)
 
     def run(self, query: str, user: str = "ana") -> Any:
         return self.osprey.run(query, user=user, session="s1", interface="test")
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    instance = Desk(tmp_path)
+def desk(tmp_path: Path, memory_engine: MemoryEngine) -> Iterator[Desk]:
+    instance = Desk(tmp_path, engine=memory_engine)
     yield instance
     instance.osprey.close()
 
@@ -142,18 +146,18 @@ def _step(desk: Desk, **fields: Any) -> StepContext:
 
 
 def test_saves_without_approval_when_configured_off_unless_approval_names_them(
-        tmp_path: Path) -> None:
-    quiet = Desk(tmp_path / "quiet", approve_saves=False)
+        tmp_path: Path, memory_engine: MemoryEngine) -> None:
+    quiet = Desk(tmp_path / "quiet", engine=memory_engine, approve_saves=False)
     run = quiet.run("remember that the septum is cabled to rack 3")
     assert run.state is RunState.DONE, run.error
     assert [entry.text for entry in quiet.store.entries("ana")] == [
         "the septum is cabled to rack 3"]
     # An explicit approval setting for the capability wins over the plugin's own default.
     strict = Desk(tmp_path / "strict", approval={"capabilities": {"memory_save": "all_code"}},
-                  approve_saves=False)
-    run = strict.run("remember that the septum is cabled to rack 3")
+                  engine=memory_engine, approve_saves=False)
+    run = strict.run("remember that the septum is cabled to rack 3", user="bob")
     assert run.state is RunState.AWAITING_STEP_APPROVAL
-    assert strict.store.entries("ana") == []
+    assert strict.store.entries("bob") == []
     for desk in (quiet, strict):
         desk.osprey.close()
 
@@ -192,8 +196,8 @@ def test_revise_returns_the_new_action_with_the_exact_text(desk: Desk) -> None:
     assert save.editable and save.side_effects and save.approval_kind == "memory_save"
 
 
-def test_a_disabled_memory_refuses_to_save(tmp_path: Path) -> None:
-    desk = Desk(tmp_path, enabled=False)
+def test_a_disabled_memory_refuses_to_save(tmp_path: Path, memory_engine: MemoryEngine) -> None:
+    desk = Desk(tmp_path, engine=memory_engine, enabled=False)
     try:
         run = desk.run(f"remember that {BPM_TEXT}")
         assert run.state is RunState.FAILED
@@ -231,8 +235,9 @@ def _request(config: OspreyConfig, query: str, user: str = "ana") -> ProviderReq
 
 
 @uses_providers
-def test_the_provider_injects_only_the_top_k_relevant_of_500_memories(tmp_path: Path) -> None:
-    desk = Desk(tmp_path, top_k=3)
+def test_the_provider_injects_only_the_top_k_relevant_of_500_memories(
+        tmp_path: Path, memory_engine: MemoryEngine) -> None:
+    desk = Desk(tmp_path, engine=memory_engine, top_k=3)
     try:
         provider = desk.host.data_providers().get("user_memory")
         assert provider.context_type == "user_memory"

@@ -1,5 +1,6 @@
 """``osprey memory``: every command in a real subprocess over a real home, so what one
-process saves another recalls, and a damaged file is reported, kept and repaired."""
+process saves another recalls (with memory on files and in PostgreSQL, ``store.url``), and
+a damaged file is reported, kept and repaired (files only)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from support.cli import assert_exit
 from support.dist import osprey_env
+from support.postgres import MemoryEngine
 
 #: Runs ``osprey`` with the ``memory`` sub-app registered even before the core commands
 #: plugin registers it (then this adds nothing).
@@ -45,13 +47,14 @@ class Cli:
     """``osprey memory ...`` in a new process each time (``in_process``: in this one, with
     errors mapped to exit codes as ``main()`` does; much faster)."""
 
-    def __init__(self, root: Path, *, in_process: bool = False) -> None:
+    def __init__(self, root: Path, *, in_process: bool = False,
+                 engine: MemoryEngine | None = None) -> None:
         self.root = root
         self.driver = root / "osprey_driver.py"
         self.driver.write_text(DRIVER, encoding="utf-8")
         self.home = root / "home"
         self.env = osprey_env(self.home, OSPREY_STRICT_PLUGINS="1", USER="ana",
-                              LOGNAME="ana")
+                              LOGNAME="ana", **(engine.environ() if engine else {}))
         self.in_process = in_process
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -97,11 +100,16 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def cli(tmp_path: Path, memory_engine: MemoryEngine) -> Cli:
+    return Cli(tmp_path, engine=memory_engine)
+
+
+@pytest.fixture
+def file_cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path)
 
 
-def test_saved_in_one_process_recalled_by_another(cli: Cli) -> None:
+def test_saved_in_one_process_recalled_by_another(cli: Cli, memory_engine: MemoryEngine) -> None:
     saved = cli.json("add", "my default BPM set is BPM01-BPM04", "--tags", "bpm, orbit")
     assert (saved["text"], saved["tags"], saved["source"]) == (
         "my default BPM set is BPM01-BPM04", ["bpm", "orbit"], "cli")
@@ -111,11 +119,13 @@ def test_saved_in_one_process_recalled_by_another(cli: Cli) -> None:
     assert cli.json("list", "--user", "bob") == []  # the default user is the login name
     table = cli.ok("list")
     assert saved["id"] in table and "BPM01-BPM04" in table
+    assert memory_engine.snapshot()  # kept where store.url says, and only there
+    assert (cli.home / "memory").exists() is (memory_engine.name == "file")
 
 
 @pytest.fixture
-def fast_cli(tmp_path: Path) -> Cli:
-    return Cli(tmp_path, in_process=True)
+def fast_cli(tmp_path: Path, memory_engine: MemoryEngine) -> Cli:
+    return Cli(tmp_path, in_process=True, engine=memory_engine)
 
 
 def test_show_edit_delete_and_clear_errors(fast_cli: Cli) -> None:
@@ -166,19 +176,19 @@ def test_export_and_import_move_memories_between_users(fast_cli: Cli, tmp_path: 
     document = json.loads(target.read_text(encoding="utf-8"))
     document["entries"][1]["text"] = ""
     broken.write_text(json.dumps(document), encoding="utf-8")
-    before = cli.memory_file("carol").exists()
     result = cli("import", str(broken), "--user", "carol")
     assert_exit(result, 1)
     assert str(broken) in result.stderr and "entry 2" in result.stderr
-    assert cli.memory_file("carol").exists() == before
+    assert cli.json("list", "--user", "carol") == []
     not_json = tmp_path / "not.json"
     not_json.write_text("{", encoding="utf-8")
     assert_exit(cli("import", str(not_json)), 1)
 
 
-def test_a_corrupt_file_is_reported_kept_and_repaired(cli: Cli) -> None:
+def test_a_corrupt_file_is_reported_kept_and_repaired(file_cli: Cli) -> None:
     from osprey_core.memory.store import MemoryStore
 
+    cli = file_cli
     store = MemoryStore(cli.home)
     for number in range(6):
         store.add("ana", f"note {number}")

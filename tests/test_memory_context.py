@@ -1,7 +1,7 @@
 """User memory in real runs: only the relevant memories reach the planner's context.
 
 The built-in ``memory`` plugin's provider is gathered by the orchestrator before planning;
-a recording planner shows exactly what was injected.
+a recording planner shows exactly what was injected. Memory on files and in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from support.orchestration import RecordingPlanner
+from support.postgres import MemoryEngine
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config
-from osprey_core.memory.store import MemoryStore
 from osprey_core.plugin_host import load_plugins
 from osprey_core.run_machine import RunState
 from osprey_core.settings import MemorySettings
@@ -24,18 +24,19 @@ TOPICS = ("vacuum gauge", "RF cavity", "kicker timing", "septum magnet", "cryo p
 
 
 @pytest.fixture
-def osprey(tmp_path: Path) -> Osprey:
+def osprey(tmp_path: Path, memory_engine: MemoryEngine) -> Osprey:
     host = load_plugins(environ={"OSPREY_STRICT_PLUGINS": "1"})
     path = tmp_path / "osprey.yml"
-    path.write_text(json.dumps({"home": "home", "memory": {"top_k": 4}}), encoding="utf-8")
+    path.write_text(json.dumps({"home": "home", "memory": {"top_k": 4},
+                                "store": memory_engine.config()}), encoding="utf-8")
     return Osprey(host=host, config=load_config(host, path, environ={}),
                   planner_factory=RecordingPlanner())
 
 
 @pytest.mark.exercises_hook("register_data_providers")
-def test_only_the_top_k_relevant_memories_reach_the_planner(osprey: Osprey,
-                                                            tmp_path: Path) -> None:
-    store = MemoryStore(tmp_path / "home", MemorySettings())
+def test_only_the_top_k_relevant_memories_reach_the_planner(
+        osprey: Osprey, memory_engine: MemoryEngine) -> None:
+    store = memory_engine.open(MemorySettings())
     for index in range(496):
         topic = TOPICS[index % len(TOPICS)]
         store.add("ana", f"note {index}: the {topic} was checked during shift {index % 7}")

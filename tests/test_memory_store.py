@@ -1,5 +1,7 @@
-"""The memory store: file names for any user id, entries, search, caps, export/import,
-corruption (reported, kept, repaired) and many processes adding at once."""
+"""The memory store: entries, search, caps and export/import on both engines (files, and
+PostgreSQL when ``store.url`` names it); file names for any user id, corruption (reported,
+kept, repaired), the line cache, the lock and many processes adding at once on files.
+PostgreSQL's own concurrency and outages are in test_memory_postgres.py."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import sys
 import textwrap
 from datetime import UTC, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support.postgres import MemoryEngine
 
 from osprey_core.memory.errors import (
     InvalidMemoryError,
@@ -27,7 +31,14 @@ from osprey_core.settings import MemorySettings
 
 @pytest.fixture
 def store(tmp_path: Path) -> MemoryStore:
+    """The file store (the tests about files)."""
     return MemoryStore(tmp_path / "home")
+
+
+@pytest.fixture
+def memory(memory_engine: MemoryEngine) -> Any:
+    """A store with the default caps, on each engine."""
+    return memory_engine.open()
 
 
 # -- file names ---------------------------------------------------------------------------------
@@ -58,10 +69,26 @@ def test_awkward_user_ids_get_distinct_reversible_files_inside_the_memory_dir(
 
 
 @pytest.mark.parametrize("user", ["", "\udcff"])
-def test_an_empty_or_broken_user_id_is_refused(store: MemoryStore, user: str) -> None:
+def test_an_empty_or_broken_user_id_is_refused(memory_engine: MemoryEngine, memory: Any,
+                                                user: str) -> None:
     with pytest.raises(InvalidUserError):
-        store.add(user, "x")
-    assert not store.directory.exists() or not list(store.directory.glob("*.json"))
+        memory.add(user, "x")
+    assert memory_engine.snapshot() in ({}, [])
+
+
+def test_awkward_user_ids_are_kept_apart(memory_engine: MemoryEngine, memory: Any) -> None:
+    users = [user for user in AWKWARD_USERS
+             if memory_engine.name == "file" or "\x00" not in user]
+    for user in users:
+        memory.add(user, f"memory of {user!r}")
+    for user in users:
+        assert [entry.text for entry in memory.entries(user)] == [f"memory of {user!r}"]
+    if memory_engine.name == "postgresql":  # text columns cannot hold NUL
+        with pytest.raises(InvalidUserError, match="NUL character"):
+            memory.add("a\x00b", "x")
+        with pytest.raises(InvalidMemoryError, match="NUL character"):
+            memory.add("ana", "a\x00b")
+        assert memory.entries("ana") == []
 
 
 @pytest.mark.parametrize("stem", ["_61", "a.b", "_2e", "A", "_FF"])
@@ -73,91 +100,94 @@ def test_names_that_no_user_id_produces_do_not_decode(stem: str) -> None:
 # -- entries --------------------------------------------------------------------------------------
 
 
-def test_add_get_update_delete_keep_ids_timestamps_and_source(store: MemoryStore) -> None:
-    first = store.add("ana", "always plot in mm", ["plots", " units "], source="run-1")
-    second = store.add("ana", "my default BPM set is BPM01-BPM04")
+def test_add_get_update_delete_keep_ids_timestamps_and_source(memory: Any) -> None:
+    first = memory.add("ana", "always plot in mm", ["plots", " units "], source="run-1")
+    second = memory.add("ana", "my default BPM set is BPM01-BPM04")
     assert first.id != second.id and first.id.startswith("mem-")
     assert first.tags == ("plots", "units") and first.source == "run-1"
     assert second.source == "cli"
     assert first.created_at.tzinfo is UTC and first.created_at == first.updated_at
-    assert store.get("ana", first.id) == first
-    changed = store.update("ana", first.id, text="always plot in micrometres")
+    assert memory.get("ana", first.id) == first
+    changed = memory.update("ana", first.id, text="always plot in micrometres")
     assert (changed.text, changed.tags, changed.created_at) == (
         "always plot in micrometres", ("plots", "units"), first.created_at)
     assert changed.updated_at >= first.updated_at
-    assert store.update("ana", first.id, tags=[]).tags == ()
-    assert store.delete("ana", second.id) == second
-    assert [entry.id for entry in store.entries("ana")] == [first.id]
+    assert memory.update("ana", first.id, tags=[]).tags == ()
+    assert memory.delete("ana", second.id) == second
+    assert [entry.id for entry in memory.entries("ana")] == [first.id]
     with pytest.raises(MemoryNotFoundError, match="no memory with id 'mem-nope'"):
-        store.get("ana", "mem-nope")
+        memory.get("ana", "mem-nope")
     with pytest.raises(MemoryNotFoundError):
-        store.delete("ana", second.id)
-    assert store.entries("bob") == []
+        memory.delete("ana", second.id)
+    assert memory.entries("bob") == []
 
 
 @pytest.mark.parametrize(("text", "tags"), [
     ("   ", []), ("ok", ["a,b"]), ("ok", [""]), ("ok", ["x" * 41]), ("ok", "abc")])
-def test_blank_text_and_bad_tags_are_refused(store: MemoryStore, text: str,
-                                              tags: list[str]) -> None:
+def test_blank_text_and_bad_tags_are_refused(memory: Any, text: str, tags: list[str]) -> None:
     with pytest.raises(InvalidMemoryError):
-        store.add("ana", text, tags)
-    assert not store.exists("ana")
+        memory.add("ana", text, tags)
+    assert not memory.exists("ana")
 
 
 def test_search_ranks_relevant_memories_first_and_falls_back_to_substrings(
-        store: MemoryStore) -> None:
-    store.add("ana", "always plot orbit data in mm")
-    bpm = store.add("ana", "my default BPM set is BPM01-BPM04", ["bpm"])
-    store.add("ana", "the coffee machine is on the second floor")
-    corrector = store.add("ana", "corrector HCM1 drifts when the BPM gain is high")
-    hits = store.search("ana", "which BPMs do I use by default?", limit=5)
+        memory: Any) -> None:
+    memory.add("ana", "always plot orbit data in mm")
+    bpm = memory.add("ana", "my default BPM set is BPM01-BPM04", ["bpm"])
+    memory.add("ana", "the coffee machine is on the second floor")
+    corrector = memory.add("ana", "corrector HCM1 drifts when the BPM gain is high")
+    hits = memory.search("ana", "which BPMs do I use by default?", limit=5)
     assert [hit.entry.id for hit in hits] == [bpm.id, corrector.id]
     assert hits[0].score > hits[1].score > 0
-    [partial] = store.search("ana", "EFAUL")  # no word in common: a substring match
+    [partial] = memory.search("ana", "EFAUL")  # no word in common: a substring match
     assert (partial.entry.id, partial.score) == (bpm.id, 0.0)
-    assert store.search("ana", "vacuum pumps") == []
-    assert store.search("ana", "the") == []  # only common words: nothing is relevant
+    assert memory.search("ana", "vacuum pumps") == []
+    assert memory.search("ana", "the") == []  # only common words: nothing is relevant
 
 
 # -- caps ---------------------------------------------------------------------------------------
 
 
-def test_size_caps_refuse_clearly_and_write_nothing(tmp_path: Path) -> None:
+def test_size_caps_refuse_clearly_and_write_nothing(memory_engine: MemoryEngine) -> None:
     settings = MemorySettings(max_entry_chars=50, max_entries=3, max_user_bytes=1024)
-    store = MemoryStore(tmp_path, settings)
+    store = memory_engine.open(settings)
     with pytest.raises(MemoryLimitError, match=r"51 characters; the limit is 50 \(memory"):
         store.add("ana", "x" * 51)
     entries = [store.add("ana", f"note {number}") for number in range(3)]
-    before = store.path_for("ana").read_bytes()
+    before = memory_engine.snapshot()
     with pytest.raises(MemoryLimitError, match=r"would have 4 memories; the limit is 3"):
         store.add("ana", "one too many")
     with pytest.raises(MemoryLimitError, match="limit is 50"):
         store.update("ana", entries[0].id, text="y" * 51)
+    assert memory_engine.snapshot() == before
     store.delete("ana", entries[0].id)
+    deleted = memory_engine.snapshot()
+    assert deleted != before  # the delete went through
     with pytest.raises(MemoryLimitError, match=r"would grow to \d+ bytes; the limit is 1024"):
         store.update("ana", entries[2].id, tags=[f"{number:02}" * 20 for number in range(20)])
-    assert len(store.path_for("ana").read_bytes()) <= 1024
-    assert store.path_for("ana").read_bytes() != before  # the delete went through
+    assert memory_engine.snapshot() == deleted
+    if memory_engine.name == "file":
+        assert len(store.path_for("ana").read_bytes()) <= 1024
     assert [entry.text for entry in store.entries("ana")] == ["note 1", "note 2"]
 
 
 # -- export and import ----------------------------------------------------------------------------
 
 
-def test_export_import_round_trip_keeps_ids_and_merges(store: MemoryStore) -> None:
-    kept = store.add("ana", "always plot in mm", ["plots"])
-    store.add("ana", "my default BPM set is BPM01-BPM04")
-    document = json.loads(json.dumps(store.export("ana")))
-    report = store.import_entries("bob", document)
+def test_export_import_round_trip_keeps_ids_and_merges(memory: Any) -> None:
+    kept = memory.add("ana", "always plot in mm", ["plots"])
+    memory.add("ana", "my default BPM set is BPM01-BPM04")
+    document = json.loads(json.dumps(memory.export("ana")))
+    report = memory.import_entries("bob", document)
     assert sorted(report.added) == sorted(entry["id"] for entry in document["entries"])
-    assert store.entries("bob") == store.entries("ana")
-    again = store.import_entries("bob", document)
+    assert memory.entries("bob") == memory.entries("ana")
+    again = memory.import_entries("bob", document)
     assert (again.added, again.reassigned) == ([], {})
     assert len(again.unchanged) == 2
-    store.update("bob", kept.id, text="always plot in micrometres")
-    clash = store.import_entries("bob", document)
+    memory.update("bob", kept.id, text="always plot in micrometres")
+    clash = memory.import_entries("bob", document)
     assert list(clash.reassigned) == [kept.id] and clash.added == [clash.reassigned[kept.id]]
-    texts = sorted(entry.text for entry in store.entries("bob"))
+    texts = sorted(entry.text for entry in memory.entries("bob"))
     assert texts == ["always plot in micrometres", "always plot in mm",
                      "my default BPM set is BPM01-BPM04"]
 
@@ -170,27 +200,28 @@ def test_export_import_round_trip_keeps_ids_and_merges(store: MemoryStore) -> No
     (lambda doc: doc.update(format="other"), "not an osprey-memory export"),
     (lambda doc: doc["entries"][0].update(text="y" * 3000), "entry 1 .*limit is 2000"),
 ])
-def test_a_bad_import_changes_nothing(store: MemoryStore, change, error: str) -> None:
-    store.add("ana", "first")
-    store.add("ana", "second")
-    document = store.export("ana")
+def test_a_bad_import_changes_nothing(memory_engine: MemoryEngine, memory: Any, change,
+                                      error: str) -> None:
+    memory.add("ana", "first")
+    memory.add("ana", "second")
+    document = memory.export("ana")
     change(document)
-    store.add("bob", "bob's own")
-    before = store.path_for("bob").read_bytes()
+    memory.add("bob", "bob's own")
+    before = memory_engine.snapshot()
     with pytest.raises((InvalidMemoryError, MemoryLimitError), match=error):
-        store.import_entries("bob", document)
-    assert store.path_for("bob").read_bytes() == before
+        memory.import_entries("bob", document)
+    assert memory_engine.snapshot() == before
 
 
-def test_an_import_over_the_entry_cap_changes_nothing(tmp_path: Path) -> None:
-    store = MemoryStore(tmp_path, MemorySettings(max_entries=3))
+def test_an_import_over_the_entry_cap_changes_nothing(memory_engine: MemoryEngine) -> None:
+    store = memory_engine.open(MemorySettings(max_entries=3))
     for number in range(3):
         store.add("ana", f"note {number}")
     store.add("bob", "bob's own")
-    before = store.path_for("bob").read_bytes()
+    before = memory_engine.snapshot()
     with pytest.raises(MemoryLimitError, match="would have 4 memories"):
         store.import_entries("bob", store.export("ana"))
-    assert store.path_for("bob").read_bytes() == before
+    assert memory_engine.snapshot() == before
 
 
 # -- corruption -----------------------------------------------------------------------------------
@@ -280,13 +311,13 @@ def test_a_change_by_another_process_is_seen_despite_the_line_cache(tmp_path: Pa
         mine.entries("ana")
 
 
-def test_timestamps_are_utc_even_when_imported_with_an_offset(store: MemoryStore) -> None:
-    document = store.export("ana")
+def test_timestamps_are_utc_even_when_imported_with_an_offset(memory: Any) -> None:
+    document = memory.export("ana")
     document["entries"] = [{"id": "mem-1", "text": "x", "tags": [], "source": "import",
                             "created_at": "2030-01-01T10:00:00+02:00",
                             "updated_at": "2030-01-01T10:00:00+02:00"}]
-    store.import_entries("ana", document)
-    [entry] = store.entries("ana")
+    memory.import_entries("ana", document)
+    [entry] = memory.entries("ana")
     assert entry.created_at.utcoffset() == timedelta(0) and entry.created_at.hour == 8
 
 
