@@ -8,11 +8,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.dist import osprey_env
+from support.postgres import StoreEngine, shared_database
 
 from osprey_core.api import Osprey
 from osprey_core.config import load_config
@@ -35,26 +37,32 @@ def host_with_fake_model() -> PluginHost:
     return host
 
 
-def write_config(root: Path, **logbook: Any) -> Path:
+def write_config(root: Path, store_url: str | None = None, **logbook: Any) -> Path:
     path = root / "osprey.yml"
-    path.write_text(json.dumps({"home": "home", "logbook": {
+    path.write_text(json.dumps({"home": "home", **({"store": {"url": store_url}} if store_url
+                                                  else {}), "logbook": {
         "sources": SOURCES, "embeddings": {"model": "fake_embedding"}, **logbook}}))
     return path
 
 
-@pytest.fixture(scope="module")
-def sample_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ingest of the sample, copied by each test that changes it."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def sample_home(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ingest of the sample, copied by each test that changes it; once per store
+    engine (``store.url`` naming a PostgreSQL database puts the logbook there)."""
     root = tmp_path_factory.mktemp("logbook")
-    host = host_with_fake_model()
-    config = load_config(host, write_config(root), environ={})
-    from osprey_core.logbook.sources import ingest_sources
+    with ExitStack() as stack:
+        url = None if request.param == "sqlite" else stack.enter_context(
+            shared_database(request.getfixturevalue("postgres_server")))
+        host = host_with_fake_model()
+        config = load_config(host, write_config(root, url), environ={})
+        from osprey_core.logbook.sources import ingest_sources
 
-    with Logbook.from_config(config, host) as logbook:
-        [outcome] = ingest_sources(logbook, config, host)
-        assert outcome.error is None and outcome.report.added == 400, outcome
-        logbook.refresh()
-    return root
+        with Logbook.from_config(config, host) as logbook:
+            [outcome] = ingest_sources(logbook, config, host)
+            assert outcome.error is None and outcome.report.added == 400, outcome
+            logbook.refresh()
+        yield root
 
 
 @pytest.fixture
@@ -221,41 +229,49 @@ def test_the_provider_is_off_by_default_and_offers_entries_when_on(sample_home: 
 # -- the command line -----------------------------------------------------------------------
 
 
-def osprey_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def osprey_cli(home: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "osprey_core", *args],
-                          env=osprey_env(home, OSPREY_STRICT_PLUGINS="1"), cwd=home.parent,
+                          env=osprey_env(home, OSPREY_STRICT_PLUGINS="1", **settings),
+                          cwd=home.parent,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_ingest_search_ask_show_status_purge_from_the_command_line(tmp_path: Path) -> None:
+def test_ingest_search_ask_show_status_purge_from_the_command_line(
+        tmp_path: Path, run_store_engine: StoreEngine) -> None:
     home = tmp_path / "home"
-    first = osprey_cli(home, "logbook", "ingest", "--adapter", "jsonl", "--location",
-                       str(SAMPLE), "--source", "ops", "--no-embed", "--json")
+    settings = {} if run_store_engine.name == "sqlite" else {
+        "OSPREY__STORE__URL": run_store_engine.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return osprey_cli(home, *args, **settings)
+
+    first = cli("logbook", "ingest", "--adapter", "jsonl", "--location", str(SAMPLE),
+                "--source", "ops", "--no-embed", "--json")
     assert first.returncode == 0, first.stderr
     [report] = json.loads(first.stdout)["sources"]
     assert (report["added"], report["error"]) == (400, None)
-    again = json.loads(osprey_cli(home, "logbook", "ingest", "--adapter", "jsonl",
-                                  "--location", str(SAMPLE), "--source", "ops", "--no-embed",
-                                  "--json").stdout)["sources"][0]
+    again = json.loads(cli("logbook", "ingest", "--adapter", "jsonl", "--location",
+                           str(SAMPLE), "--source", "ops", "--no-embed",
+                           "--json").stdout)["sources"][0]
     assert again["added"] == 0  # incremental: nothing new
 
-    found = osprey_cli(home, "logbook", "search", "vacuum AND pressure", "--mode", "keyword",
-                       "--json")
+    found = cli("logbook", "search", "vacuum AND pressure", "--mode", "keyword", "--json")
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)["hits"]
     assert hits
-    shown = json.loads(osprey_cli(home, "logbook", "show", hits[0]["id"], "--json").stdout)
+    shown = json.loads(cli("logbook", "show", hits[0]["id"], "--json").stdout)
     assert shown["id"] == hits[0]["id"]
-    status = json.loads(osprey_cli(home, "logbook", "status", "--json").stdout)
+    status = json.loads(cli("logbook", "status", "--json").stdout)
     assert status["entries"] == 400 and status["sources"][0]["source"] == "ops"
-    missing = osprey_cli(home, "logbook", "show", "ops/nope")
+    missing = cli("logbook", "show", "ops/nope")
     assert missing.returncode == 1 and "no logbook entry" in missing.stderr
-    bad = osprey_cli(home, "logbook", "search", "x", "--since", "last tuesday")
+    bad = cli("logbook", "search", "x", "--since", "last tuesday")
     assert bad.returncode == 2 and "not a time" in bad.stderr
-    purged = osprey_cli(home, "logbook", "purge", "--source", "ops", "--yes", "--json")
+    purged = cli("logbook", "purge", "--source", "ops", "--yes", "--json")
     assert json.loads(purged.stdout) == {"removed": 400}
-    assert json.loads(osprey_cli(home, "logbook", "search", "vacuum", "--mode", "keyword",
-                                 "--json").stdout)["hits"] == []
+    assert json.loads(cli("logbook", "search", "vacuum", "--mode", "keyword",
+                          "--json").stdout)["hits"] == []
+    assert (home / "logbook.db").exists() is (run_store_engine.name == "sqlite")
 
 
 @pytest.mark.parametrize("query", ["vacuum OR cryo", "(RF OR kicker) AND trip", "-RF beam",

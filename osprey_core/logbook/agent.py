@@ -70,9 +70,9 @@ def provider_responds(request: ProviderRequest) -> bool:
     config = request.config
     if config is None or not config.section("logbook").provider:
         return False
-    settings = config.section("logbook")
-    path = settings.path or config.home / "logbook.db"
-    return path.exists() and bool(request.query.strip())
+    from osprey_core.logbook.engines import may_hold_entries
+
+    return bool(request.query.strip()) and may_hold_entries(config)
 
 
 def provider_block(request: ProviderRequest, plugins: Any) -> ContextBlock | None:

@@ -15,6 +15,16 @@ if TYPE_CHECKING:
     from osprey_core.logbook.indexes import IndexedStore
 
 
+def may_hold_entries(config: OspreyConfig) -> bool:
+    """Whether the configured logbook can hold entries without opening it: a PostgreSQL
+    database may (asking would connect), an SQLite file only once it exists."""
+    from osprey_core.stores.factory import is_postgres, store_url
+
+    if is_postgres(store_url(config.section("store"), config.home)):
+        return True
+    return (config.section("logbook").path or config.home / "logbook.db").exists()
+
+
 def open_store(config: OspreyConfig) -> IndexedStore:
     """The logbook store ``config`` names: the PostgreSQL database of ``store.url``, else
     the SQLite file ``logbook.path`` (default ``OSPREY_HOME/logbook.db``)."""
