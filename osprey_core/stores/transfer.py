@@ -1,10 +1,11 @@
 """Moving an installation: bring a store's schema up to date, copy every row of one store
-into another (SQLite -> PostgreSQL, or back) and verify the counts."""
+into another (SQLite -> PostgreSQL, or back) and verify the counts. Into PostgreSQL, the
+user memory files of the source's home go along (into ``memory_entries``)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,14 @@ class Migration:
     store: str
     before: int
     after: int
+    #: The other stores' tables in a PostgreSQL database: part -> (before, after).
+    parts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"store": self.store, "schema_version_before": self.before,
-                "schema_version": self.after}
+                "schema_version": self.after,
+                "parts": {part: {"schema_version_before": before, "schema_version": after}
+                          for part, (before, after) in self.parts.items()}}
 
 
 @dataclass
@@ -54,22 +59,34 @@ class CopyReport:
     source: str
     target: str
     counts: dict[str, int] = field(default_factory=dict)
+    #: User memories moved from the source home's files (SQLite -> PostgreSQL only).
+    memory_entries: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"from": self.source, "to": self.target, "counts": self.counts}
+        return {"from": self.source, "to": self.target, "counts": self.counts,
+                "memory_entries": self.memory_entries}
 
 
 def migrate_store(url: str, **options: Any) -> Migration:
     """Bring the store at ``url`` (``sqlite:PATH`` or ``postgresql://...``) to this
     version's schema; a store newer than this osprey-core is refused, untouched."""
     if is_postgres(url):
+        import psycopg
+
         from osprey_core.stores.postgres import PostgresRunStore
+        from osprey_core.stores.postgres_schema import PART_MIGRATIONS, migrate_part
 
         store = PostgresRunStore(url, migrate=False, **options)
         try:
             before = store.schema_version
             store.migrate()
-            return Migration(str(store.path), before, store.schema_version)
+            with store.borrow() as conn:
+                try:
+                    parts = {part: migrate_part(conn, part, str(store.path))
+                             for part in PART_MIGRATIONS}
+                except psycopg.Error as exc:
+                    raise store.error(exc) from exc
+            return Migration(str(store.path), before, store.schema_version, parts)
         finally:
             store.close()
     from osprey_core.store_maintenance import check_store
@@ -84,12 +101,21 @@ def copy_store(source_url: str, target_url: str, **options: Any) -> CopyReport:
     """Copy every row of the store at ``source_url`` into the empty store at
     ``target_url``, in one transaction of the target, and check each table's count there.
     The source is brought to this version's schema first; a target with anything in it is
-    refused (a copy never merges)."""
+    refused (a copy never merges). From SQLite into PostgreSQL, the memory files in the
+    SQLite file's directory are read (every entry verified) before anything is written and
+    copied in the same transaction."""
     if source_url.startswith("sqlite:") and not _sqlite_path(source_url).exists():
         raise StoreError(f"there is no store at {_sqlite_path(source_url)} to copy from")
+    from osprey_core.memory import copying
+
+    memories = None
+    if source_url.startswith("sqlite:") and is_postgres(target_url):
+        memories = copying.file_memories(_sqlite_path(source_url).parent)
     with _opened(source_url, **options) as source, _opened(target_url, **options) as target:
         report = CopyReport(str(source.path), str(target.path))
         held = {name: count for name, count in _counts(target).items() if count}
+        if memories is not None and (present := copying.prepare_target(target)):
+            held["memory_entries"] = present
         if held:
             listed = ", ".join(f"{count} {name}" for name, count in held.items())
             raise StoreError(f"will not copy into {target.path}: it is not empty ({listed}); "
@@ -98,15 +124,19 @@ def copy_store(source_url: str, target_url: str, **options: Any) -> CopyReport:
             with target.transaction() as tx:
                 for table, (columns, order) in TABLES.items():
                     report.counts[table] = _copy_table(source, tx, table, columns, order)
+                expected = dict(report.counts)
+                if memories is not None:
+                    report.memory_entries = copying.insert_memories(tx, memories)
+                    expected["memory_entries"] = report.memory_entries
                 if is_postgres(target_url):
                     for table in NUMBERED:
                         tx.conn.execute(
                             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                             f"coalesce(max(id), 1), max(id) IS NOT NULL) FROM {table}")
-                _verify(tx, report.counts, "before commit")
+                _verify(tx, expected, "before commit")
         except sqlite3.Error as exc:
             raise store_error(Path(str(target.path)), exc) from exc
-        _verify(target, report.counts, "after commit")
+        _verify(target, expected, "after commit")
     return report
 
 
@@ -120,15 +150,15 @@ def _copy_table(source: RunStore, target: RunStore, table: str, columns: str,
     return len(rows)
 
 
-def _counts(store: RunStore) -> dict[str, int]:
+def _counts(store: RunStore, tables: Iterable[str] = TABLES) -> dict[str, int]:
     return {table: int(store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-            for table in TABLES}
+            for table in tables}
 
 
 def _verify(store: RunStore, expected: dict[str, int], when: str) -> None:
     """Each table holds exactly the rows copied into it (``when``: before or after the
     commit, for the message: a mismatch before it means nothing was written)."""
-    found = _counts(store)
+    found = _counts(store, expected)
     wrong = "; ".join(f"{table} has {found[table]} rows, the source {count}"
                       for table, count in expected.items() if found[table] != count)
     if wrong and when == "before commit":
