@@ -175,7 +175,14 @@ def _write(database: Any, user: str, before: dict[str, MemoryEntry],
     gone = [[user, entry_id] for entry_id in before if entry_id not in kept]
     changed = [[*_row(entry), user, entry.id] for entry in after
                if entry.id in before and before[entry.id] != entry]
-    added = [[user, entry.id, *_row(entry)] for entry in after if entry.id not in before]
-    for statement, rows in ((_DELETE, gone), (_UPDATE, changed), (_INSERT, added)):
+    for statement, rows in ((_DELETE, gone), (_UPDATE, changed)):
         if rows:
             conn.executemany(statement, rows)
+    insert_entries(database, user, [entry for entry in after if entry.id not in before])
+
+
+def insert_entries(database: Any, user: str, entries: Sequence[MemoryEntry]) -> None:
+    """Add ``entries`` after ``user``'s others, in order (in ``database``'s transaction)."""
+    if entries:
+        database.conn.executemany(_INSERT, [[_checked_user(user), entry.id, *_row(entry)]
+                                            for entry in entries])
