@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,15 +19,20 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.postgres import StoreEngine, shared_database
 
 from osprey_core.logbook import semantic
 from osprey_core.logbook.models import LogEntry
+from osprey_core.logbook.pg_vectors import PostgresVectorSets
+from osprey_core.logbook.postgres import PostgresLogbook
 from osprey_core.logbook.semantic import (
     SemanticHits,
     SemanticIndex,
     SemanticIndexError,
+    VectorSets,
     chunk_texts,
 )
+from osprey_core.logbook.storage import LogbookStore
 from osprey_core.logbook.store import SQLiteLogbook
 from osprey_core.settings import EmbeddingSettings
 from osprey_core.testing.fakes import FakeEmbeddingModel
@@ -45,12 +51,25 @@ def entry(number: int, text: str, title: str = "") -> LogEntry:
                     text=text)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteLogbook]:
-    logbook = SQLiteLogbook(tmp_path / "logbook.db")
+def forty(logbook: LogbookStore) -> LogbookStore:
     logbook.upsert([entry(number, f"{TOPICS[number % len(TOPICS)]} shift {number}")
                     for number in range(40)])
-    yield logbook
+    return logbook
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> Iterator[SQLiteLogbook]:
+    """Forty entries in an SQLite file (the tests of the vector files)."""
+    logbook = SQLiteLogbook(tmp_path / "logbook.db")
+    yield forty(logbook)  # type: ignore[misc]
+    logbook.close()
+
+
+@pytest.fixture
+def store(run_store_engine: StoreEngine) -> Iterator[LogbookStore]:
+    """Forty entries, once per engine: vectors in files, or in the PostgreSQL database."""
+    logbook = run_store_engine.logbook()
+    yield forty(logbook)
     logbook.close()
 
 
@@ -58,9 +77,16 @@ def index_dir(store: SQLiteLogbook) -> Path:
     return store.path.with_suffix(".index")
 
 
-def open_index(store: SQLiteLogbook, model: FakeEmbeddingModel | None = None,
+def vector_sets(store: LogbookStore) -> Path | VectorSets:
+    """Where ``store`` keeps its vector sets: files beside it, or its database."""
+    if isinstance(store, SQLiteLogbook):
+        return index_dir(store)
+    return PostgresVectorSets(store)  # type: ignore[arg-type]
+
+
+def open_index(store: LogbookStore, model: FakeEmbeddingModel | None = None,
                **settings: int) -> SemanticIndex:
-    return SemanticIndex.open(store, index_dir(store), model or Hash32(),
+    return SemanticIndex.open(store, vector_sets(store), model or Hash32(),
                               settings=EmbeddingSettings(**settings))
 
 
@@ -72,7 +98,7 @@ def interrupt_at(count: int) -> Callable[[int, int], None]:
     return progress
 
 
-def best_chunk_scores(index: SemanticIndex, store: SQLiteLogbook, text: str,
+def best_chunk_scores(index: SemanticIndex, store: LogbookStore, text: str,
                       allowed: set[int]) -> dict[int, float]:
     """Each allowed entry's score, computed the slow obvious way: its best chunk."""
     query = index.model.embed_query(text)
@@ -116,7 +142,7 @@ def test_long_entries_are_windows_that_overlap_and_cover_every_word() -> None:
 # -- filling the index ---------------------------------------------------------------------
 
 
-def test_refresh_embeds_what_is_missing_and_search_finds_it(store: SQLiteLogbook) -> None:
+def test_refresh_embeds_what_is_missing_and_search_finds_it(store: LogbookStore) -> None:
     index = open_index(store)
     assert index.missing() == 40
     calls: list[tuple[int, int]] = []
@@ -131,10 +157,9 @@ def test_refresh_embeds_what_is_missing_and_search_finds_it(store: SQLiteLogbook
     assert {row.text.split(" shift")[0] for rows in store.docs(hits.rowids)
             for row in rows} == {TOPICS[2]}
     assert hits.scores == sorted(hits.scores, reverse=True)
-    assert index.path == index_dir(store) / "vectors" / "fake-hash32-32.w200o40"
 
 
-def test_an_entry_scores_its_best_chunk_and_is_returned_once(store: SQLiteLogbook) -> None:
+def test_an_entry_scores_its_best_chunk_and_is_returned_once(store: LogbookStore) -> None:
     filler = " ".join(f"filler{number}" for number in range(120))
     store.upsert([entry(100, f"{filler} the undulator gap motor stalled again")])
     index = open_index(store, chunk_words=32, chunk_overlap_words=8)
@@ -149,16 +174,17 @@ def test_an_entry_scores_its_best_chunk_and_is_returned_once(store: SQLiteLogboo
                                          set(store.live_rowids())), 40)
 
 
-def test_chunking_follows_the_settings_the_model_was_built_with(store: SQLiteLogbook) -> None:
+def test_chunking_follows_the_settings_the_model_was_built_with(sqlite: SQLiteLogbook) -> None:
+    assert open_index(sqlite).path == index_dir(sqlite) / "vectors" / "fake-hash32-32.w200o40"
     model = Hash32(EmbeddingSettings(chunk_words=32, chunk_overlap_words=8))
-    assert SemanticIndex.open(store, index_dir(store), model).path.name == (
+    assert SemanticIndex.open(sqlite, index_dir(sqlite), model).path.name == (
         "fake-hash32-32.w32o8")
-    assert SemanticIndex.open(store, index_dir(store), Hash32()).path.name == (
+    assert SemanticIndex.open(sqlite, index_dir(sqlite), Hash32()).path.name == (
         "fake-hash32-32.w200o40")
 
 
 def test_batches_are_committed_as_they_go_and_an_interrupt_resumes(
-        store: SQLiteLogbook) -> None:
+        store: LogbookStore) -> None:
     index = open_index(store, batch_size=8)
     with pytest.raises(KeyboardInterrupt):
         index.refresh(interrupt_at(16))
@@ -169,8 +195,8 @@ def test_batches_are_committed_as_they_go_and_an_interrupt_resumes(
     assert sorted(owners.tolist()) == store.live_rowids()  # each entry exactly once
 
 
-def test_bytes_past_the_recorded_count_are_ignored_then_trimmed(store: SQLiteLogbook) -> None:
-    index = open_index(store, batch_size=10)
+def test_bytes_past_the_recorded_count_are_ignored_then_trimmed(sqlite: SQLiteLogbook) -> None:
+    index = open_index(sqlite, batch_size=10)
     with pytest.raises(KeyboardInterrupt):
         index.refresh(interrupt_at(10))
     path = index.path
@@ -180,13 +206,13 @@ def test_bytes_past_the_recorded_count_are_ignored_then_trimmed(store: SQLiteLog
     with open(path / "rowids.i64", "ab") as handle:
         handle.write(b"\x01" * 12)
 
-    reopened = open_index(store, batch_size=10)
+    reopened = open_index(sqlite, batch_size=10)
     assert reopened.rows == 10 and reopened.missing() == 30
     assert all(np.isfinite(reopened.search("vacuum pressure spike", k=10).scores))
     reopened.refresh()
     assert (path / "vectors.f32").stat().st_size == reopened.rows * 32 * 4
     assert (path / "rowids.i64").stat().st_size == reopened.rows * 8
-    assert sorted(reopened._set.rowids().tolist()) == store.live_rowids()
+    assert sorted(reopened._set.rowids().tolist()) == sqlite.live_rowids()
 
 
 SLOW_REFRESH = textwrap.dedent("""
@@ -209,29 +235,29 @@ SLOW_REFRESH = textwrap.dedent("""
 """)
 
 
-def test_a_refresh_killed_mid_way_leaves_a_set_that_resumes(store: SQLiteLogbook) -> None:
-    child = subprocess.Popen([sys.executable, "-c", SLOW_REFRESH, str(store.path),
-                              str(index_dir(store))], stdout=subprocess.PIPE, text=True)
+def test_a_refresh_killed_mid_way_leaves_a_set_that_resumes(sqlite: SQLiteLogbook) -> None:
+    child = subprocess.Popen([sys.executable, "-c", SLOW_REFRESH, str(sqlite.path),
+                              str(index_dir(sqlite))], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     while int(child.stdout.readline() or 40) < 12:
         pass
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=10)
 
-    index = open_index(store, batch_size=4)
+    index = open_index(sqlite, batch_size=4)
     assert 12 <= index.rows < 40
     assert index.missing() == 40 - index.rows
     index.refresh()
-    assert sorted(index._set.rowids().tolist()) == store.live_rowids()
+    assert sorted(index._set.rowids().tolist()) == sqlite.live_rowids()
 
 
-def test_another_process_filling_the_set_is_refused_not_joined(store: SQLiteLogbook) -> None:
+def test_another_process_filling_the_set_is_refused_not_joined(store: LogbookStore) -> None:
     first, second = open_index(store), open_index(store)
     with first._set.writing(), pytest.raises(SemanticIndexError, match="another process"):
         second.refresh()
 
 
-def test_a_searcher_sees_rows_another_index_committed(store: SQLiteLogbook) -> None:
+def test_a_searcher_sees_rows_another_index_committed(store: LogbookStore) -> None:
     searcher, writer = open_index(store), open_index(store)
     assert searcher.search("cryoplant compressor stopped", k=3).rowids == []
     writer.refresh()
@@ -242,7 +268,7 @@ def test_a_searcher_sees_rows_another_index_committed(store: SQLiteLogbook) -> N
 # -- deleted entries and masks ---------------------------------------------------------------
 
 
-def test_deleted_and_replaced_entries_are_never_returned(store: SQLiteLogbook) -> None:
+def test_deleted_and_replaced_entries_are_never_returned(store: LogbookStore) -> None:
     index = open_index(store)
     index.refresh()
     cryo = store.rowids([f"als/{number}" for number in range(3, 40, 6)])
@@ -259,7 +285,7 @@ def test_deleted_and_replaced_entries_are_never_returned(store: SQLiteLogbook) -
 
 
 def test_a_mask_shorter_than_the_rowids_allows_nothing_past_its_end(
-        store: SQLiteLogbook) -> None:
+        store: LogbookStore) -> None:
     index = open_index(store)
     index.refresh()
     mask = np.ones(11, dtype=bool)  # rowids 0..10
@@ -268,22 +294,28 @@ def test_a_mask_shorter_than_the_rowids_allows_nothing_past_its_end(
     assert index.search("beam current dropped", mask=np.zeros(0, bool), k=5).rowids == []
 
 
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SQLiteLogbook,
-                                                                       SemanticIndex]]:
-    path = tmp_path_factory.mktemp("masks") / "logbook.db"
-    logbook = SQLiteLogbook(path)
-    rng = np.random.default_rng(5)
-    words = " ".join(TOPICS).split()
-    logbook.upsert([entry(number, " ".join(rng.choice(words, rng.integers(3, 60))))
-                    for number in range(300)])
-    logbook.delete([f"als/{number}" for number in range(0, 300, 7)])
-    index = SemanticIndex.open(logbook, path.with_suffix(".index"), Hash16(),
-                               settings=EmbeddingSettings(chunk_words=20,
-                                                          chunk_overlap_words=5))
-    index.refresh()
-    yield logbook, index
-    logbook.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[LogbookStore, SemanticIndex]]:
+    """300 entries (every seventh deleted) and their vectors, once per engine."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            logbook: LogbookStore = SQLiteLogbook(tmp_path_factory.mktemp("masks") /
+                                                  "logbook.db")
+        else:
+            logbook = PostgresLogbook(stack.enter_context(
+                shared_database(request.getfixturevalue("postgres_server"))))
+        stack.callback(logbook.close)
+        rng = np.random.default_rng(5)
+        words = " ".join(TOPICS).split()
+        logbook.upsert([entry(number, " ".join(rng.choice(words, rng.integers(3, 60))))
+                        for number in range(300)])
+        logbook.delete([f"als/{number}" for number in range(0, 300, 7)])
+        index = SemanticIndex.open(logbook, vector_sets(logbook), Hash16(),
+                                   settings=EmbeddingSettings(chunk_words=20,
+                                                              chunk_overlap_words=5))
+        index.refresh()
+        yield logbook, index
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -291,7 +323,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SQLiteLog
        block=st.sampled_from([4, 64, 100_000]), dense=st.sampled_from([0.0, 0.5, 1.0]),
        query=st.sampled_from(TOPICS))
 def test_no_hit_outside_the_mask_and_the_top_k_is_exact(
-        filled: tuple[SQLiteLogbook, SemanticIndex], allowed: set[int], k: int, block: int,
+        filled: tuple[LogbookStore, SemanticIndex], allowed: set[int], k: int, block: int,
         dense: float, query: str) -> None:
     logbook, index = filled
     mask = np.zeros(321, dtype=bool)
@@ -311,60 +343,60 @@ def test_no_hit_outside_the_mask_and_the_top_k_is_exact(
 # -- one set per model ---------------------------------------------------------------------
 
 
-def test_reembed_keeps_the_old_set_until_the_new_one_is_complete(store: SQLiteLogbook) -> None:
-    old = open_index(store)
+def test_reembed_keeps_the_old_set_until_the_new_one_is_complete(sqlite: SQLiteLogbook) -> None:
+    old = open_index(sqlite)
     old.refresh()
     before = old.search("orbit feedback lost a BPM", k=5)
-    new = open_index(store, Hash16(), batch_size=8)
+    new = open_index(sqlite, Hash16(), batch_size=8)
 
     with pytest.raises(KeyboardInterrupt):
         new.reembed(interrupt_at(16))
     assert old.path.is_dir() and new.path.is_dir()
-    assert open_index(store).search("orbit feedback lost a BPM", k=5) == before
+    assert open_index(sqlite).search("orbit feedback lost a BPM", k=5) == before
 
-    assert open_index(store, Hash16(), batch_size=8).reembed() == 24
-    assert sorted(path.name for path in (index_dir(store) / "vectors").iterdir()) == [
+    assert open_index(sqlite, Hash16(), batch_size=8).reembed() == 24
+    assert sorted(path.name for path in (index_dir(sqlite) / "vectors").iterdir()) == [
         new.path.name]
-    hits = open_index(store, Hash16()).search("orbit feedback lost a BPM", k=5)
+    hits = open_index(sqlite, Hash16()).search("orbit feedback lost a BPM", k=5)
     assert len(hits.rowids) == 5
 
 
-def test_vectors_of_two_models_are_never_mixed(store: SQLiteLogbook) -> None:
-    index = open_index(store)
+def test_vectors_of_two_models_are_never_mixed(sqlite: SQLiteLogbook) -> None:
+    index = open_index(sqlite)
     index.refresh()
     state = json.loads((index.path / "state.json").read_text())
 
     # A set whose state names another model is refused, not searched with this one.
     (index.path / "state.json").write_text(json.dumps({**state, "fingerprint": "other"}))
     with pytest.raises(SemanticIndexError, match="never mixed"):
-        open_index(store)
+        open_index(sqlite)
     (index.path / "state.json").write_text(json.dumps(state))
 
     # A model whose fingerprint lies about its dimension cannot append or query.
     liar = FakeEmbeddingModel.named("hash32", dimension=16)
     liar.fingerprint = property(lambda self: "fake-hash32-32")  # type: ignore[assignment]
-    store.upsert([entry(500, "a new entry")])
+    sqlite.upsert([entry(500, "a new entry")])
     with pytest.raises(SemanticIndexError, match="never mixed"):
-        open_index(store, liar()).refresh()
+        open_index(sqlite, liar()).refresh()
     with pytest.raises(SemanticIndexError, match="16-dimensional query"):
-        open_index(store, liar()).search("beam", k=3)
+        open_index(sqlite, liar()).search("beam", k=3)
 
 
-def test_a_damaged_state_is_a_clear_error(store: SQLiteLogbook) -> None:
-    index = open_index(store)
+def test_a_damaged_state_is_a_clear_error(sqlite: SQLiteLogbook) -> None:
+    index = open_index(sqlite)
     index.refresh()
     (index.path / "state.json").write_text("{not json")
     with pytest.raises(SemanticIndexError, match=r"damaged.*reembed"):
-        open_index(store)
+        open_index(sqlite)
     (index.path / "state.json").write_text(json.dumps(
         {"format": 1, "fingerprint": "fake-hash32-32", "chunking": [200, 40],
          "dimension": 32, "rows": 10_000}))
     with pytest.raises(SemanticIndexError, match="files are shorter"):
-        open_index(store)
+        open_index(sqlite)
 
 
-def test_a_fingerprint_must_be_a_safe_directory_name(store: SQLiteLogbook) -> None:
+def test_a_fingerprint_must_be_a_safe_directory_name(sqlite: SQLiteLogbook) -> None:
     sneaky = FakeEmbeddingModel.named("sneaky")
     sneaky.fingerprint = property(lambda self: "../../etc")  # type: ignore[assignment]
     with pytest.raises(SemanticIndexError, match="letters, digits"):
-        open_index(store, sneaky())
+        open_index(sqlite, sneaky())

@@ -65,20 +65,22 @@ class PostgresVectorSet:
 
     @property
     def rows(self) -> int:
-        return len(self._cached.rowids)
+        """Rows as of this object's last :meth:`reload` (the process's copy may be ahead:
+        another index in this process reloaded it)."""
+        return self._seen[1]
 
     def matrix(self) -> np.ndarray:
-        return self._cached.matrix
+        return self._cached.matrix[:self.rows]
 
     def rowids(self) -> np.ndarray:
-        return self._cached.rowids
+        return self._cached.rowids[:self.rows]
 
     def reload(self) -> bool:
         """Fetch the rows committed since this process last asked; True if the set
         changed since this object last looked. A set deleted or made again elsewhere
         (another generation) is read again whole."""
         self._fetch()
-        seen = (self._cached.generation, self.rows)
+        seen = (self._cached.generation, len(self._cached.rowids))
         changed, self._seen = seen != self._seen, seen
         return changed
 
