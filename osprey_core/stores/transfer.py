@@ -101,16 +101,20 @@ def copy_store(source_url: str, target_url: str, **options: Any) -> CopyReport:
     """Copy every row of the store at ``source_url`` into the empty store at
     ``target_url``, in one transaction of the target, and check each table's count there.
     The source is brought to this version's schema first; a target with anything in it is
-    refused (a copy never merges). From SQLite into PostgreSQL, the memory files in the
-    SQLite file's directory are read (every entry verified) before anything is written and
-    copied in the same transaction."""
+    refused (a copy never merges). User memory goes along: from SQLite into PostgreSQL, the
+    memory files in the SQLite file's directory are read (every entry verified) before
+    anything is written and copied in the same transaction; back, they are written into
+    that directory (which must hold none) first and removed if the copy then fails."""
     if source_url.startswith("sqlite:") and not _sqlite_path(source_url).exists():
         raise StoreError(f"there is no store at {_sqlite_path(source_url)} to copy from")
     from osprey_core.memory import copying
 
-    memories = None
+    memories, back_home = None, None
     if source_url.startswith("sqlite:") and is_postgres(target_url):
         memories = copying.file_memories(_sqlite_path(source_url).parent)
+    elif is_postgres(source_url) and target_url.startswith("sqlite:"):
+        back_home = _sqlite_path(target_url).parent
+        copying.refuse_existing_files(back_home)
     with _opened(source_url, **options) as source, _opened(target_url, **options) as target:
         report = CopyReport(str(source.path), str(target.path))
         held = {name: count for name, count in _counts(target).items() if count}
@@ -120,7 +124,12 @@ def copy_store(source_url: str, target_url: str, **options: Any) -> CopyReport:
             listed = ", ".join(f"{count} {name}" for name, count in held.items())
             raise StoreError(f"will not copy into {target.path}: it is not empty ({listed}); "
                              "copy into a new, empty database")
+        written: list[Path] = []
         try:
+            if back_home is not None:
+                moved = copying.database_memories(source)  # type: ignore[arg-type]
+                written = copying.write_files(back_home, moved)
+                report.memory_entries = sum(len(entries) for entries in moved.values())
             with target.transaction() as tx:
                 for table, (columns, order) in TABLES.items():
                     report.counts[table] = _copy_table(source, tx, table, columns, order)
@@ -134,8 +143,11 @@ def copy_store(source_url: str, target_url: str, **options: Any) -> CopyReport:
                             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                             f"coalesce(max(id), 1), max(id) IS NOT NULL) FROM {table}")
                 _verify(tx, expected, "before commit")
-        except sqlite3.Error as exc:
-            raise store_error(Path(str(target.path)), exc) from exc
+        except BaseException as exc:
+            copying.remove_files(written)
+            if isinstance(exc, sqlite3.Error):
+                raise store_error(Path(str(target.path)), exc) from exc
+            raise
         _verify(target, expected, "after commit")
     return report
 
