@@ -16,7 +16,7 @@ import pytest
 from support.dist import osprey_env, run_osprey
 from support.postgres import PostgresServer
 
-from osprey_core.memory.errors import MemoryCorruptError
+from osprey_core.memory.errors import MemoryCorruptError, MemoryStoreError
 from osprey_core.memory.postgres import PostgresMemoryStore
 from osprey_core.memory.store import MemoryStore
 from osprey_core.settings import MemorySettings
@@ -194,6 +194,14 @@ def test_store_copy_moves_the_memory_files_of_the_home(tmp_path: Path,
         moved.close()
     with pytest.raises(StoreError, match=r"not empty \(6 memory_entries\)"):
         copy_store(f"sqlite:{home / 'osprey.db'}", postgres_url)
+
+    back = tmp_path / "back"
+    assert copy_store(postgres_url, f"sqlite:{back / 'osprey.db'}").memory_entries == 6
+    for user in ("ana", "bob", "x" * 300):  # written as files again, with checksums
+        assert MemoryStore(back).entries(user) == files.entries(user)
+    with pytest.raises(MemoryStoreError, match="holds memory files already"):
+        copy_store(postgres_url, f"sqlite:{home / 'other.db'}")  # a copy never merges
+    assert not (home / "other.db").exists()
 
 
 def test_store_copy_refuses_a_damaged_memory_file_and_writes_nothing(

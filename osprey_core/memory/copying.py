@@ -59,3 +59,38 @@ def insert_memories(database: Any, memories: dict[str, list[MemoryEntry]]) -> in
     for user, entries in memories.items():
         insert_entries(database, user, entries)
     return sum(len(entries) for entries in memories.values())
+
+
+def database_memories(database: PostgresRunStore) -> dict[str, list[MemoryEntry]]:
+    """Every user's entries in a PostgreSQL store, oldest first."""
+    store = PostgresMemoryStore(database)
+    users = database.conn.execute("SELECT DISTINCT user_id FROM memory_entries "
+                                  "ORDER BY user_id").fetchall()
+    return {user: store.entries(user) for (user,) in users}
+
+
+def refuse_existing_files(home: Path) -> None:
+    """A copy never merges: refuse a home that holds memory files already."""
+    directory = MemoryStore(home).directory
+    if directory.exists() and any(directory.glob("*.json")):
+        raise MemoryStoreError(f"will not copy user memory into {directory}: it holds memory "
+                               "files already; copy into a new, empty home")
+
+
+def write_files(home: Path, memories: dict[str, list[MemoryEntry]]) -> list[Path]:
+    """Write each user's memory file in ``home`` (each atomically, with checksums, never
+    refused for size: the entries were accepted where they come from); the files written."""
+    store = MemoryStore(home)
+    written = []
+    for user, entries in memories.items():
+        store._change(user, lambda loaded, entries=entries: loaded.entries.extend(entries),
+                      capped=False)
+        written.append(store.path_for(user))
+    return written
+
+
+def remove_files(paths: list[Path]) -> None:
+    """Undo :func:`write_files` (a copy that failed later leaves no memory behind)."""
+    for path in paths:
+        for leftover in (path, path.with_suffix(".lock")):
+            leftover.unlink(missing_ok=True)
