@@ -1,6 +1,7 @@
-"""Keyword search on the real store on disk: ranking, identifiers, phrases, operators and
-filters applied inside the query, incremental refresh, persistence, snippets; property
-tests against a brute-force evaluation over the live entries; SciFact quality."""
+"""Keyword search on the real store: ranking, identifiers, phrases, operators and filters
+applied inside the query (on both engines: the index files beside SQLite, and PostgreSQL's
+text search); incremental refresh, persistence, snippets; property tests against a
+brute-force evaluation over the live entries; SciFact quality."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support.postgres import StoreEngine
 
 from osprey_core.logbook.docmeta import DocMeta
 from osprey_core.logbook.keyword import KeywordIndex, snippet
 from osprey_core.logbook.keyword.evaluation import QueryRun
 from osprey_core.logbook.models import Filters, LogEntry
 from osprey_core.logbook.query import And, Field, Node, Not, Or, Phrase, Word, parse_query
+from osprey_core.logbook.storage import LogbookStore
 from osprey_core.logbook.store import SQLiteLogbook
 from osprey_core.logbook.tokenize import tokens
 
@@ -37,20 +40,32 @@ def entry(native_id: str, title: str = "", text: str = "", *, hours: float = 0,
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteLogbook]:
+def sqlite(tmp_path: Path) -> Iterator[SQLiteLogbook]:
+    """An SQLite store (the tests of the index files)."""
     logbook = SQLiteLogbook(tmp_path / "logbook.db")
     yield logbook
     logbook.close()
 
 
-def index_of(store: SQLiteLogbook, entries: list[LogEntry]) -> KeywordIndex:
+@pytest.fixture
+def store(run_store_engine: StoreEngine) -> Iterator[LogbookStore]:
+    """A store of each engine: the keyword arm is the index files, or PostgreSQL's text
+    search (the same interface)."""
+    logbook = run_store_engine.logbook()
+    yield logbook
+    logbook.close()
+
+
+def index_of(store: LogbookStore, entries: list[LogEntry]) -> KeywordIndex:
+    """The store's keyword arm, as the query layer opens it, after ``entries``."""
     store.upsert(entries)
-    index = KeywordIndex.open(store, store.path.with_suffix(".index"))
+    indexes = store.search_indexes()  # type: ignore[attr-defined]
+    index = indexes.keyword(indexes.docmeta())
     index.refresh()
     return index
 
 
-def ids(store: SQLiteLogbook, index: KeywordIndex, text: str, k: int = 50) -> list[str]:
+def ids(store: LogbookStore, index: KeywordIndex, text: str, k: int = 50) -> list[str]:
     rowids = index.search(parse_query(text), k=k).rowids
     found = store.by_rowids(rowids)
     return [found[rowid].native_id for rowid in rowids]
@@ -83,13 +98,13 @@ def holds(node: Node, item: LogEntry) -> bool:
     return any(holds(child, item) for child in node.children)
 
 
-def live_entries(store: SQLiteLogbook) -> dict[int, LogEntry]:
+def live_entries(store: LogbookStore) -> dict[int, LogEntry]:
     return store.by_rowids(store.live_rowids())
 
 
 # -- ranking and matching -------------------------------------------------------------------
 
-def test_title_ranks_above_text(store: SQLiteLogbook) -> None:
+def test_title_ranks_above_text(store: LogbookStore) -> None:
     index = index_of(store, [
         entry("text", "Shift summary", "the klystron was replaced during the shift"),
         entry("title", "Klystron replaced", "done during the shift summary"),
@@ -98,9 +113,9 @@ def test_title_ranks_above_text(store: SQLiteLogbook) -> None:
 
 
 def test_the_ceiling_bounds_every_score_and_a_fuller_match_comes_closer(
-        store: SQLiteLogbook) -> None:
+        sqlite: SQLiteLogbook) -> None:
     words = ["klystron", "arc", "vacuum", "kicker", "septum", "magnet", "orbit", "feedback"]
-    index = index_of(store, [entry(f"e{n}", "", " ".join(words[:n] * n)) for n in range(1, 9)]
+    index = index_of(sqlite, [entry(f"e{n}", "", " ".join(words[:n] * n)) for n in range(1, 9)]
                      + [entry("none", "", "nothing relevant here")])
     for query in ("klystron", "klystron arc vacuum", " ".join(words),
                   "klystron AND NOT vacuum", "klystron unheardofword", "author:nobody"):
@@ -113,7 +128,7 @@ def test_the_ceiling_bounds_every_score_and_a_fuller_match_comes_closer(
     assert index.search(parse_query("author:nobody"), k=5).ceiling == 0.0
 
 
-def test_identifiers_whole_above_parts_and_found_by_parts(store: SQLiteLogbook) -> None:
+def test_identifiers_whole_above_parts_and_found_by_parts(store: LogbookStore) -> None:
     index = index_of(store, [
         entry("parts", "Corrector", "HCM1 RB and SP values compared"),
         entry("whole", "Corrector", "HCM1:SP set to 2.5 A"),
@@ -136,7 +151,7 @@ def test_identifiers_whole_above_parts_and_found_by_parts(store: SQLiteLogbook) 
     ("llrf", {"script"}),
     ("SR:CURRENT", {"pv"}),
 ])
-def test_identifiers_operators_type(store: SQLiteLogbook, query: str,
+def test_identifiers_operators_type(store: LogbookStore, query: str,
                                     expected: set[str]) -> None:
     index = index_of(store, [
         entry("alarm", "Alarm", "ALM-2231 raised twice"),
@@ -148,13 +163,13 @@ def test_identifiers_operators_type(store: SQLiteLogbook, query: str,
     assert set(ids(store, index, query)) == expected
 
 
-def test_stemming_finds_other_forms(store: SQLiteLogbook) -> None:
+def test_stemming_finds_other_forms(store: LogbookStore) -> None:
     index = index_of(store, [entry("1", "Losses", "the magnets tripped")])
     assert ids(store, index, "loss") == ["1"]
     assert ids(store, index, "tripping magnet") == ["1"]
 
 
-def test_phrases_are_exact(store: SQLiteLogbook) -> None:
+def test_phrases_are_exact(store: LogbookStore) -> None:
     index = index_of(store, [
         entry("exact", "RF", "beam loss at injection"),
         entry("apart", "RF", "beam was fine, loss of vacuum later"),
@@ -169,7 +184,7 @@ def test_phrases_are_exact(store: SQLiteLogbook) -> None:
     assert ids(store, index, '"tripped HCM1"') == []
 
 
-def test_operators_and_fields_inside_the_query(store: SQLiteLogbook) -> None:
+def test_operators_and_fields_inside_the_query(store: LogbookStore) -> None:
     index = index_of(store, [
         entry("1", "RF trip", "cavity tripped", author="Jane Doe", tags=["rf"], hours=1),
         entry("2", "RF trip", "cavity tripped again", author="bob", logbook="RF", hours=2),
@@ -189,7 +204,7 @@ def test_operators_and_fields_inside_the_query(store: SQLiteLogbook) -> None:
     assert ids(store, index, "author:bob") == ["3", "2"]  # nothing ranks: newest first
 
 
-def test_matches_gives_every_matching_row(store: SQLiteLogbook) -> None:
+def test_matches_gives_every_matching_row(store: LogbookStore) -> None:
     index = index_of(store, [entry("1", "RF", "cavity trip"), entry("2", "RF", "cavity"),
                              entry("3", "Vacuum", "valve")])
     rowids = store.rowids(["als/1", "als/2", "als/3"])
@@ -197,7 +212,7 @@ def test_matches_gives_every_matching_row(store: SQLiteLogbook) -> None:
     assert set(np.flatnonzero(matched)) == {rowids["als/2"], rowids["als/3"]}
 
 
-def test_mask_from_the_caller_is_applied_inside(store: SQLiteLogbook) -> None:
+def test_mask_from_the_caller_is_applied_inside(store: LogbookStore) -> None:
     index = index_of(store, [entry(str(i), "beam", "beam loss") for i in range(5)])
     rowids = store.rowids(["als/1", "als/3"])
     mask = np.zeros(3, np.bool_)  # shorter than the rowids: the rest is not allowed
@@ -207,7 +222,7 @@ def test_mask_from_the_caller_is_applied_inside(store: SQLiteLogbook) -> None:
     assert hits.total == 1
 
 
-def test_top_k_and_total(store: SQLiteLogbook) -> None:
+def test_top_k_and_total(store: LogbookStore) -> None:
     index = index_of(store, [entry(str(i), "", "beam " * (1 + i % 4) + "x" * i)
                              for i in range(30)])
     hits = index.search(parse_query("beam"), k=5)
@@ -221,7 +236,7 @@ def test_top_k_and_total(store: SQLiteLogbook) -> None:
 
 # -- changes, persistence ---------------------------------------------------------------------
 
-def test_edits_and_deletes_reach_the_index(store: SQLiteLogbook) -> None:
+def test_edits_and_deletes_reach_the_index(store: LogbookStore) -> None:
     index = index_of(store, [entry("1", "RF trip", "cavity"), entry("2", "Vacuum", "valve")])
     store.upsert([entry("1", "RF trip", "klystron")])  # an edit: a new row
     store.delete(["als/2"])
@@ -232,13 +247,13 @@ def test_edits_and_deletes_reach_the_index(store: SQLiteLogbook) -> None:
     assert index.refresh() == 0
 
 
-def test_statistics_ignore_deleted_rows(store: SQLiteLogbook, tmp_path: Path) -> None:
+def test_statistics_ignore_deleted_rows(sqlite: SQLiteLogbook, tmp_path: Path) -> None:
     entries = [entry(str(i), "", f"beam {'loss' if i % 3 else 'dump'} word{i}")
                for i in range(12)]
-    index = index_of(store, entries)
-    store.delete([f"als/{i}" for i in range(0, 12, 2)])
+    index = index_of(sqlite, entries)
+    sqlite.delete([f"als/{i}" for i in range(0, 12, 2)])
     index.refresh()
-    fresh = KeywordIndex.open(store, tmp_path / "fresh")
+    fresh = KeywordIndex.open(sqlite, tmp_path / "fresh")
     fresh.refresh()
     for text in ("beam", "loss dump", "word3"):
         ours, theirs = (i.search(parse_query(text), k=20) for i in (index, fresh))
@@ -246,33 +261,33 @@ def test_statistics_ignore_deleted_rows(store: SQLiteLogbook, tmp_path: Path) ->
         assert ours.scores == pytest.approx(theirs.scores, rel=1e-6)
 
 
-def test_rows_the_index_has_not_read_match_nothing(store: SQLiteLogbook) -> None:
-    index = index_of(store, [entry("1", "RF", "cavity")])
-    store.upsert([entry("2", "RF", "beam")])
+def test_rows_the_index_has_not_read_match_nothing(sqlite: SQLiteLogbook) -> None:
+    index = index_of(sqlite, [entry("1", "RF", "cavity")])
+    sqlite.upsert([entry("2", "RF", "beam")])
     index.meta.refresh()  # the metadata knows the new row, the postings do not yet
-    assert ids(store, index, "NOT beam") == ["1"]
-    assert ids(store, index, "logbook:nothing OR source:als") == ["1"]
+    assert ids(sqlite, index, "NOT beam") == ["1"]
+    assert ids(sqlite, index, "logbook:nothing OR source:als") == ["1"]
     index.refresh()
-    assert ids(store, index, "source:als") == ["2", "1"]
+    assert ids(sqlite, index, "source:als") == ["2", "1"]
 
 
-def test_reopened_index_answers_without_refresh(store: SQLiteLogbook) -> None:
-    index = index_of(store, [entry("1", "RF", "cavity"), entry("2", "RF", "klystron")])
-    again = KeywordIndex.open(store, store.path.with_suffix(".index"))
+def test_reopened_index_answers_without_refresh(sqlite: SQLiteLogbook) -> None:
+    index = index_of(sqlite, [entry("1", "RF", "cavity"), entry("2", "RF", "klystron")])
+    again = KeywordIndex.open(sqlite, sqlite.path.with_suffix(".index"))
     assert again.seq == index.seq
-    assert ids(store, again, "klystron") == ["2"]
+    assert ids(sqlite, again, "klystron") == ["2"]
 
 
-def test_another_process_refreshes_the_same_folder(store: SQLiteLogbook) -> None:
-    index = index_of(store, [entry("1", "RF", "cavity")])
-    store.upsert([entry("2", "RF", "klystron")])
+def test_another_process_refreshes_the_same_folder(sqlite: SQLiteLogbook) -> None:
+    index = index_of(sqlite, [entry("1", "RF", "cavity")])
+    sqlite.upsert([entry("2", "RF", "klystron")])
     context = multiprocessing.get_context("spawn")
-    worker = context.Process(target=_refresh, args=(store.path,))
+    worker = context.Process(target=_refresh, args=(sqlite.path,))
     worker.start()
     worker.join(60)
     assert worker.exitcode == 0
     assert index.refresh() == 0  # takes up what the other process wrote
-    assert ids(store, index, "klystron") == ["2"]
+    assert ids(sqlite, index, "klystron") == ["2"]
 
 
 def _refresh(path: Path) -> None:
@@ -281,14 +296,14 @@ def _refresh(path: Path) -> None:
     other.close()
 
 
-def test_an_index_of_another_analyzer_is_rebuilt(store: SQLiteLogbook,
+def test_an_index_of_another_analyzer_is_rebuilt(sqlite: SQLiteLogbook,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    index_of(store, [entry("1", "RF", "cavity")])
+    index_of(sqlite, [entry("1", "RF", "cavity")])
     monkeypatch.setattr("osprey_core.logbook.keyword.index.ANALYZER_VERSION", "another")
-    index = KeywordIndex.open(store, store.path.with_suffix(".index"))
+    index = KeywordIndex.open(sqlite, sqlite.path.with_suffix(".index"))
     assert index.seq == 0 and index.segments == []
     assert index.refresh() == 1
-    assert ids(store, index, "cavity") == ["1"]
+    assert ids(sqlite, index, "cavity") == ["1"]
 
 
 def test_a_store_behind_the_index_means_a_rebuild(tmp_path: Path) -> None:
@@ -301,37 +316,37 @@ def test_a_store_behind_the_index_means_a_rebuild(tmp_path: Path) -> None:
     assert ids(other, index, "klystron") == ["9"] and ids(other, index, "cavity") == []
 
 
-def test_segments_merge_as_refreshes_accumulate(store: SQLiteLogbook) -> None:
-    index = index_of(store, [entry("0", "start", "beam")])
+def test_segments_merge_as_refreshes_accumulate(sqlite: SQLiteLogbook) -> None:
+    index = index_of(sqlite, [entry("0", "start", "beam")])
     for round_ in range(1, 40):
-        store.upsert([entry(str(round_), "round", f"beam n{round_}")])
+        sqlite.upsert([entry(str(round_), "round", f"beam n{round_}")])
         index.refresh()
     assert len(index.segments) <= 8
-    assert len(ids(store, index, "beam")) == 40
-    folder = store.path.with_suffix(".index") / "keyword"
+    assert len(ids(sqlite, index, "beam")) == 40
+    folder = sqlite.path.with_suffix(".index") / "keyword"
     named = set(json.loads((folder / "manifest.json").read_text())["files"])
     assert {path.name for path in folder.glob("*.npy")} == named
 
 
-def test_progress_is_reported(store: SQLiteLogbook) -> None:
-    store.upsert([entry(str(i), "t", "x") for i in range(12)])
+def test_progress_is_reported(sqlite: SQLiteLogbook) -> None:
+    sqlite.upsert([entry(str(i), "t", "x") for i in range(12)])
     seen: list[tuple[int, int]] = []
-    index = KeywordIndex.open(store, store.path.with_suffix(".index"))
+    index = KeywordIndex.open(sqlite, sqlite.path.with_suffix(".index"))
     assert index.refresh(lambda done, total: seen.append((done, total))) == 12
     assert seen[-1] == (12, 12)
 
 
 # -- document metadata ---------------------------------------------------------------------
 
-def test_docmeta_masks_agree_with_filters(store: SQLiteLogbook) -> None:
-    store.upsert([
+def test_docmeta_masks_agree_with_filters(sqlite: SQLiteLogbook) -> None:
+    sqlite.upsert([
         entry("1", author="Jane Doe", logbook="RF", tags=["rf", "Trip"], hours=1),
         entry("2", author="bob", logbook="ops", hours=2),
         entry("3", author=None, tags=["vacuum"], hours=3, source="jlab"),
     ])
-    meta = DocMeta.open(store, store.path.with_suffix(".index"))
+    meta = DocMeta.open(sqlite, sqlite.path.with_suffix(".index"))
     assert meta.refresh() == 3
-    items = live_entries(store)
+    items = live_entries(sqlite)
     for filters in (Filters(), Filters(authors=("JANE DOE", "nobody")), Filters(tags=("trip",)),
                     Filters(logbooks=("rf", "ops")), Filters(sources=("jlab",)),
                     Filters(since=T0 + timedelta(hours=2)),
@@ -349,10 +364,10 @@ def test_docmeta_masks_agree_with_filters(store: SQLiteLogbook) -> None:
     assert parse_query("beam OR tag:rf").restrictions == ()  # mixed: nothing for other arms
     with pytest.raises(ValueError, match="not a field"):
         meta.where(Word("x", None, ("x",)))
-    store.delete(["als/1"])
+    sqlite.delete(["als/1"])
     assert meta.refresh() == 0
-    assert not meta.alive[store.rowids(["als/2"])["als/2"] - 1]
-    reopened = DocMeta.open(store, store.path.with_suffix(".index"))
+    assert not meta.alive[sqlite.rowids(["als/2"])["als/2"] - 1]
+    reopened = DocMeta.open(sqlite, sqlite.path.with_suffix(".index"))
     assert reopened.seq == meta.seq
     assert list(reopened.alive) == list(meta.alive)
 
@@ -450,7 +465,7 @@ def test_no_hit_violates_the_query_and_incremental_equals_full(
 
 @pytest.mark.skipif(not (SCIFACT / "corpus.jsonl").exists(),
                     reason="SciFact evaluation data (../shared/benchdata/scifact) not present")
-def test_scifact_ndcg_at_10(store: SQLiteLogbook) -> None:
+def test_scifact_ndcg_at_10(sqlite: SQLiteLogbook) -> None:
     corpus = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").open()]
     queries = {item["_id"]: item["text"]
                for item in map(json.loads, (SCIFACT / "queries.jsonl").open())}
@@ -458,9 +473,9 @@ def test_scifact_ndcg_at_10(store: SQLiteLogbook) -> None:
     for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]:
         query, document, score = line.split("\t")
         judged.setdefault(query, {})[document] = int(score)
-    index = index_of(store, [entry(item["_id"], item["title"], item["text"], source="scifact")
+    index = index_of(sqlite, [entry(item["_id"], item["title"], item["text"], source="scifact")
                              for item in corpus])
-    native = {rowid: item.native_id for rowid, item in live_entries(store).items()}
+    native = {rowid: item.native_id for rowid, item in live_entries(sqlite).items()}
     total = 0.0
     for query_id, relevant in judged.items():
         found = index.search(parse_query(queries[query_id].replace('"', " ")), k=10).rowids
