@@ -66,6 +66,16 @@ class PostgresServer:
             raise RuntimeError(f"pg_ctl {action} failed: {done.stderr}{done.stdout}\n{log}")
         return done
 
+    @contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The server down for the block's length, and started again after it, whatever
+        happens inside (the tests of an outage)."""
+        self.ctl("stop")
+        try:
+            yield
+        finally:
+            self.ctl("start")
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
