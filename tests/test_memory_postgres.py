@@ -98,16 +98,13 @@ def test_the_server_going_away_is_a_clear_error_and_its_return_needs_nothing(
     store = PostgresMemoryStore.connect(url, connect_timeout=2)
     try:
         kept = store.add("ana", "always plot in mm")
-        postgres_server.ctl("stop")
-        try:
+        with postgres_server.stopped():
             for attempt in (lambda: store.entries("ana"), lambda: store.add("ana", "lost?"),
                             lambda: store.delete("ana", kept.id)):
                 with pytest.raises(StoreUnavailableError) as down:
                     attempt()
             with pytest.raises(StoreUnavailableError):
                 PostgresMemoryStore.connect(url, connect_timeout=2)
-        finally:
-            postgres_server.ctl("start")
         message = str(down.value)
         assert f"PostgreSQL store at 127.0.0.1:{postgres_server.port}" in message
         assert "nothing was changed" in message and "sekret" not in message
@@ -123,22 +120,20 @@ def test_osprey_serve_answers_503_for_memory_while_the_database_is_down(
         postgres_server: PostgresServer, postgres_url: str, tmp_path: Path) -> None:
     from support.service import cli, running_server
 
-    with running_server(tmp_path / "home", OSPREY__STORE__URL=postgres_url,
+    home = tmp_path / "home"
+    with running_server(home, OSPREY__STORE__URL=postgres_url,
                         OSPREY__STORE__CONNECT_TIMEOUT="2") as server, \
             server.client(server.token("olga", "operator")) as olga:
         saved = olga.post("/api/v1/memory", json={"text": "BPM 3 reads 0.2 mm high"}).json()
-        postgres_server.ctl("stop")
-        try:
+        with postgres_server.stopped():
             down = olga.post("/api/v1/memory", json={"text": "lost?"})
-        finally:
-            postgres_server.ctl("start")
         assert down.status_code == 503, down.text
         assert down.json()["error"]["code"] == "store_error"
         assert f"127.0.0.1:{postgres_server.port}" in down.json()["error"]["message"]
         assert [item["id"] for item in olga.get("/api/v1/memory").json()] == [saved["id"]]
         listed = cli(server, "memory", "list", "--user", "olga", "--json")
         assert [item["id"] for item in json.loads(listed.stdout)] == [saved["id"]]
-    assert not (tmp_path / "home" / "memory").exists()  # in the database, not in files
+    assert not (home / "memory").exists()  # in the database, not in files
 
 
 def test_the_memory_table_migrates_once_and_a_newer_one_is_refused(postgres_url: str) -> None:

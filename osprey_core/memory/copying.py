@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from osprey_core.memory.errors import MemoryStoreError
 from osprey_core.memory.naming import decode_stem
+from osprey_core.memory.operations import LoadedFile
 from osprey_core.memory.postgres import PostgresMemoryStore, insert_entries
 from osprey_core.memory.store import MemoryStore
 
 if TYPE_CHECKING:
     from osprey_core.memory.models import MemoryEntry
-    from osprey_core.stores.postgres import PostgresRunStore
 
 
 def file_memories(home: Path) -> dict[str, list[MemoryEntry]]:
@@ -44,7 +44,7 @@ def _users(store: MemoryStore) -> list[str]:
     return users
 
 
-def prepare_target(database: PostgresRunStore) -> int:
+def prepare_target(database: Any) -> int:
     """Bring the target's memory table up to date; how many entries it already holds."""
     PostgresMemoryStore(database)
     return count_entries(database)
@@ -61,7 +61,7 @@ def insert_memories(database: Any, memories: dict[str, list[MemoryEntry]]) -> in
     return sum(len(entries) for entries in memories.values())
 
 
-def database_memories(database: PostgresRunStore) -> dict[str, list[MemoryEntry]]:
+def database_memories(database: Any) -> dict[str, list[MemoryEntry]]:
     """Every user's entries in a PostgreSQL store, oldest first."""
     store = PostgresMemoryStore(database)
     users = database.conn.execute("SELECT DISTINCT user_id FROM memory_entries "
@@ -83,8 +83,10 @@ def write_files(home: Path, memories: dict[str, list[MemoryEntry]]) -> list[Path
     store = MemoryStore(home)
     written = []
     for user, entries in memories.items():
-        store._change(user, lambda loaded, entries=entries: loaded.entries.extend(entries),
-                      capped=False)
+        def fill(loaded: LoadedFile, entries: list[MemoryEntry] = entries) -> None:
+            loaded.entries.extend(entries)
+
+        store._change(user, fill, capped=False)
         written.append(store.path_for(user))
     return written
 
