@@ -127,7 +127,7 @@ def copy_store(source_url: str, target_url: str, **options: Any) -> CopyReport:
         written: list[Path] = []
         try:
             if back_home is not None:
-                moved = copying.database_memories(source)  # type: ignore[arg-type]
+                moved = copying.database_memories(source)
                 written = copying.write_files(back_home, moved)
                 report.memory_entries = sum(len(entries) for entries in moved.values())
             with target.transaction() as tx:
