@@ -4,7 +4,6 @@ failing health check is reported with the service's logs, clean removes volumes.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import urllib.request
@@ -12,38 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.deploy import free_port, osprey, write_config, write_web_app
+from support.deploy import osprey, status, web_project, write_config
 
 from osprey_core.deploy.images import busybox_base
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None,
                                 reason="needs podman (nox -s tests installs it)")
-
-
-def project(tmp_path: Path, name: str, *, greeting: str = "hello", fail: bool = False,
-            retries: int = 40) -> tuple[Path, int]:
-    """A config for project ``name`` with the web app on a free loopback port."""
-    folder = tmp_path / name
-    folder.mkdir()
-    write_web_app(folder / "apps", retries=retries)
-    port = free_port()
-    config = write_config(folder, f"""\
-        home: ./home
-        deploy:
-          project: {name}
-          applications_dir: apps
-          deployed_services: [applications.demo.web]
-          services:
-            applications.demo.web:
-              greeting: {greeting}
-              fail: {str(fail).lower()}
-              ports: {{http: {port}}}
-        """)
-    return config, port
-
-
-def status(config: Path) -> dict[str, object]:
-    return json.loads(osprey(config, "status", "--json").stdout)
 
 
 @pytest.fixture
@@ -57,8 +30,8 @@ def projects(tmp_path: Path) -> Iterator[list[Path]]:
 
 def test_two_projects_side_by_side_up_status_down(tmp_path: Path,
                                                   projects: list[Path]) -> None:
-    first, first_port = project(tmp_path, "osprey-test-a", greeting="from-a")
-    second, second_port = project(tmp_path, "osprey-test-b", greeting="from-b")
+    first, first_port = web_project(tmp_path, "osprey-test-a", greeting="from-a")
+    second, second_port = web_project(tmp_path, "osprey-test-b", greeting="from-b")
     projects += [first, second]
     stale = "localhost/osprey-test-web:stale"  # an older build nobody uses any more
     subprocess.run(["podman", "tag", busybox_base(), stale], check=True)
@@ -104,7 +77,7 @@ def test_two_projects_side_by_side_up_status_down(tmp_path: Path,
 
 def test_a_failing_health_check_names_the_service_and_shows_its_logs(
         tmp_path: Path, projects: list[Path]) -> None:
-    config, _ = project(tmp_path, "osprey-test-sick", fail=True, retries=3)
+    config, _ = web_project(tmp_path, "osprey-test-sick", fail=True, retries=3)
     projects.append(config)
     osprey(config, "build")
     up = osprey(config, "up", check=False)

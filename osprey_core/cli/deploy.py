@@ -1,4 +1,5 @@
-"""``osprey deploy``: render, build and run this project's services (podman-compose).
+"""``osprey deploy``: render, build and run this project's services (podman-compose, or
+another compose runtime: see docs/deployment.md).
 
 Everything acts on one compose project (``deploy.project``): its containers carry its
 label and nothing here lists, stops or removes another project's. See docs/deployment.md.
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from osprey_core.deploy.catalog import Deployment
     from osprey_core.deploy.runtime import Runtime
 
-deploy_app = typer.Typer(help="Deploy services as containers (podman-compose), scoped to "
+deploy_app = typer.Typer(help="Deploy services as containers (podman or docker), scoped to "
                               "this project.", no_args_is_help=True)
 AS_JSON = typer.Option(False, "--json", help="Print JSON.")
 
@@ -57,18 +58,18 @@ def render_command(ctx: typer.Context) -> None:
 def build_command(ctx: typer.Context,
                   rebuild: bool = typer.Option(False, "--rebuild", help="Build even when "
                                                "the image already exists.")) -> None:
-    """Build the deployed services' images locally (cached: quick when nothing changed)."""
+    """Build the deployed services' images locally with podman (cached: quick when nothing
+    changed); a docker runtime gets them loaded into docker."""
     from osprey_core.deploy.build import build_images
-    from osprey_core.deploy.runtime import engine_env
 
     state = cli_state(ctx)
     deployment = _deployment(ctx)
     results = build_images(
         deployment, runtime_dir=state.config().section("execution").runtime_dir,
         cache_dir=deployment.home / "deploy" / "cache", progress=_say,
-        env=engine_env(deployment), rebuild=rebuild)
+        target=_runtime(deployment).open_engine(deployment), rebuild=rebuild)
     for built in results:
-        how = "cached" if built.cached else f"built in {built.seconds:.1f} s"
+        how = built.describe()
         if built.pruned:
             how += f"; removed older {', '.join(built.pruned)}"
         typer.echo(f"{built.service}: {built.image} ({how})")
@@ -98,11 +99,9 @@ def down_command(ctx: typer.Context) -> None:
 @deploy_app.command("status")
 def status_command(ctx: typer.Context, as_json: bool = AS_JSON) -> None:
     """This project's containers: service, state, health, published ports."""
-    from osprey_core.deploy.runtime import containers, engine_env
-
     deployment = _deployment(ctx)
     runtime = _runtime(deployment, quiet=as_json)
-    found = containers(deployment, engine_env(deployment), runtime.engine)
+    found = runtime.open_engine(deployment).containers(deployment.project)
     if as_json:
         print_json({"project": deployment.project, "runtime": runtime.name,
                     "containers": [c.to_json() for c in found]})
@@ -130,13 +129,11 @@ def logs_command(ctx: typer.Context,
                  tail: int = typer.Option(50, "--tail", min=1, help="Lines per container.")
                  ) -> None:
     """The last log lines of this project's containers."""
-    from osprey_core.deploy.runtime import containers, engine_env, last_log_lines
-
     deployment = _deployment(ctx)
-    env = engine_env(deployment)
-    for container in containers(deployment, env, service=service):
+    engine = _runtime(deployment).open_engine(deployment)
+    for container in engine.containers(deployment.project, service=service):
         typer.echo(f"== {container.service} ({container.name})")
-        typer.echo(last_log_lines(container.id, env, tail))
+        typer.echo(engine.logs(container.id, tail))
 
 
 @deploy_app.command("clean")

@@ -1,21 +1,28 @@
-"""``osprey deploy build``: every deployed service's image, made locally and cached."""
+"""``osprey deploy build``: every deployed service's image, made locally and cached.
+
+Images are built with podman whatever the runtime: a python image's build mounts the
+prepared interpreter (``podman build --volume``), which ``docker build`` cannot. When the
+runtime drives docker, each image is then handed over (``podman save | docker load``)."""
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from osprey_core.deploy.catalog import Deployment
+from osprey_core.deploy.engine import Engine
 from osprey_core.deploy.images import (
     PYTHON_SOURCE,
     WHEELS,
     Progress,
     busybox_base,
     debian_base,
-    image_exists,
     image_ref,
     podman,
+    require_podman,
     wheels,
 )
 from osprey_core.deploy.render import render_text
@@ -31,14 +38,24 @@ class Built:
     seconds: float
     #: Older tags of the same image that no container used, removed after the build.
     pruned: tuple[str, ...] = ()
+    #: Built with podman now (not only handed over).
+    made: bool = False
+    #: Handed to the runtime's engine (docker) after the build.
+    loaded_into: str | None = None
+
+    def describe(self) -> str:
+        if self.cached:
+            return "cached"
+        steps = ["built"] if self.made else []
+        steps += [f"loaded into {self.loaded_into}"] if self.loaded_into else []
+        return f"{' and '.join(steps)} in {self.seconds:.1f} s"
 
 
 def build_images(deployment: Deployment, *, runtime_dir: Path, cache_dir: Path,
-                 progress: Progress, env: dict[str, str] | None = None,
-                 rebuild: bool = False) -> list[Built]:
-    """Build what is missing (or everything with ``rebuild``); report each image."""
-    import time
-
+                 progress: Progress, target: Engine, rebuild: bool = False) -> list[Built]:
+    """Build what the runtime's engine (``target``) lacks (everything with ``rebuild``)
+    with podman, load it into ``target`` when that is not podman; report each image."""
+    builder = Engine("podman", target.env)
     results: list[Built] = []
     done: set[str] = set()
     for entry in deployment.services:
@@ -47,27 +64,53 @@ def build_images(deployment: Deployment, *, runtime_dir: Path, cache_dir: Path,
             continue
         ref = image_ref(recipe)
         started = time.monotonic()
-        cached = ref in done or (not rebuild and image_exists(ref, env))
+        cached = ref in done or (not rebuild and target.has_image(ref))
         pruned: tuple[str, ...] = ()
+        made, loaded = False, None
         if not cached:
-            progress(f"building {ref} for {entry.spec.name}")
-            _build(recipe, ref, runtime_dir, cache_dir, progress, env)
-            pruned = _prune(ref, env)
+            require_podman()
+            made = rebuild or target.name == builder.name or not builder.has_image(ref)
+            if made:
+                progress(f"building {ref} for {entry.spec.name}")
+                _build(recipe, ref, runtime_dir, cache_dir, progress, target.env)
+            if target.name != builder.name:
+                progress(f"podman save {ref} | {target.name} load")
+                hand_over(ref, target)
+                loaded = target.name
+            pruned = _prune(ref, [builder] if loaded is None else [builder, target])
         done.add(ref)
-        results.append(Built(entry.spec.name, ref, cached, time.monotonic() - started, pruned))
+        results.append(Built(entry.spec.name, ref, cached, time.monotonic() - started, pruned,
+                             made, loaded))
     return results
 
 
-def _prune(keep: str, env: dict[str, str] | None) -> tuple[str, ...]:
-    """Remove the other tags of ``keep``'s image (each code change makes one); podman
-    refuses to remove one a container still uses, and that one stays."""
+def hand_over(ref: str, target: Engine) -> None:
+    """``podman save REF | <target> load``, streamed (images can be a gigabyte)."""
+    with tempfile.TemporaryFile() as errors:
+        save = subprocess.Popen(["podman", "save", ref], stdout=subprocess.PIPE, stderr=errors,
+                                env=target.env)
+        assert save.stdout is not None
+        with save.stdout:
+            load = subprocess.run([target.name, "load"], stdin=save.stdout,
+                                  capture_output=True, text=True, env=target.env, check=False)
+        save.wait()
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip()
+    if save.returncode or load.returncode:
+        raise DeployError(f"podman save {ref} | {target.name} load failed: "
+                          f"{(said or load.stderr.strip() or load.stdout.strip())[-2000:]}")
+
+
+def _prune(keep: str, engines: list[Engine]) -> tuple[str, ...]:
+    """Remove the other tags of ``keep``'s image (each code change makes one) from each
+    engine; an engine refuses to remove one a container still uses, and that one stays."""
     repository = keep.rsplit(":", 1)[0]
-    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", repository, env=env)
-    # the listing names every tag of each matching image (a shared base included): only
-    # this repository's own tags are candidates
-    old = [ref for ref in listed.stdout.decode().split()
-           if ref.startswith(f"{repository}:") and ref != keep]
-    return tuple(ref for ref in old if podman("rmi", ref, env=env).returncode == 0)
+    removed: dict[str, None] = {}
+    for engine in engines:
+        for ref in engine.tags(repository):
+            if ref != keep and engine.remove_image(ref):
+                removed[ref] = None
+    return tuple(removed)
 
 
 def _build(recipe: ImageRecipe, ref: str, runtime_dir: Path, cache_dir: Path,

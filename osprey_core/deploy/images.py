@@ -1,5 +1,6 @@
 """Local images (no registry is reachable): base root filesystems imported into podman,
-then each service's Containerfile built on top. Everything is cached by content: a second
+then each service's Containerfile built on top (always with podman; see build.py for
+docker). Everything is cached by content: a second
 ``osprey deploy build`` with nothing changed only checks that the tags exist."""
 
 from __future__ import annotations
@@ -66,10 +67,17 @@ def image_ref(recipe: ImageRecipe) -> str:
 def podman(*args: str, input_bytes: bytes | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run podman; a missing binary is a DeployError saying what to install."""
-    if shutil.which("podman") is None:
-        raise DeployError("podman is not installed (Debian: apt-get install -y podman runc)")
+    require_podman()
     return subprocess.run(["podman", *args], input=input_bytes, capture_output=True,
                           check=False, env=env)
+
+
+def require_podman() -> None:
+    if shutil.which("podman") is None:
+        raise DeployError("podman is not installed: osprey deploy build makes every image with "
+                          "podman, for docker too, which then loads it (the build mounts the "
+                          "prepared interpreter, which docker build cannot). Debian: "
+                          "apt-get install -y podman runc")
 
 
 def image_exists(ref: str, env: dict[str, str] | None = None) -> bool:

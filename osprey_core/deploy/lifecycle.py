@@ -1,5 +1,6 @@
 """``up`` (with health checks driven here: podman runs none by itself without systemd),
-``down``, ``restart`` and ``clean``, each limited to this project's containers."""
+``down``, ``restart`` and ``clean``, each limited to this project's containers and run
+through the runtime's engine (podman or docker)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,10 @@ import time
 from collections.abc import Callable
 
 from osprey_core.deploy.catalog import Deployment, Selected
-from osprey_core.deploy.images import image_exists, image_ref
+from osprey_core.deploy.engine import Container, Engine
+from osprey_core.deploy.images import image_ref
 from osprey_core.deploy.render import render
-from osprey_core.deploy.runtime import (
-    Container,
-    Runtime,
-    compose,
-    containers,
-    engine_env,
-    labelled,
-    last_log_lines,
-    run,
-)
+from osprey_core.deploy.runtime import Runtime, compose
 from osprey_core.deploy.settings import DeployError
 
 Progress = Callable[[str], None]
@@ -27,13 +20,15 @@ Progress = Callable[[str], None]
 
 def up(deployment: Deployment, runtime: Runtime, progress: Progress) -> list[Container]:
     """Render, start every service, then wait until each is healthy (in start order)."""
-    env = engine_env(deployment)
+    engine = runtime.open_engine(deployment)
     missing = [f"{entry.spec.name} ({image_ref(entry.spec.image)})"
                for entry in deployment.services
-               if entry.spec.image is not None and not image_exists(image_ref(entry.spec.image),
-                                                                     env)]
+               if entry.spec.image is not None
+               and not engine.has_image(image_ref(entry.spec.image))]
     if missing:
-        raise DeployError(f"images not built: {', '.join(missing)}: run `osprey deploy build`")
+        loaded = " (it builds them with podman and loads them into docker)"
+        raise DeployError(f"images not in {engine.name}: {', '.join(missing)}: run `osprey "
+                          f"deploy build`{loaded if engine.name == 'docker' else ''}")
     if not deployment.services:
         raise DeployError("nothing to deploy: list services in deploy.deployed_services")
     rendered = render(deployment)
@@ -43,51 +38,50 @@ def up(deployment: Deployment, runtime: Runtime, progress: Progress) -> list[Con
     # dependents at once (podman-compose ignores ``condition: service_healthy``)
     for entry in deployment.services:
         compose(runtime, deployment, rendered.files, "up", "-d", "--no-deps",
-                entry.compose_name, env=env, what=f"{runtime.name} up {entry.compose_name}")
-        wait_healthy(deployment, [entry], env, progress)
-    return containers(deployment, env)
+                entry.compose_name, env=engine.env,
+                what=f"{runtime.name} up {entry.compose_name}")
+        wait_healthy(deployment, [entry], engine, progress)
+    return engine.containers(deployment.project)
 
 
-def wait_healthy(deployment: Deployment, services: list[Selected], env: dict[str, str],
+def wait_healthy(deployment: Deployment, services: list[Selected], engine: Engine,
                  progress: Progress) -> None:
     """Run each service's health check until it passes; fail naming the service, the
     check's last answer and the container's last log lines."""
     deadline = time.monotonic() + deployment.settings.health_timeout_seconds
     for entry in services:
         started = time.monotonic()
-        found = containers(deployment, env, service=entry.spec.name)
+        found = engine.containers(deployment.project, service=entry.spec.name)
         if not found:
             raise DeployError(f"service {entry.spec.name}: no container was created")
         for container in found:
-            answer = _wait_one(entry, container, env, deadline)
+            answer = _wait_one(entry, container, engine, deadline)
             if answer is not None:
                 raise DeployError(
                     f"service {entry.spec.name} is unhealthy ({answer}); last log lines of "
-                    f"{container.name}:\n{last_log_lines(container.id, env)}")
+                    f"{container.name}:\n{engine.logs(container.id)}")
         check = "healthy" if entry.spec.healthcheck else "running (no health check)"
         progress(f"{entry.spec.name}: {check} after {time.monotonic() - started:.1f} s")
 
 
-def _wait_one(entry: Selected, container: Container, env: dict[str, str],
+def _wait_one(entry: Selected, container: Container, engine: Engine,
               deadline: float) -> str | None:
     """None once healthy (or running, without a check), else why not."""
     check = entry.spec.healthcheck
     attempts, answer = 0, "not checked"
     while True:
-        state = run(["podman", "inspect", "--format", "{{.State.Status}}", container.id], env)
-        status = state.stdout.strip()
+        status = engine.state(container.id)
         if status not in ("running", "created", "configured", "initialized"):
             return f"its container is {status or 'gone'}"
         if check is None:
             if status == "running":
                 return None
         else:
-            done = run(["podman", "healthcheck", "run", container.id], env,
-                       timeout=check.timeout_seconds + 30)
+            failed = engine.check_health(container.id, check)
             attempts += 1
-            if done.returncode == 0:
+            if failed is None:
                 return None
-            answer = (done.stdout + done.stderr).strip() or f"exit {done.returncode}"
+            answer = failed
             if attempts >= check.retries:
                 return f"health check failed {attempts} times; last answer: {answer}"
         if time.monotonic() > deadline:
@@ -99,42 +93,42 @@ def _wait_one(entry: Selected, container: Container, env: dict[str, str],
 def down(deployment: Deployment, runtime: Runtime, *, volumes: bool = False) -> list[str]:
     """Stop and remove this project's containers and network (and volumes with
     ``volumes``); what is labelled with another project stays. Returns what was removed."""
-    env = engine_env(deployment)
-    removed = [c.name for c in containers(deployment, env)]
+    engine = runtime.open_engine(deployment)
+    removed = [c.name for c in engine.containers(deployment.project)]
     try:
         rendered = render(deployment)
     except DeployError:
         rendered = None  # a broken template must not keep running containers alive
     if rendered is not None and removed:
         args = ["down", "-t", "1", *(["-v"] if volumes else [])]
-        compose(runtime, deployment, rendered.files, *args, env=env,
+        compose(runtime, deployment, rendered.files, *args, env=engine.env,
                 what=f"{runtime.name} down")
-    leftovers = [c.id for c in containers(deployment, env)]  # e.g. services since removed
+    leftovers = engine.containers(deployment.project)  # e.g. services since removed
     if leftovers:
-        run(["podman", "rm", "-f", "-t", "1", *leftovers], env, check="podman rm")
-    for network in labelled("network", deployment, env):
-        run(["podman", "network", "rm", "-f", network], env, check="podman network rm")
+        engine.remove([c.id for c in leftovers])
+    engine.remove_labelled("network", engine.labelled("network", deployment.project))
     if volumes:
-        for volume in labelled("volume", deployment, env):
-            run(["podman", "volume", "rm", "-f", volume], env, check="podman volume rm")
-            removed.append(f"volume {volume}")
+        found = engine.labelled("volume", deployment.project)
+        engine.remove_labelled("volume", found)
+        removed += [f"volume {volume}" for volume in found]
     return removed
 
 
 def restart(deployment: Deployment, runtime: Runtime, progress: Progress,
             service: str | None = None) -> None:
     """Restart this project's containers (or one service's), then wait for health."""
-    env = engine_env(deployment)
+    engine = runtime.open_engine(deployment)
     chosen = [e for e in deployment.services if service in (None, e.spec.name)]
     if service is not None and not chosen:
         names = ", ".join(e.spec.name for e in deployment.services) or "none"
         raise DeployError(f"service {service} is not deployed (deployed: {names})")
-    ids = [c.id for e in chosen for c in containers(deployment, env, service=e.spec.name)]
+    ids = [c.id for e in chosen
+           for c in engine.containers(deployment.project, service=e.spec.name)]
     if not ids:
         raise DeployError(f"project {deployment.project} has no containers: run "
                           "`osprey deploy up`")
-    run(["podman", "restart", "-t", "1", *ids], env, check="podman restart")
-    wait_healthy(deployment, chosen, env, progress)
+    engine.restart(ids)
+    wait_healthy(deployment, chosen, engine, progress)
 
 
 def clean(deployment: Deployment, runtime: Runtime) -> list[str]:

@@ -39,9 +39,11 @@ class DeploySettings(BaseModel):
     build_dir: Path | None = Field(None, description=(
         "Where rendered compose files go (default: <home>/deploy/<project>)."))
     bind_address: str = Field("127.0.0.1", description="Address published ports listen on.")
-    runtime: Literal["auto", "podman-compose", "podman compose", "docker compose"] = Field(
+    runtime: Literal["auto", "podman-compose", "podman compose", "docker compose",
+                     "docker-compose"] = Field(
         "auto", description="Compose runtime; auto tries podman-compose, podman compose, "
-                            "docker compose in that order.")
+                            "docker compose, docker-compose in that order (the docker ones "
+                            "drive docker: images are built with podman, then loaded).")
     ulimits: list[str] = Field(list(DEFAULT_ULIMITS), description=(
         "Default ulimits of every container (private containers.conf)."))
     health_timeout_seconds: float = Field(180.0, gt=0, description=(

@@ -103,7 +103,8 @@ def filters_sql(filters: Filters) -> tuple[str, list[object]]:
     for column, wanted in (("author", filters.authors), ("logbook", filters.logbooks),
                            ("source", filters.sources)):
         if wanted:
-            clauses.append(f"lower({column}) = ANY(%s)")
+            # an entry without the field fails the condition, and NOT of it holds
+            clauses.append(f"coalesce(lower({column}) = ANY(%s), false)")
             params.append([value.lower() for value in wanted])
     if filters.tags:
         clauses.append("rowid IN (SELECT rowid FROM logbook_entry_tags WHERE tag = ANY(%s))")

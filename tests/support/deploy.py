@@ -1,8 +1,10 @@
 """Shared by the deployment tests: an applications folder with a tiny busybox web service,
-a config writer and the plan/render helpers (real podman and podman-compose run them)."""
+a config writer and the plan/render helpers (real podman and podman-compose, or docker and
+docker-compose, run them)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -52,6 +54,29 @@ def write_config(folder: Path, body: str) -> Path:
     return path
 
 
+def web_project(tmp_path: Path, name: str, *, greeting: str = "hello", fail: bool = False,
+                retries: int = 40, runtime: str = "auto") -> tuple[Path, int]:
+    """A config for project ``name`` with the web app on a free loopback port."""
+    folder = tmp_path / name
+    folder.mkdir()
+    write_web_app(folder / "apps", retries=retries)
+    port = free_port()
+    config = write_config(folder, f"""\
+        home: ./home
+        deploy:
+          project: {name}
+          runtime: {runtime}
+          applications_dir: apps
+          deployed_services: [applications.demo.web]
+          services:
+            applications.demo.web:
+              greeting: {greeting}
+              fail: {str(fail).lower()}
+              ports: {{http: {port}}}
+        """)
+    return config, port
+
+
 def deployment(host: PluginHost, config_path: Path) -> Deployment:
     return plan(load_config(host, config_path, environ={}), host)
 
@@ -73,3 +98,8 @@ def osprey(config: Path, *args: str, check: bool = True, timeout: float = 300,
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def status(config: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+    """``osprey deploy status --json``, parsed."""
+    return json.loads(osprey(config, "status", "--json", env=env).stdout)
