@@ -21,6 +21,7 @@ ids, search and import merge. What the engine gives:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     from osprey_core.stores.postgres import PostgresRunStore
 
 _COLUMNS = "id, text, tags, created_at, updated_at, source"
+#: Times read as ISO text in SQL: much cheaper than a datetime per value, converted back.
+_ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_SELECT = (f"SELECT id, text, tags, {_ISO.format('created_at')}, {_ISO.format('updated_at')}, "
+           "source FROM memory_entries WHERE user_id=? ORDER BY seq")
 #: Serialises the writers of one user (the second key is the user's hash).
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('osprey memory'), hashtext(?))"
 _INSERT = (f"INSERT INTO memory_entries (user_id, {_COLUMNS}) "
@@ -116,26 +121,23 @@ class PostgresMemoryStore(MemoryOperations):
             tx.conn.execute(_LOCK, [user])
             loaded = self._read(tx, user)
             before = {entry.id: entry for entry in loaded.entries}
-            old_size = _file_size(user, loaded.entries) if capped else 0
+            before_entries = list(loaded.entries)
             result = change(loaded)
-            if capped:
-                self._check_size(user, _file_size(user, loaded.entries), old_size)
+            size = _file_size(user, loaded.entries) if capped else 0
+            if size > self.settings.max_user_bytes:  # else nothing to compare
+                self._check_size(user, size, _file_size(user, before_entries))
             _write(tx, user, before, loaded.entries)
         return result
 
     def _read(self, database: Any, user: str) -> LoadedFile:
-        rows = database.conn.execute(
-            f"SELECT {_COLUMNS} FROM memory_entries WHERE user_id=? ORDER BY seq",
-            [_checked_user(user)]).fetchall()
+        rows = database.conn.execute(_SELECT, [_checked_user(user)]).fetchall()
         entries = []
-        for entry_id, text, tags, created, updated, source in rows:
+        for row in rows:
             try:
-                entries.append(MemoryEntry(id=entry_id, text=text, tags=json.loads(tags),
-                                           created_at=created, updated_at=updated,
-                                           source=source))
+                entries.append(_entry(tuple(row)))
             except ValidationError as exc:
                 raise MemoryStoreError(
-                    f"the memory {entry_id!r} of user {user!r} in {self.where} is not a valid "
+                    f"the memory {row[0]!r} of user {user!r} in {self.where} is not a valid "
                     f"entry ({first_error(exc)}); it was changed outside osprey: fix or delete "
                     "that row of memory_entries") from None
         return LoadedFile(self.where, entries, 0)
@@ -150,8 +152,24 @@ def _checked_user(user: str) -> str:
     return user
 
 
+@functools.lru_cache(maxsize=65536)
+def _entry(row: tuple[str, ...]) -> MemoryEntry:
+    """A row as an entry (validated once per distinct row: every change reads them all)."""
+    entry_id, text, tags, created, updated, source = row
+    return MemoryEntry(id=entry_id, text=text, tags=json.loads(tags), created_at=created,
+                       updated_at=updated, source=source)
+
+
+@functools.lru_cache(maxsize=65536)
+def _line_bytes(entry: MemoryEntry) -> int:
+    return len(entry_line(entry).encode("utf-8"))
+
+
 def _file_size(user: str, entries: Sequence[MemoryEntry]) -> int:
-    return len(file_text(user, [entry_line(entry) for entry in entries]).encode("utf-8"))
+    """The size of ``user``'s memory file holding ``entries``: its frame, each entry's line
+    and the ``,\n`` between them."""
+    frame = len(file_text(user, []).encode("utf-8"))
+    return frame + sum(_line_bytes(entry) + 2 for entry in entries) - (1 if entries else 0)
 
 
 def _row(entry: MemoryEntry) -> list[Any]:
