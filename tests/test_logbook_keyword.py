@@ -23,7 +23,17 @@ from osprey_core.logbook.docmeta import DocMeta
 from osprey_core.logbook.keyword import KeywordIndex, snippet
 from osprey_core.logbook.keyword.evaluation import QueryRun
 from osprey_core.logbook.models import Filters, LogEntry
-from osprey_core.logbook.query import And, Field, Node, Not, Or, Phrase, Word, parse_query
+from osprey_core.logbook.query import (
+    And,
+    Field,
+    Node,
+    Not,
+    Or,
+    ParsedQuery,
+    Phrase,
+    Word,
+    parse_query,
+)
 from osprey_core.logbook.storage import LogbookStore
 from osprey_core.logbook.store import SQLiteLogbook
 from osprey_core.logbook.tokenize import tokens
@@ -100,6 +110,12 @@ def holds(node: Node, item: LogEntry) -> bool:
 
 def live_entries(store: LogbookStore) -> dict[int, LogEntry]:
     return store.by_rowids(store.live_rowids())
+
+
+def matching(query: ParsedQuery, items: dict[int, LogEntry]) -> set[int]:
+    """The rowids of ``items`` that ``query`` matches, by brute force."""
+    return {rowid for rowid, item in items.items()
+            if query.expression is None or holds(query.expression, item)}
 
 
 # -- ranking and matching -------------------------------------------------------------------
@@ -443,8 +459,7 @@ def test_no_hit_violates_the_query_and_incremental_equals_full(
         for text in queries:
             query = parse_query(text)
             hits = index.search(query, k=100)
-            expected = {rowid for rowid, item in items.items()
-                        if query.expression is None or holds(query.expression, item)}
+            expected = matching(query, items)
             event("some match" if expected else "no match")
             assert set(hits.rowids) == expected, (text, str(query.expression))
             assert hits.total == len(expected)

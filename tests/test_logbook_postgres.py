@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.postgres import PostgresServer, shared_database
-from test_logbook_keyword import _entries, _queries, entry, holds, live_entries
+from test_logbook_keyword import _entries, _queries, entry, live_entries, matching
 
 from osprey_core.logbook.models import Filters, LogEntry
 from osprey_core.logbook.postgres import PostgresLogbook
@@ -76,8 +76,7 @@ def test_the_database_matches_exactly_what_the_query_says(
         for text in queries:
             query = parse_query(text)
             hits = index.search(query, k=100)
-            expected = {rowid for rowid, item in items.items()
-                        if query.expression is None or holds(query.expression, item)}
+            expected = matching(query, items)
             assert set(hits.rowids) == expected, (text, str(query.expression))
             assert hits.total == len(expected)
             assert index.search(query, k=3).rowids == hits.rowids[:3]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from osprey_core.logbook.semantic import SemanticIndexError
+from osprey_core.logbook.semantic import SemanticIndexError, check_dimension
 
 if TYPE_CHECKING:
     from osprey_core.logbook.pg_database import LogbookDatabase
@@ -131,11 +131,7 @@ class PostgresVectorSet:
 
     def append(self, vectors: np.ndarray, rowids: np.ndarray) -> None:
         """Add rows in one transaction (a chunk number per row of the same entry)."""
-        if self.dimension is not None and vectors.shape[1] != self.dimension:
-            raise SemanticIndexError(
-                f"the model returned {vectors.shape[1]}-dimensional vectors for a set of "
-                f"{self.dimension}-dimensional ones ({self.path}); vectors of different "
-                "models are never mixed")
+        check_dimension(self, vectors)
         vectors = np.ascontiguousarray(vectors, np.float32)
         chunks: list[int] = []
         for at, rowid in enumerate(rowids.tolist()):

@@ -21,12 +21,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from osprey_core.logbook.models import LogEntry
 from osprey_core.logbook.pg_terms import phrase_query, tsvector_text
-from osprey_core.logbook.rows import COLUMNS, doc_from_row, entry_from_row, entry_row
+from osprey_core.logbook.rows import (
+    COLUMNS,
+    doc_from_row,
+    entry_from_row,
+    fold_changes,
+    high_water_of,
+    plan_upsert,
+    purge_where,
+    source_state,
+    source_values,
+)
 from osprey_core.logbook.storage import (
     Changes,
     DocRow,
@@ -117,19 +127,8 @@ class PostgresLogbook:
             return UpsertCounts()
         now = time.time()
         with self.transaction() as conn:
-            known = self._known(conn, list(latest))
-            rows, tags, replaced, unchanged = [], [], [], 0
-            for entry_id, entry in latest.items():
-                digest = entry.content_hash()
-                old = known.get(entry_id)
-                if old is not None and old[1] == digest:
-                    unchanged += 1
-                    continue
-                if old is not None:
-                    replaced.append(old[0])
-                rows.append((*entry_row(entry, digest, now, 1 if old is None else old[2] + 1),
-                             tsvector_text(entry.title, entry.text)))
-                tags.append(entry.tags)
+            plan = plan_upsert(latest, self._known(conn, list(latest)), now)
+            replaced = plan.replaced
             if replaced:
                 conn.execute("DELETE FROM logbook_entries WHERE rowid = ANY(%s)", [replaced])
             base = conn.execute(
@@ -137,11 +136,13 @@ class PostgresLogbook:
                 "(SELECT max(rowid) FROM logbook_changes), 0)").fetchone()[0]  # type: ignore[index]
             with conn.cursor().copy(f"COPY logbook_entries (rowid, {', '.join(COLUMNS)}, "
                                     "terms) FROM STDIN") as copy:
-                for offset, row in enumerate(rows, 1):
-                    copy.write_row((base + offset, *row))
+                for offset, (row, entry) in enumerate(zip(plan.rows, plan.entries,
+                                                          strict=True), 1):
+                    copy.write_row((base + offset, *row,
+                                    tsvector_text(entry.title, entry.text)))
             tag_rows = list(dict.fromkeys((base + offset, tag.casefold())
-                                          for offset, names in enumerate(tags, 1)
-                                          for tag in names))
+                                          for offset, entry in enumerate(plan.entries, 1)
+                                          for tag in entry.tags))
             if tag_rows:
                 with conn.cursor().copy("COPY logbook_entry_tags (rowid, tag) FROM STDIN"
                                         ) as copy:
@@ -149,7 +150,7 @@ class PostgresLogbook:
                         copy.write_row(row)
             conn.execute("INSERT INTO logbook_changes (rowid, op) SELECT rowid, 'add' FROM "
                          "logbook_entries WHERE rowid > %s ORDER BY rowid", [base])
-        return UpsertCounts(len(rows) - len(replaced), len(replaced), unchanged)
+        return UpsertCounts(len(plan.rows) - len(replaced), len(replaced), plan.unchanged)
 
     @staticmethod
     def _known(conn: psycopg.Connection[Any], ids: list[str]
@@ -165,14 +166,7 @@ class PostgresLogbook:
 
     def purge(self, *, source: str | None = None, before: datetime | None = None) -> int:
         """Delete every entry (of ``source``, older than ``before``); returns how many."""
-        clauses, params = [], []
-        if source is not None:
-            clauses.append("source = %s")
-            params.append(source)
-        if before is not None:
-            clauses.append("ts < %s")
-            params.append(before.timestamp())
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = purge_where(source, before, "%s")
         with self.transaction() as conn:
             removed = conn.execute(f"DELETE FROM logbook_entries {where}",  # type: ignore[arg-type]
                                    params).rowcount
@@ -188,20 +182,14 @@ class PostgresLogbook:
         with self.transaction() as conn:
             count = conn.execute("SELECT count(*) FROM logbook_entries WHERE source = %s",
                                  [source]).fetchone()[0]  # type: ignore[index]
-            old = self._high_water(conn, source)
-            if old is not None and (high_water is None or
-                                    (old.timestamp, old.native_id) >
-                                    (high_water.timestamp, high_water.native_id)):
-                high_water = old
             conn.execute(
                 "INSERT INTO logbook_sources VALUES (%s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (source) DO UPDATE SET adapter = excluded.adapter, "
                 "location = excluded.location, high_water_ts = excluded.high_water_ts, "
                 "high_water_id = excluded.high_water_id, last_ingest = excluded.last_ingest, "
                 "entries = excluded.entries",
-                [source, adapter, location,
-                 None if high_water is None else high_water.timestamp.timestamp(),
-                 None if high_water is None else high_water.native_id, time.time(), count])
+                source_values(source, adapter, location, self._high_water(conn, source),
+                              high_water, count))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -250,19 +238,8 @@ class PostgresLogbook:
     def changes_since(self, seq: int) -> Changes:
         """Rows added and removed after change ``seq`` (a row added and removed in that
         span is in neither list)."""
-        added: dict[int, None] = {}
-        removed: list[int] = []
-        last = seq
-        for change, rowid, op in self.rows("SELECT seq, rowid, op FROM logbook_changes "
-                                            "WHERE seq > %s ORDER BY seq", [seq]):
-            last = change
-            if op == "add":
-                added[rowid] = None
-            elif rowid in added:
-                del added[rowid]
-            else:
-                removed.append(rowid)
-        return Changes(last, list(added), removed)
+        return fold_changes(self.rows("SELECT seq, rowid, op FROM logbook_changes "
+                                      "WHERE seq > %s ORDER BY seq", [seq]), seq)
 
     def last_change(self) -> int:
         return int(self.one("SELECT coalesce(max(seq), 0) FROM logbook_changes"))
@@ -282,17 +259,11 @@ class PostgresLogbook:
 
     @staticmethod
     def _high_water(conn: psycopg.Connection[Any], source: str) -> HighWater | None:
-        row = conn.execute("SELECT high_water_ts, high_water_id FROM logbook_sources "
-                           "WHERE source = %s", [source]).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return HighWater(datetime.fromtimestamp(row[0], UTC), row[1])
+        return high_water_of(conn.execute("SELECT high_water_ts, high_water_id FROM "
+                                          "logbook_sources WHERE source = %s",
+                                          [source]).fetchone())
 
     def sources(self) -> list[SourceState]:
-        return [SourceState(
-            source, adapter, location,
-            None if ts is None else HighWater(datetime.fromtimestamp(ts, UTC), native),
-            None if last is None else datetime.fromtimestamp(last, UTC), entries)
-            for source, adapter, location, ts, native, last, entries in self.rows(
-                "SELECT source, adapter, location, high_water_ts, high_water_id, last_ingest, "
-                "entries FROM logbook_sources ORDER BY source")]
+        return [source_state(row) for row in self.rows(
+            "SELECT source, adapter, location, high_water_ts, high_water_id, last_ingest, "
+            "entries FROM logbook_sources ORDER BY source")]

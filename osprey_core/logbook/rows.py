@@ -4,12 +4,14 @@ read back without validating again)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from osprey_core.logbook.models import Attachment, LogEntry
-from osprey_core.logbook.storage import DocRow
+from osprey_core.logbook.storage import Changes, DocRow, HighWater, SourceState
 
 COLUMNS = ("id", "source", "native_id", "logbook", "author", "title", "text", "tags", "ts",
             "ts_offset", "linked_to", "attachments", "ingested_at", "content_hash", "version")
@@ -44,3 +46,86 @@ def entry_from_row(row: Sequence[Any]) -> LogEntry:
 def doc_from_row(row: Sequence[Any]) -> DocRow:
     rowid, source, logbook, author, title, text, tags, ts = row
     return DocRow(rowid, source, logbook, author, title, text, tuple(json.loads(tags)), ts)
+
+
+def source_values(source: str, adapter: str, location: str, old: HighWater | None,
+                  new: HighWater | None, count: int) -> list[Any]:
+    """A ``sources`` row: the mark only ever moves forward (``old`` stays if later)."""
+    if old is not None and (new is None or (old.timestamp, old.native_id) >
+                            (new.timestamp, new.native_id)):
+        new = old
+    return [source, adapter, location, None if new is None else new.timestamp.timestamp(),
+            None if new is None else new.native_id, time.time(), count]
+
+
+def high_water_of(row: Sequence[Any] | None) -> HighWater | None:
+    """``(high_water_ts, high_water_id)`` as a mark (None when never recorded)."""
+    if row is None or row[0] is None:
+        return None
+    return HighWater(datetime.fromtimestamp(row[0], UTC), row[1])
+
+
+def source_state(row: Sequence[Any]) -> SourceState:
+    """``(source, adapter, location, high_water_ts, high_water_id, last_ingest, entries)``."""
+    source, adapter, location, ts, native, last, entries = row
+    return SourceState(source, adapter, location, high_water_of((ts, native)),
+                       None if last is None else datetime.fromtimestamp(last, UTC), entries)
+
+
+def fold_changes(rows: Iterable[Sequence[Any]], seq: int) -> Changes:
+    """``(seq, rowid, op)`` rows after change ``seq`` as what they add and remove (a row
+    added and removed in that span is in neither list)."""
+    added: dict[int, None] = {}
+    removed: list[int] = []
+    last = seq
+    for change, rowid, op in rows:
+        last = change
+        if op == "add":
+            added[rowid] = None
+        elif rowid in added:
+            del added[rowid]
+        else:
+            removed.append(rowid)
+    return Changes(last, list(added), removed)
+
+
+@dataclass
+class UpsertPlan:
+    """What an upsert writes: new rows (with their entries), rowids they replace, and
+    how many entries were already stored as they are."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    entries: list[LogEntry] = field(default_factory=list)
+    replaced: list[int] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def plan_upsert(latest: dict[str, LogEntry], known: dict[str, tuple[int, str, int]],
+                now: float) -> UpsertPlan:
+    """Compare entries with what the store holds (``known``: id -> rowid, content hash,
+    version): an unchanged hash is left alone, a changed one becomes a new version."""
+    plan = UpsertPlan()
+    for entry_id, entry in latest.items():
+        digest = entry.content_hash()
+        old = known.get(entry_id)
+        if old is not None and old[1] == digest:
+            plan.unchanged += 1
+            continue
+        if old is not None:
+            plan.replaced.append(old[0])
+        plan.rows.append(entry_row(entry, digest, now, 1 if old is None else old[2] + 1))
+        plan.entries.append(entry)
+    return plan
+
+
+def purge_where(source: str | None, before: datetime | None, mark: str
+                ) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause of a purge (``mark``: the engine's placeholder)."""
+    clauses, params = [], []
+    if source is not None:
+        clauses.append(f"source = {mark}")
+        params.append(source)
+    if before is not None:
+        clauses.append(f"ts < {mark}")
+        params.append(before.timestamp())
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params

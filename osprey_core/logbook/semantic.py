@@ -71,6 +71,15 @@ def chunk_texts(title: str, text: str, words: int, overlap: int) -> list[str]:
     return [(prefix + " ".join(tokens[start:start + words])).strip() for start in starts]
 
 
+def check_dimension(vector_set: VectorSet, vectors: np.ndarray) -> None:
+    """Refuse vectors of another width than the set's (another model's)."""
+    if vector_set.dimension is not None and vectors.shape[1] != vector_set.dimension:
+        raise SemanticIndexError(
+            f"the model returned {vectors.shape[1]}-dimensional vectors for a set of "
+            f"{vector_set.dimension}-dimensional ones ({vector_set.path}); vectors of "
+            "different models are never mixed")
+
+
 class _VectorSet:
     """The files of one model's vectors; appends are crash-safe and single-writer."""
 
@@ -177,11 +186,7 @@ class _VectorSet:
 
     def append(self, vectors: np.ndarray, rowids: np.ndarray) -> None:
         """Add rows durably: data first, then the count that makes them visible."""
-        if self.dimension is not None and vectors.shape[1] != self.dimension:
-            raise SemanticIndexError(
-                f"the model returned {vectors.shape[1]}-dimensional vectors for a set of "
-                f"{self.dimension}-dimensional ones ({self.path}); vectors of different "
-                "models are never mixed")
+        check_dimension(self, vectors)
         try:
             for file, data in ((self.vectors_file, vectors), (self.rowids_file, rowids)):
                 with open(file, "ab") as handle:

@@ -18,12 +18,22 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osprey_core.logbook.models import LogEntry
-from osprey_core.logbook.rows import COLUMNS, doc_from_row, entry_from_row, entry_row
+from osprey_core.logbook.rows import (
+    COLUMNS,
+    doc_from_row,
+    entry_from_row,
+    fold_changes,
+    high_water_of,
+    plan_upsert,
+    purge_where,
+    source_state,
+    source_values,
+)
 from osprey_core.logbook.sqlite_schema import MIGRATIONS
 from osprey_core.logbook.storage import (
     Changes,
@@ -158,19 +168,8 @@ class SQLiteLogbook:
             return UpsertCounts()
         now = time.time()
         with self.transaction() as conn:
-            known = self._known(conn, list(latest))
-            rows, rows_entries, replaced = [], [], []
-            unchanged = 0
-            for entry_id, entry in latest.items():
-                digest = entry.content_hash()
-                old = known.get(entry_id)
-                if old is not None and old[1] == digest:
-                    unchanged += 1
-                    continue
-                if old is not None:
-                    replaced.append(old[0])
-                rows.append(entry_row(entry, digest, now, 1 if old is None else old[2] + 1))
-                rows_entries.append((entry_id, entry))
+            plan = plan_upsert(latest, self._known(conn, list(latest)), now)
+            rows, replaced = plan.rows, plan.replaced
             if replaced:
                 conn.executemany("DELETE FROM entries WHERE rowid=?", [(r,) for r in replaced])
             # Rowids are given explicitly (this is the only writer inside the transaction),
@@ -182,15 +181,15 @@ class SQLiteLogbook:
             conn.executemany(f"INSERT INTO entries (rowid, {', '.join(COLUMNS)}) "
                              f"VALUES ({marks})",
                              [(base + offset, *row) for offset, row in enumerate(rows, 1)])
-            tags = [(base + offset, tag.casefold()) for offset, (_, entry) in
-                    enumerate(rows_entries, 1) for tag in entry.tags]
+            tags = [(base + offset, tag.casefold()) for offset, entry in
+                    enumerate(plan.entries, 1) for tag in entry.tags]
             if tags:
                 conn.executemany("INSERT OR IGNORE INTO entry_tags VALUES (?, ?)", tags)
             conn.execute("INSERT INTO entries_fts (rowid, title, text) SELECT rowid, title, "
                          "text FROM entries WHERE rowid>?", [base])
             conn.execute("INSERT INTO changes (rowid, op) SELECT rowid, 'add' FROM entries "
                          "WHERE rowid>? ORDER BY rowid", [base])
-        return UpsertCounts(len(rows) - len(replaced), len(replaced), unchanged)
+        return UpsertCounts(len(rows) - len(replaced), len(replaced), plan.unchanged)
 
     @staticmethod
     def _known(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[int, str, int]]:
@@ -213,14 +212,7 @@ class SQLiteLogbook:
     @translating
     def purge(self, *, source: str | None = None, before: datetime | None = None) -> int:
         """Delete every entry (of ``source``, older than ``before``); returns how many."""
-        clauses, params = [], []
-        if source is not None:
-            clauses.append("source=?")
-            params.append(source)
-        if before is not None:
-            clauses.append("ts<?")
-            params.append(before.timestamp())
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = purge_where(source, before, "?")
         with self.transaction() as conn:
             removed = conn.execute(f"DELETE FROM entries {where}", params).rowcount
             if source is not None and before is None:
@@ -236,19 +228,13 @@ class SQLiteLogbook:
         with self.transaction() as conn:
             count = conn.execute("SELECT count(*) FROM entries WHERE source=?",
                                  [source]).fetchone()[0]
-            old = self._high_water(conn, source)
-            if old is not None and (high_water is None or
-                                    (old.timestamp, old.native_id) >
-                                    (high_water.timestamp, high_water.native_id)):
-                high_water = old
             conn.execute(
                 "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE "
                 "SET adapter=excluded.adapter, location=excluded.location, "
                 "high_water_ts=excluded.high_water_ts, high_water_id=excluded.high_water_id, "
                 "last_ingest=excluded.last_ingest, entries=excluded.entries",
-                [source, adapter, location,
-                 None if high_water is None else high_water.timestamp.timestamp(),
-                 None if high_water is None else high_water.native_id, time.time(), count])
+                source_values(source, adapter, location, self._high_water(conn, source),
+                              high_water, count))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -325,19 +311,8 @@ class SQLiteLogbook:
     def changes_since(self, seq: int) -> Changes:
         """Rows added and removed after change ``seq`` (a row added and removed in that
         span is in neither list)."""
-        added: dict[int, None] = {}
-        removed: list[int] = []
-        last = seq
-        for change, rowid, op in self.conn.execute(
-                "SELECT seq, rowid, op FROM changes WHERE seq>? ORDER BY seq", [seq]):
-            last = change
-            if op == "add":
-                added[rowid] = None
-            elif rowid in added:
-                del added[rowid]
-            else:
-                removed.append(rowid)
-        return Changes(last, list(added), removed)
+        return fold_changes(self.conn.execute(
+            "SELECT seq, rowid, op FROM changes WHERE seq>? ORDER BY seq", [seq]), seq)
 
     @translating
     def last_change(self) -> int:
@@ -366,20 +341,11 @@ class SQLiteLogbook:
 
     @staticmethod
     def _high_water(conn: sqlite3.Connection, source: str) -> HighWater | None:
-        row = conn.execute("SELECT high_water_ts, high_water_id FROM sources WHERE source=?",
-                           [source]).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return HighWater(datetime.fromtimestamp(row[0], UTC), row[1])
+        return high_water_of(conn.execute("SELECT high_water_ts, high_water_id FROM sources "
+                                          "WHERE source=?", [source]).fetchone())
 
     @translating
     def sources(self) -> list[SourceState]:
-        states = []
-        for source, adapter, location, ts, native, last, entries in self.conn.execute(
-                "SELECT source, adapter, location, high_water_ts, high_water_id, last_ingest, "
-                "entries FROM sources ORDER BY source"):
-            states.append(SourceState(
-                source, adapter, location,
-                None if ts is None else HighWater(datetime.fromtimestamp(ts, UTC), native),
-                None if last is None else datetime.fromtimestamp(last, UTC), entries))
-        return states
+        return [source_state(row) for row in self.conn.execute(
+            "SELECT source, adapter, location, high_water_ts, high_water_id, last_ingest, "
+            "entries FROM sources ORDER BY source")]
