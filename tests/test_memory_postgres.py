@@ -214,3 +214,29 @@ def test_store_copy_refuses_a_damaged_memory_file_and_writes_nothing(
         copy_store(f"sqlite:{home / 'osprey.db'}", postgres_url)
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT to_regclass('runs')").fetchone() == (None,)
+
+
+def test_a_process_keeps_a_few_pools_and_an_evicted_one_still_works(
+        postgres_server: PostgresServer, tmp_path: Path) -> None:
+    from osprey_core.config import load_config
+    from osprey_core.memory import factory
+    from osprey_core.plugin_host import load_plugins
+
+    host = load_plugins(environ={"OSPREY_LOAD_PLUGINS": "", "OSPREY_STRICT_PLUGINS": "1"})
+    names = [postgres_server.new_database() for _ in range(factory.KEPT + 1)]
+    try:
+        stores = []
+        for name in names:
+            path = tmp_path / f"{name}.yml"
+            path.write_text(json.dumps({"home": "home", "store": {
+                "url": postgres_server.url(name)}}), encoding="utf-8")
+            store = factory.open_memory_store(load_config(host, path, environ={}))
+            store.add("ana", f"kept in {name}")
+            stores.append(store)
+        assert len(factory._shared) == factory.KEPT  # the first one's pool was closed
+        assert [entry.text for entry in stores[0].entries("ana")] == [f"kept in {names[0]}"]
+        stores[0].db.close()  # the pool its next operation opened
+    finally:
+        factory.close_memory_stores()
+        for name in names:
+            postgres_server.drop_database(name)

@@ -3,7 +3,10 @@ the PostgreSQL database ``store.url`` names, else the files under ``<home>/memor
 
 A process keeps one PostgreSQL memory store (one small pool) per database and hands it out
 with each caller's caps, so the provider, the capabilities and the service, which ask on
-every request, do not connect each time. The pools are closed when the process exits.
+every request, do not connect each time. At most :data:`KEPT` databases are kept (a test
+session goes through many): the least recently used one's pool is closed, and should a
+caller still hold it, its next operation opens a new one (as after an outage). The pools
+are closed when the process exits.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
     from osprey_core.memory.postgres import PostgresMemoryStore
     from osprey_core.memory.protocol import MemoryBackend
 
+#: Databases whose memory store a process keeps open at once.
+KEPT = 4
 _shared: dict[tuple[str, float, int], PostgresMemoryStore] = {}
 _lock = threading.Lock()
 
@@ -34,12 +39,16 @@ def open_memory_store(config: OspreyConfig) -> MemoryBackend:
         return MemoryStore(config.home, settings)
     key = (url, store.connect_timeout, store.pool_size)
     with _lock:
-        if key not in _shared:
+        shared = _shared.pop(key, None)  # re-inserted last: the most recently used
+        if shared is None:
             from osprey_core.memory.postgres import PostgresMemoryStore
 
-            _shared[key] = PostgresMemoryStore.connect(
+            shared = PostgresMemoryStore.connect(
                 url, connect_timeout=store.connect_timeout, pool_size=store.pool_size)
-        return _shared[key].using(settings)
+        _shared[key] = shared
+        while len(_shared) > KEPT:
+            _shared.pop(next(iter(_shared))).close()
+        return shared.using(settings)
 
 
 def close_memory_stores() -> None:
