@@ -63,6 +63,10 @@ class RunStore:
     transactions, and importing it loads numpy: ~150 ms on every command.)
     """
 
+    #: Whether threads may call it at once (each with its own transaction): not this one
+    #: connection, shared by every caller in the process.
+    threaded = False
+
     def __init__(self, path: Path) -> None:
         self.path = path
         try:

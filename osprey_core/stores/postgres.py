@@ -24,7 +24,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from osprey_core.models import RunRecord
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: The key of a context value kept as JSON text, because ``jsonb`` refuses its content.
 WRAPPED = "__osprey_json_text__"
+#: SQLSTATEs of a server going away: shut down by an administrator, crashed, starting.
+LOST = frozenset({"57P01", "57P02", "57P03"})
 #: What an operator does about an unreachable server.
 UNREACHABLE_HINT = ("nothing was changed. Check that the server is running and accepts "
                     "connections from this host, or fix store.url (OSPREY__STORE__URL)")
@@ -149,6 +151,8 @@ def _statement(conn: psycopg.Connection[Any], how: str, sql: str,
 class PostgresRunStore(RunStore):
     """Runs, steps, approvals, audit and events in one PostgreSQL database."""
 
+    threaded = True  # a transaction holds a connection of its thread's own
+
     def __init__(self, url: str, *, connect_timeout: float = 10.0, pool_size: int = 8,
                  migrate: bool = True) -> None:
         """Connect (failing at once, with the reason, if the server cannot be reached) and,
@@ -160,6 +164,8 @@ class PostgresRunStore(RunStore):
         self._local = threading.local()
         self._pool_lock = threading.Lock()
         self._conn = PostgresConnection(self)
+        #: The last call found the server away: probe it before waiting on the pool.
+        self._away = False
         with self._probe() as conn:  # the real reason when the server is unreachable
             if migrate:
                 self._migrate_on(conn)
@@ -217,35 +223,59 @@ class PostgresRunStore(RunStore):
 
         pool: ConnectionPool[Any] = ConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, kwargs=self._connect_options(),
-            configure=self._configure, check=ConnectionPool.check_connection,
-            timeout=self.timeout, name="osprey-store", open=False)
+            configure=self._configure, timeout=self.timeout, name="osprey-store", open=False)
         pool.open(wait=False)
         return pool
 
     @contextmanager
     def borrow(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection from the pool. When none comes in time the server is probed:
-        down -> :class:`StoreUnavailableError` with its reason; back -> a fresh pool (the
-        old one may be waiting out a long reconnection backoff) and one more try."""
-        from psycopg_pool import PoolClosed, PoolTimeout
+        """A live connection from the pool. A connection that fails its check, or none
+        coming in time, means the server went away: it is probed directly, so an outage
+        is reported at once with libpq's reason (and, until it answers again, every later
+        call probes first instead of waiting on the pool); when it answers, a fresh pool
+        replaces the one full of dead connections (or waiting out a reconnection
+        backoff)."""
+        from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-        with ExitStack() as stack:
+        if self._away:
+            self._renew(self._pool)
+        pool = self._pool
+        try:
+            conn = pool.getconn()
+        except (PoolTimeout, PoolClosed):  # closed: another thread just renewed it
+            conn = None
+        if conn is not None:
+            try:
+                ConnectionPool.check_connection(conn)
+            except Exception:  # any failure: the connection is dead
+                pool.putconn(conn)
+                conn = None
+        if conn is None:
+            self._renew(pool)
             pool = self._pool
             try:
-                conn = stack.enter_context(pool.connection())
-            except (PoolTimeout, PoolClosed):  # closed: another thread just renewed it
-                with self._probe():
-                    pass
-                with self._pool_lock:
-                    if self._pool is pool:
-                        self._pool = self._new_pool()
-                        pool.close(timeout=0)
-                try:
-                    conn = stack.enter_context(self._pool.connection())
-                except PoolTimeout as exc:
-                    raise self.unavailable(f"no connection within {self.timeout:g} s"
-                                           ) from exc
+                conn = pool.getconn()
+            except (PoolTimeout, PoolClosed) as exc:
+                raise self.unavailable(f"no connection within {self.timeout:g} s") from exc
+        try:
             yield conn
+        finally:
+            pool.putconn(conn)
+
+    def _renew(self, pool: ConnectionPool[Any]) -> None:
+        """Probe the server (:class:`StoreUnavailableError` while it is away); when it
+        answers, replace ``pool`` unless another thread already has."""
+        try:
+            with self._probe():
+                pass
+        except StoreUnavailableError:
+            self._away = True
+            raise
+        with self._pool_lock:
+            self._away = False
+            if self._pool is pool:
+                self._pool = self._new_pool()
+                pool.close(timeout=0)
 
     def close(self) -> None:
         self._pool.close()
@@ -266,8 +296,12 @@ class PostgresRunStore(RunStore):
 
         text = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
                       type(exc).__name__, self.url)
-        broken = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-        if broken or getattr(getattr(exc, "sqlstate", None), "startswith", str)("08"):
+        code = getattr(exc, "sqlstate", None) or ""
+        if (isinstance(exc, psycopg.InterfaceError) or code.startswith("08") or code in LOST
+                or (isinstance(exc, psycopg.OperationalError) and not code)):
+            self._away = True  # the connection is gone: the next call probes first
+            return self.unavailable(text)
+        if isinstance(exc, psycopg.OperationalError):
             return self.unavailable(text)
         return StoreError(f"the store {self.path} failed: {text}")
 
