@@ -51,15 +51,17 @@ class PostgresServer:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         return [*as_postgres, *args]
 
-    def ctl(self, action: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``pg_ctl start`` / ``stop -m fast`` (the tests that take the server away)."""
+    def ctl(self, action: str, *, check: bool = True,
+            mode: str = "fast") -> subprocess.CompletedProcess[str]:
+        """``pg_ctl start`` / ``stop -m MODE`` (the tests that take the server away;
+        ``immediate`` stops it as a crash would)."""
         data = str(self.directory / "data")
         if action == "start":
             args = [str(BIN / "pg_ctl"), "-D", data, "-w", "-l", str(self.directory / "log"),
                     "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
                     + ("" if self.fsync else "-c fsync=off -c full_page_writes=off"), "start"]
         else:
-            args = [str(BIN / "pg_ctl"), "-D", data, "-w", "-m", "fast", "stop"]
+            args = [str(BIN / "pg_ctl"), "-D", data, "-w", "-m", mode, "stop"]
         done = subprocess.run(self._command(*args), capture_output=True, text=True, timeout=60)
         if check and done.returncode:
             log = (self.directory / "log").read_text(errors="replace")[-2000:]
@@ -138,14 +140,21 @@ def start_server(*, fsync: bool = False) -> PostgresServer:
     return server
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextmanager
+def own_server() -> Iterator[PostgresServer]:
+    """A server for as long as the block runs, then stopped and removed."""
     server = start_server()
     try:
         yield server
     finally:
         server.ctl("stop", check=False)
         shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with own_server() as server:
+        yield server
 
 
 @contextmanager
