@@ -153,9 +153,11 @@ class Osprey:
     async def _prepare(self, *, expire: bool = False) -> None:
         """Recover runs whose process died (at first, then again once a lease has passed:
         a worker on another host is known dead only when its lease runs out; resume and
-        cancel recover anyway) and, when listing or deciding, expire overdue approvals."""
+        cancel recover anyway; and while this process has runs it abandoned when the store
+        failed under them) and, when listing or deciding, expire overdue approvals."""
         last = self._recovered_at
-        if last is None or time.monotonic() - last >= self.runtime.lease.total_seconds():
+        if (last is None or self.runtime.abandoned
+                or time.monotonic() - last >= self.runtime.lease.total_seconds()):
             await self._orchestrator.recover()
             self._recovered_at = time.monotonic()
         if expire:
@@ -316,10 +318,12 @@ class Osprey:
 
     def approval(self, approval_id: str) -> ApprovalRecord:
         from osprey_core.errors import ApprovalError
-        from osprey_core.store import StoreError
+        from osprey_core.store_errors import StoreError, StoreStorageError
 
         try:
             return self.runtime.store.get_approval(approval_id)
+        except StoreStorageError:
+            raise  # the store cannot answer: that says nothing about the approval
         except StoreError:
             raise ApprovalError(f"unknown approval '{approval_id}'") from None
 

@@ -29,6 +29,7 @@ from osprey_core.models import (
 )
 from osprey_core.orchestration.recorder import RunRecorder, write_plan_file
 from osprey_core.orchestration.runtime import Runtime
+from osprey_core.store_errors import StoreStorageError
 
 
 class RunController(RunRecorder):
@@ -46,9 +47,12 @@ class RunController(RunRecorder):
 
     def __exit__(self, *exc_info: object) -> None:
         """Stop renewing the lease; leave the shared machine, which would otherwise keep
-        this controller alive."""
+        this controller alive. A run left by an error (the store went away mid-run) is
+        abandoned: if the store says this process holds it, recovery interrupts it."""
         self.stop_heartbeat()
         self.rt.machine.remove_model(self)
+        if exc_info[0] is not None:
+            self.rt.abandoned.add(self.run.id)
 
     # -- guards --------------------------------------------------------------------------
 
@@ -124,6 +128,8 @@ class RunController(RunRecorder):
     async def on_enter_executing(self) -> None:
         try:
             trigger = await self._advance()
+        except StoreStorageError:
+            raise  # nothing can be recorded: the run is abandoned, and recovery says so
         except OspreyError as exc:
             await self.fail_with(str(exc))
             return

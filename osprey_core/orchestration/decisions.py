@@ -186,10 +186,12 @@ class Decisions:
 
     def _open_approval(self, approval_id: str,
                        session: str | None) -> tuple[ApprovalRecord, RunRecord]:
-        from osprey_core.store import StoreError
+        from osprey_core.store_errors import StoreError, StoreStorageError
 
         try:
             approval = self.rt.store.get_approval(approval_id)
+        except StoreStorageError:
+            raise  # the store cannot answer: that says nothing about the approval
         except StoreError:
             raise ApprovalError(f"unknown approval '{shorten(approval_id, 80)}'") from None
         if session is not None and approval.session != session:

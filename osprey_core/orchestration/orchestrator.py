@@ -20,7 +20,7 @@ from osprey_core.hookspecs.observers import RunEvent
 from osprey_core.models import AuditRecord, EventRecord, Plan, RunRecord, StepStatus
 from osprey_core.orchestration.controller import RunController
 from osprey_core.orchestration.decisions import Decisions
-from osprey_core.orchestration.runtime import claim, new_id, owner_alive
+from osprey_core.orchestration.runtime import claim, new_id
 from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState
 from osprey_core.store import ConflictError
 
@@ -127,7 +127,7 @@ class Orchestrator(Decisions):
         """Mark runs whose process died mid-work as interrupted; returns their ids."""
         interrupted = []
         for run in self.rt.store.list_runs(states=set(ACTIVE), limit=10_000):
-            if owner_alive(run, self.rt.now()):
+            if self.rt.working(run, self.rt.now()):
                 continue
             with RunController(self.rt, run) as controller:
                 controller.take_over = True

@@ -33,7 +33,7 @@ from osprey_core.models import (
     RunRecord,
     sha256_of,
 )
-from osprey_core.orchestration.runtime import Runtime, claim, new_id, owner_alive
+from osprey_core.orchestration.runtime import Runtime, claim, new_id
 from osprey_core.run_machine import ACTIVE, PAUSED, TERMINAL, RunState
 from osprey_core.store import ConflictError, RunStore, StoreError, owner_key
 
@@ -135,13 +135,14 @@ class RunRecorder:
         notify, self._after_commit = self._after_commit, []
         record = EventRecord(run_id=self.run.id, at=now, kind=event[0], data=event[1])
         with self.rt.store.transaction(durable=durable) as store:
-            if self.take_over and owner_alive(store.get_run(self.run.id), now):
+            if self.take_over and self.rt.working(store.get_run(self.run.id), now):
                 raise ConflictError(f"run '{self.run.id}' is still held by a live worker")
             store.update_run(self.run, expect_state=expect_state, expect_owner=self._seen_owner)
             for write in staged:
                 write(store)
             store.append_event(record)
         self._seen_owner, self._claimed = owner_key(self.run), True
+        self.rt.abandoned.discard(self.run.id)
         self.rt.host.notify_run_event(RunEvent(self.run.id, event[0], now, event[1]))
         for callback in notify:
             callback()

@@ -110,6 +110,9 @@ class Runtime:
     store: RunStore
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     planner_factory: Callable[[Runtime], Planner] | None = None
+    #: Runs this process left mid-way because the store failed under them (a database
+    #: that went away): their owner lives, but nothing works on them any more.
+    abandoned: set[str] = field(default_factory=set)
 
     @functools.cached_property
     def machine(self) -> Any:
@@ -164,6 +167,15 @@ class Runtime:
             raise RunError(f"refused plugin change during a commit: {message}")
         with self.store.transaction() as store:
             store.append_audit(entry)
+
+    def working(self, run: RunRecord, now: datetime) -> bool:
+        """Is ``run``'s owner still working on it (:func:`owner_alive`)? Not if the owner
+        is this process and it abandoned the run: recovery then interrupts it as it
+        would a dead worker's, with a side-effecting step in doubt ``indeterminate``."""
+        if (run.id in self.abandoned and run.owner_pid == os.getpid()
+                and run.owner_host in (None, host_name()) and run.owner_boot == boot_id()):
+            return False
+        return owner_alive(run, now)
 
     @property
     def plans_dir(self) -> Path:
