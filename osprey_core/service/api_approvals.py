@@ -44,8 +44,9 @@ async def list_approvals(status: ApprovalStatus | None = None, session: str | No
                          state: ServiceState = Depends(service_state)) -> list[Approval]:
     """Approval requests, oldest first (overdue ones expire first)."""
     osprey = await state.refresh()
-    records = osprey.approvals(status=status, session=session, run_id=run)
-    return [view(state, record) for record in records]
+    return await state.read(lambda: [
+        view(state, record)
+        for record in osprey.approvals(status=status, session=session, run_id=run)])
 
 
 @router.get("/{approval_id}", response_model=Approval, responses=ERRORS)
@@ -54,7 +55,7 @@ async def show(approval_id: str, who: Identity = Depends(require(Role.VIEWER)),
     """One request: the exact artifact, its sha256, summary, reasons, expiry, editable."""
     osprey = await state.refresh()
     try:
-        return view(state, osprey.approval(approval_id))
+        return await state.read(lambda: view(state, osprey.approval(approval_id)))
     except ApprovalError:
         raise not_found(f"approval {approval_id!r}") from None
 

@@ -11,6 +11,8 @@ Each message's ``id:`` is a cursor ``<event id>-<audit id>`` naming everything s
 far; a client that reconnects with ``Last-Event-ID`` (or ``?after=``) gets exactly what
 came after it. Without either, the stream starts at the present (the first message,
 ``event: ready``, carries the cursor). A comment line is sent as a heartbeat when idle.
+While the store cannot be reached the stream stays open, says so once in a comment, and
+goes on from its cursor when the store is back: nothing is skipped or sent twice.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from osprey_core.service.context import ServiceState, service_state
 from osprey_core.service.errors import ServiceError
 from osprey_core.service.settings import Role
 from osprey_core.store import RunStore
+from osprey_core.store_errors import StoreStorageError
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -146,9 +149,20 @@ async def stream(state: ServiceState, cursor: Cursor, run_id: str | None
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     yield sse("ready", {"cursor": str(cursor)}, cursor)
     quiet_since = time.monotonic()
+    away: str | None = None
     while not state.stopping:
         sent = False
-        for after, kind, data in pending_messages(store, cursor, run_id):
+        try:
+            messages = await state.read(
+                lambda after=cursor: list(pending_messages(store, after, run_id)))
+        except StoreStorageError as exc:
+            messages = []
+            if away is None:
+                away = str(exc)
+                yield f": {away.splitlines()[0]}; waiting for it\n\n"
+        else:
+            away = None
+        for after, kind, data in messages:
             yield sse(kind, data, after)
             cursor, sent = after, True
         if sent:
@@ -174,7 +188,8 @@ async def events(run: str | None = Query(None, description="Only this run's even
     """Run events and approval changes as Server-Sent Events, in store order; resumes
     after ``Last-Event-ID``."""
     given = last_event_id or after
-    cursor = Cursor.parse(given) if given else Cursor.now(state.osprey.runtime.store)
+    cursor = (Cursor.parse(given) if given
+              else await state.read(lambda: Cursor.now(state.osprey.runtime.store)))
     return StreamingResponse(stream(state, cursor, run), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache",
                                       "X-Accel-Buffering": "no"})

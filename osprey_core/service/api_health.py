@@ -45,8 +45,9 @@ async def healthz() -> Health:
             responses={503: {"description": "the store does not answer"}})
 async def readyz(state: ServiceState = Depends(service_state)) -> Health | JSONResponse:
     """The run store opens and answers a query (503 otherwise; no authentication)."""
+    conn = state.osprey.runtime.store.conn
     try:
-        state.osprey.runtime.store.conn.execute("SELECT count(*) FROM runs").fetchone()
+        await state.read(lambda: conn.execute("SELECT count(*) FROM runs").fetchone())
     except Exception as exc:  # any failure means "not ready"; say which
         return error_response(503, "not_ready", f"the run store does not answer: {exc}")
     return Health(status="ready")
@@ -69,8 +70,8 @@ EXPOSITION = "text/plain; version=0.0.4; charset=utf-8"
 async def metrics(who: Identity = Depends(require(Role.VIEWER)),
                   state: ServiceState = Depends(service_state)) -> PlainTextResponse:
     """Runs by state, pending approvals, and how long approvals waited for a human."""
-    return PlainTextResponse(exposition(state.osprey.runtime.store, datetime.now(UTC)),
-                             media_type=EXPOSITION)
+    text = await state.read(lambda: exposition(state.osprey.runtime.store, datetime.now(UTC)))
+    return PlainTextResponse(text, media_type=EXPOSITION)
 
 
 def exposition(store: RunStore, now: datetime) -> str:

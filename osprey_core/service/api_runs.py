@@ -60,9 +60,13 @@ async def list_runs(session: str | None = None,
                     state: ServiceState = Depends(service_state)) -> list[dict[str, Any]]:
     """Runs, newest first (runs whose process died show as interrupted)."""
     osprey = await state.refresh()
-    runs = osprey.runs(session=session, states=set(state_filter) if state_filter else None,
-                       limit=limit)
-    return [run_payload(osprey, run) for run in runs]
+
+    def read() -> list[dict[str, Any]]:
+        runs = osprey.runs(session=session, states=set(state_filter) if state_filter else None,
+                           limit=limit)
+        return [run_payload(osprey, run) for run in runs]
+
+    return await state.read(read)
 
 
 @router.get("/{run_id}", response_model=RunDetail, responses=ERRORS)
@@ -70,22 +74,25 @@ async def show(run_id: str, who: Identity = Depends(require(Role.VIEWER)),
                state: ServiceState = Depends(service_state)) -> dict[str, Any]:
     """A run with its steps, approvals, rendered answer and execution artifacts."""
     osprey = await state.refresh()
-    run = _run(osprey, run_id)
-    payload = run_payload(osprey, run)
-    payload["steps"] = osprey.steps(run.id)
-    payload["approvals"] = osprey.approvals(run_id=run.id)
-    payload["answer"] = answer_text(osprey, run)
-    payload["artifacts"] = [_artifact(path, root) for root in _folders(osprey, run.id)
-                            for path in sorted(root.rglob("*")) if _is_file(path, root)]
-    return payload
+
+    def read() -> dict[str, Any]:
+        run = _run(osprey, run_id)
+        payload = run_payload(osprey, run)
+        payload["steps"] = osprey.steps(run.id)
+        payload["approvals"] = osprey.approvals(run_id=run.id)
+        payload["answer"] = answer_text(osprey, run)
+        payload["artifacts"] = [_artifact(path, root) for root in _folders(osprey, run.id)
+                                for path in sorted(root.rglob("*")) if _is_file(path, root)]
+        return payload
+
+    return await state.read(read)
 
 
 @router.get("/{run_id}/events", response_model=list[Event], responses=ERRORS)
 async def events(run_id: str, who: Identity = Depends(require(Role.VIEWER)),
                  state: ServiceState = Depends(service_state)) -> list[Any]:
     """The run's stored events, oldest first (``/api/v1/events`` streams them live)."""
-    run = _run(state.osprey, run_id)
-    return list(state.osprey.events(run.id))
+    return await state.read(lambda: list(state.osprey.events(_run(state.osprey, run_id).id)))
 
 
 @router.get("/{run_id}/artifacts/{name:path}", response_class=FileResponse,
@@ -93,7 +100,7 @@ async def events(run_id: str, who: Identity = Depends(require(Role.VIEWER)),
 async def artifact(run_id: str, name: str, who: Identity = Depends(require(Role.VIEWER)),
                    state: ServiceState = Depends(service_state)) -> FileResponse:
     """One file of the run's executions, by the name its listing gives."""
-    run = _run(state.osprey, run_id)
+    run = await state.read(lambda: _run(state.osprey, run_id))
     for root in _folders(state.osprey, run.id):
         path = root.parent / name
         if _is_file(path, root):
@@ -107,7 +114,7 @@ async def resume(run_id: str, body: ResumeRequest | None = None,
                  who: Identity = Depends(require(Role.OPERATOR)),
                  state: ServiceState = Depends(service_state)) -> dict[str, Any]:
     """Continue an interrupted run (``indeterminate`` settles a step a crash caught)."""
-    _own(state.osprey, run_id, who, "resume")
+    await state.read(lambda: _own(state.osprey, run_id, who, "resume"))
     async with state.driving() as osprey:
         run = await osprey.aresume(run_id, user=who.name, interface=INTERFACE,
                                    indeterminate=body.indeterminate if body else None)
@@ -120,7 +127,7 @@ async def cancel(run_id: str, body: ReasonRequest | None = None,
                  state: ServiceState = Depends(service_state)) -> dict[str, Any]:
     """Cancel a run that has not ended; a pending approval is withdrawn."""
     reason = body.reason if body else None
-    _own(state.osprey, run_id, who, "cancel")
+    await state.read(lambda: _own(state.osprey, run_id, who, "cancel"))
     async with state.driving() as osprey:
         run = await osprey.acancel(run_id, user=who.name, interface=INTERFACE, reason=reason)
     return run_payload(osprey, run)
@@ -130,10 +137,12 @@ async def cancel(run_id: str, body: ReasonRequest | None = None,
 
 
 def _run(osprey: Osprey, run_id: str) -> RunRecord:
-    from osprey_core.store import StoreError
+    from osprey_core.store_errors import StoreError, StoreStorageError
 
     try:
         return osprey.get_run(run_id)
+    except StoreStorageError:
+        raise  # the store cannot answer (503), which says nothing about the run
     except StoreError:
         raise not_found(f"run {run_id!r}") from None
 

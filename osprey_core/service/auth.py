@@ -104,7 +104,7 @@ async def identity(request: Request,
     proxy's user header; then the console's session cookie (with CSRF for changes)."""
     token = _bearer(request)
     if token is not None:
-        who = _from_token(state, token, "token")
+        who = await state.read(lambda: _from_token(state, token, "token"))
         if who is None:
             raise unauthenticated("the token is invalid, expired or revoked")
         return who
@@ -112,7 +112,7 @@ async def identity(request: Request,
         return who
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        who = _from_token(state, cookie, "session")
+        who = await state.read(lambda: _from_token(state, cookie, "session"))
         if who is None:
             raise unauthenticated("the console session ended (token expired or revoked); "
                                   "sign in again")

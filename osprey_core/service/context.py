@@ -12,15 +12,17 @@ request's task, and when its controller leaves the machine its queued trigger is
 leaving the run stuck. So every call that moves a run (``arun``, ``aapprove``,
 ``areject``, ``aedit``, ``aresume``, ``acancel``, ``arefresh``, ``apending``: the last
 two recover and expire through the same machine) holds one lock. Reads of the store need
-no lock: store transactions never span an ``await``, so a reader on the event loop never
-sees half a commit. Other processes (the CLI) are kept apart by the store itself
-(IMMEDIATE transactions, compare-and-set on state and owner).
+no lock: store transactions never span an ``await``, so a reader never sees half a commit.
+Reads go through :meth:`ServiceState.read`: off the event loop where the store allows
+several threads (PostgreSQL), so a database that is slow to answer, or away, holds up
+that request alone, never ``/healthz`` or the others. Other processes (the CLI) are kept
+apart by the store itself (IMMEDIATE transactions, compare-and-set on state and owner).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -60,6 +62,12 @@ class ServiceState:
             finally:
                 self._holder = None
 
+    async def read[T](self, call: Callable[[], T]) -> T:
+        """``call()``, a read of the store, in a worker thread when the store takes calls
+        from several threads at once; on the loop otherwise (SQLite: one connection)."""
+        if self.osprey.runtime.store.threaded:
+            return await asyncio.to_thread(call)
+        return call()
 
     async def refresh(self) -> Osprey:
         """The ``Osprey`` after recovering runs of dead processes and expiring overdue
