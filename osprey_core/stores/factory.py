@@ -37,15 +37,21 @@ def open_url(url: str, *, connect_timeout: float = 10.0, pool_size: int = 8) -> 
 
         return RunStore(Path(url.removeprefix("sqlite:")).expanduser())
     if is_postgres(url):
-        try:
-            import psycopg  # noqa: F401
-            import psycopg_pool  # noqa: F401
-        except ImportError as exc:
-            raise StoreError(f"store.url names a PostgreSQL database, but {exc.name} is not "
-                             "installed: pip install 'osprey-core[postgres]'") from None
+        require_driver()
         from osprey_core.stores.postgres import PostgresRunStore
 
         return PostgresRunStore(url, connect_timeout=connect_timeout, pool_size=pool_size)
     scheme = url.partition(":")[0] or url
     raise StoreError(f"a store is named 'sqlite:PATH' or 'postgresql://USER@HOST:PORT/DB', "
                      f"not '{scheme}:...'")
+
+
+def require_driver() -> None:
+    """psycopg and its pool, or a StoreError saying how to install them (every store that
+    opens a PostgreSQL database asks first)."""
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        raise StoreError(f"store.url names a PostgreSQL database, but {exc.name} is not "
+                         "installed: pip install 'osprey-core[postgres]'") from None
