@@ -28,11 +28,12 @@ def may_hold_entries(config: OspreyConfig) -> bool:
 def open_store(config: OspreyConfig) -> IndexedStore:
     """The logbook store ``config`` names: the PostgreSQL database of ``store.url``, else
     the SQLite file ``logbook.path`` (default ``OSPREY_HOME/logbook.db``)."""
-    from osprey_core.stores.factory import is_postgres, store_url
+    from osprey_core.stores.factory import is_postgres, require_driver, store_url
 
     settings = config.section("store")
     url = store_url(settings, config.home)
     if is_postgres(url):
+        require_driver()
         from osprey_core.logbook.postgres import PostgresLogbook
 
         return PostgresLogbook(url, connect_timeout=settings.connect_timeout,
