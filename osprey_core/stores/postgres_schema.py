@@ -114,7 +114,7 @@ LOGBOOK_V1 = (
         entries integer NOT NULL DEFAULT 0)""",
     """CREATE TABLE logbook_vector_sets (name text PRIMARY KEY, fingerprint text NOT NULL,
         chunk_words integer NOT NULL, chunk_overlap integer NOT NULL, dimension integer,
-        generation bigint GENERATED ALWAYS AS IDENTITY)""",
+        generation uuid NOT NULL DEFAULT gen_random_uuid())""",
     """CREATE TABLE logbook_vectors (vector_set text NOT NULL REFERENCES
         logbook_vector_sets(name) ON DELETE CASCADE, seq bigint GENERATED ALWAYS AS IDENTITY,
         rowid bigint NOT NULL, chunk integer NOT NULL, embedding bytea NOT NULL,
