@@ -180,6 +180,15 @@ class DocMeta:
         self._new_tags: list[np.ndarray] = []  # (rowid, code) pairs not yet in the arrays
         self._vocab = {name: _Codes([]) for name in (*_FIELDS, "tag")}
 
+    def bound_to(self, store: LogbookStore) -> DocMeta:
+        """This metadata read through ``store`` from now on (another connection to the
+        same database), sharing the arrays: a worker keeps one copy per database, and each
+        logbook opened on it starts from that copy instead of reading every row."""
+        copy = DocMeta.__new__(DocMeta)
+        copy.__dict__.update(self.__dict__)
+        copy.store = store
+        return copy
+
     @classmethod
     def open(cls, store: LogbookStore, root: Path) -> DocMeta:
         meta = cls(store, IndexFolder(root / "meta"))

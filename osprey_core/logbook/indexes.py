@@ -14,7 +14,6 @@ vectors       float32 files, ranked with numpy       float32 rows, ranked with n
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -81,12 +80,6 @@ class IndexedStore(LogbookStore, Protocol):
     def search_indexes(self) -> SearchIndexes: ...
 
 
-#: Per database: the metadata arrays this process keeps (each Logbook opened on the same
-#: database, one per request in the service, brings them up to date and shares them).
-_METAS: dict[str, DocMeta] = {}
-_METAS_LOCK = threading.Lock()
-
-
 class PostgresIndexes:
     """Search arms of a PostgreSQL store: the database ranks keywords, this process keeps
     the metadata and the vectors it reads and ranks them."""
@@ -95,14 +88,9 @@ class PostgresIndexes:
         self.store = store
 
     def docmeta(self) -> DocMeta:
-        from osprey_core.logbook.docmeta import DocMeta, ProcessFolder
+        from osprey_core.logbook.pg_keyword import process_meta
 
-        with _METAS_LOCK:
-            meta = _METAS.get(self.store.url)
-            if meta is None:
-                meta = _METAS[self.store.url] = DocMeta(self.store, ProcessFolder("meta"))
-            meta.store = self.store  # the open store (an earlier one may be closed)
-        return meta
+        return process_meta(self.store)
 
     def keyword(self, meta: DocMeta) -> KeywordSearch:
         from osprey_core.logbook.pg_keyword import PostgresKeywordIndex

@@ -15,6 +15,7 @@ divides by a ceiling of 1.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,31 @@ NORMALISATION = 32
 NARROW = 0.5
 
 
+#: Per database: the newest metadata this process has read (every logbook opened on the
+#: database, one per request in the service, starts from it and hands back what it read).
+_METAS: dict[str, DocMeta] = {}
+_METAS_LOCK = threading.Lock()
+
+
+def process_meta(store: LogbookDatabase) -> DocMeta:
+    """The per-entry metadata of ``store``'s database, kept in this process's memory (the
+    hosts of a database server share no files), read through ``store``."""
+    from osprey_core.logbook.docmeta import DocMeta, ProcessFolder
+
+    with _METAS_LOCK:
+        known = _METAS.get(store.url)
+        if known is None:
+            known = _METAS[store.url] = DocMeta(store, ProcessFolder("meta"))
+        return known.bound_to(store)
+
+
+def _keep(url: str, meta: DocMeta) -> None:
+    with _METAS_LOCK:
+        known = _METAS.get(url)
+        if known is None or meta.seq >= known.seq:
+            _METAS[url] = meta
+
+
 class PostgresKeywordIndex:
     """Keyword search by the database; :attr:`meta` (this process's copy of the
     per-entry metadata) is what the other arms' masks come from."""
@@ -48,7 +74,9 @@ class PostgresKeywordIndex:
     def refresh(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Catch the metadata up with the store; the terms are written with each entry,
         so there is nothing else to index. Returns how many rows were new here."""
-        return self.meta.refresh(progress)
+        added = self.meta.refresh(progress)
+        _keep(self.store.url, self.meta)
+        return added
 
     def search(self, query: ParsedQuery, *, mask: np.ndarray | None = None,
                k: int = 10) -> KeywordHits:

@@ -35,7 +35,7 @@ class _Cached:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.generation: int | None = None
+        self.generation: str | None = None
         self.seq = 0
         self.matrix = np.zeros((0, 0), np.float32)
         self.rowids = np.zeros(0, np.int64)
@@ -58,7 +58,7 @@ class PostgresVectorSet:
         self.chunking = chunking
         self.path = f"{store.path} (vector set {name})"
         self.dimension: int | None = None
-        self._seen: tuple[int | None, int] = (None, 0)
+        self._seen: tuple[str | None, int] = (None, 0)
         with _CACHE_LOCK:
             self._cached = _CACHE.setdefault((store.url, name), _Cached())
         self.reload()
@@ -87,7 +87,7 @@ class PostgresVectorSet:
     def _fetch(self) -> None:
         cached = self._cached
         with cached.lock:
-            found = self.store.rows("SELECT generation, dimension FROM logbook_vector_sets "
+            found = self.store.rows("SELECT generation::text, dimension FROM logbook_vector_sets "
                                      "WHERE name = %s", [self.name])
             generation, dimension = found[0] if found else (None, None)
             if generation != cached.generation:
