@@ -104,7 +104,9 @@ def plan(config: OspreyConfig, host: PluginHost) -> Deployment:
             if entry is not None and name in settings.deployed_services:
                 selected[name] = entry
     if problems:
-        raise ConfigError(_report(config, problems))
+        from osprey_core.config.loading import describe_problems
+
+        raise ConfigError(describe_problems(config, problems))
     build_dir = (relative_to_config(settings.build_dir, config.path) if settings.build_dir
                  else config.home / "deploy" / settings.project)
     return Deployment(settings, build_dir, config.home, dependency_order(selected), known)
@@ -139,17 +141,6 @@ def _settings_of(spec: ServiceSpec, origin: str, raw: dict[str, Any],
                         for error in exc.errors())
         return None
     return Selected(spec, origin, model.model_dump(), ports)
-
-
-def _report(config: OspreyConfig, problems: list[tuple[tuple[Any, ...], str]]) -> str:
-    """The config loader's own format: ``FILE:LINE: key.path: problem``."""
-    from osprey_core.config.loading import _read_yaml
-    from osprey_core.config.problems import report
-
-    lines = _read_yaml(config.path)[1] if config.path is not None else {}
-    overrides = {env: (tuple(dotted.split(".")), None)
-                 for env, dotted in config.env_overrides.items()}
-    return report(problems, config.path, lines, overrides)
 
 
 def dependency_order(selected: dict[str, Selected]) -> list[Selected]:
