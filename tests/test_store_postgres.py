@@ -338,13 +338,15 @@ def test_osprey_store_migrate_and_copy_commands(tmp_path: Path, postgres_url: st
     copied = run_osprey("store", "copy", "--to", postgres_url, env=env, cwd=tmp_path)
     assert copied.returncode == 0, copied.stderr
     assert "runs" in copied.stdout and "api_tokens" in copied.stdout
+    assert "memory entries" in copied.stdout
 
     on_postgres = osprey_env(home, OSPREY__STORE__URL=postgres_url)
     listed = run_osprey("runs", "list", "--json", env=on_postgres, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert sorted(run["id"] for run in json.loads(listed.stdout)) == ["run-0", "run-1", "run-2"]
     again = run_osprey("store", "migrate", env=on_postgres, cwd=tmp_path)
-    assert "already at schema version 3" in again.stdout
+    for part, version in (("runs", 3), ("memory", 1), ("logbook", 1)):
+        assert f": {part}: already at schema version {version}" in again.stdout
     refused = run_osprey("store", "copy", "--to", postgres_url, env=env, cwd=tmp_path)
     assert refused.returncode == 1 and "it is not empty" in refused.stderr
     checked = run_osprey("store", "check", "--json", env=on_postgres, cwd=tmp_path)
@@ -353,7 +355,8 @@ def test_osprey_store_migrate_and_copy_commands(tmp_path: Path, postgres_url: st
     assert report["ok"] and report["schema_version"] == 3 and report["size_bytes"] > 0
     assert report["counts"] == {"runs": 3, "steps": 3, "approvals": 3, "audit": 2,
                                 "events": 3, "run_plans": 3, "run_context": 6,
-                                "api_tokens": 1, "pending_approvals": 2}
+                                "api_tokens": 1, "pending_approvals": 2,
+                                "memory_entries": 0, "logbook_entries": 0}
     assert "password" not in report["path"] and report["path"].startswith("postgresql://")
     backup = run_osprey("store", "backup", env=on_postgres, cwd=tmp_path)
     assert backup.returncode == 1 and "pg_dump" in backup.stderr

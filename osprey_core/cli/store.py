@@ -109,10 +109,12 @@ def migrate(ctx: typer.Context,
     report = migrate_store(url or _configured_url(ctx), connect_timeout=settings.connect_timeout)
     if as_json:
         print_json(report.to_json())
-    elif report.before == report.after:
-        typer.echo(f"{report.store}: already at schema version {report.after}")
-    else:
-        typer.echo(f"{report.store}: schema version {report.before} -> {report.after}")
+        return
+    versions = {"runs": (report.before, report.after), **report.parts}
+    for part, (before, after) in versions.items():
+        change = (f"already at schema version {after}" if before == after
+                  else f"schema version {before} -> {after}")
+        typer.echo(f"{report.store}: {part}: {change}")
 
 
 @store_app.command("copy")
@@ -132,8 +134,8 @@ def copy(ctx: typer.Context,
     if as_json:
         print_json(report.to_json())
         return
-    print_table(f"copied {report.source} -> {report.target}", ("table", "rows"),
-                list(report.counts.items()))
+    rows = [*report.counts.items(), ("memory entries", report.memory_entries)]
+    print_table(f"copied {report.source} -> {report.target}", ("table", "rows"), rows)
 
 
 def _configured_url(ctx: typer.Context) -> str:

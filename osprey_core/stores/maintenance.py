@@ -9,6 +9,9 @@ from osprey_core.store_errors import StoreError
 from osprey_core.store_maintenance import TABLES, TABLES_IN_VERSION, StoreReport
 from osprey_core.store_schema import MIGRATIONS
 
+#: Tables of the stores that share the run store's database (user memory, the logbook).
+SHARED_TABLES = ("memory_entries", "logbook_entries")
+
 
 def check_postgres(url: str, **options: Any) -> StoreReport:
     """Check the store at ``url``; every problem is in the report (``ok`` when none)."""
@@ -49,6 +52,10 @@ def _check(store: Any, report: StoreReport) -> None:
     report.problems.extend(f"table '{name}' is missing" for name in expected
                            if name not in present)
     for name in expected:
+        if name in present:
+            report.counts[name] = int(store.conn.execute(
+                f"SELECT count(*) FROM {name}").fetchone()[0])
+    for name in SHARED_TABLES:  # the other stores' tables, once migrated here
         if name in present:
             report.counts[name] = int(store.conn.execute(
                 f"SELECT count(*) FROM {name}").fetchone()[0])
