@@ -42,6 +42,7 @@ from osprey_core.service.context import ServiceState, service_state
 from osprey_core.service.decisions import decide, duty_conflict, missing_role
 from osprey_core.service.decisions import edit as edit_approval
 from osprey_core.service.errors import ServiceError, from_osprey_error
+from osprey_core.store_errors import StoreStorageError
 
 if TYPE_CHECKING:
     from osprey_core.control.types import ReadBatch
@@ -211,7 +212,7 @@ async def _view(request: Request, state: ServiceState, template: str,
     who = await _who(request, state, fragment=fragment)
     if not isinstance(who, Identity):
         return who
-    return _page(request, template, who, **context())
+    return _page(request, template, who, **await state.read(context))
 
 
 @router.get("/console/approvals", name="console_approvals")
@@ -397,6 +398,8 @@ def _run_context(state: ServiceState, run_id: str) -> dict[str, Any] | None:
     osprey = state.osprey
     try:
         run = osprey.get_run(run_id)
+    except StoreStorageError:
+        raise  # the store cannot answer (503), which says nothing about the run
     except OspreyError:
         return None
     records = osprey.steps(run.id)
@@ -415,7 +418,7 @@ async def run_page(request: Request, run_id: str,
     who = await _who(request, state)
     if not isinstance(who, Identity):
         return who
-    context = _run_context(state, run_id)
+    context = await state.read(lambda: _run_context(state, run_id))
     if context is None:
         return _problem_page(request, who, 404, f"No run {run_id!r}")
     return _page(request, "run.html", who, section="runs", **context)
@@ -427,7 +430,7 @@ async def run_fragment(request: Request, run_id: str,
     who = await _who(request, state, fragment=True)
     if not isinstance(who, Identity):
         return who
-    context = _run_context(state, run_id)
+    context = await state.read(lambda: _run_context(state, run_id))
     if context is None:
         return Response(status_code=404)
     return _page(request, "_run.html", who, **context)
