@@ -18,10 +18,11 @@ goes on from its cursor when the store is back: nothing is skipped or sent twice
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,16 +125,19 @@ def _approvals(store: RunStore, ids: set[str]) -> dict[str, ApprovalRecord]:
 
 
 def pending_messages(store: RunStore, cursor: Cursor, run_id: str | None
-                     ) -> Iterator[tuple[Cursor, str, dict[str, Any]]]:
+                     ) -> list[tuple[Cursor, str, dict[str, Any]]]:
     """What the store holds after ``cursor``: run events and approval changes merged by
-    time, each table in its own id order; with the cursor after each message."""
+    time, each table in its own id order; with the cursor after each message. Read
+    whole, so the reading can run in a worker thread."""
     runs = _run_messages(store, cursor.event, run_id)
     approvals = _approval_messages(store, cursor.audit, run_id)
+    merged = []
     while runs or approvals:
         take_run = bool(runs) and (not approvals or runs[0][0] <= approvals[0][0])
         _, row_id, kind, data = (runs if take_run else approvals).pop(0)
         cursor = Cursor(row_id, cursor.audit) if take_run else Cursor(cursor.event, row_id)
-        yield cursor, kind, data
+        merged.append((cursor, kind, data))
+    return merged
 
 
 def sse(kind: str, data: dict[str, Any], cursor: Cursor) -> str:
@@ -154,7 +158,7 @@ async def stream(state: ServiceState, cursor: Cursor, run_id: str | None
         sent = False
         try:
             messages = await state.read(
-                lambda after=cursor: list(pending_messages(store, after, run_id)))
+                functools.partial(pending_messages, store, cursor, run_id))
         except StoreStorageError as exc:
             messages = []
             if away is None:
