@@ -103,8 +103,10 @@ def test_relevant_entries_rank_first(store: PostgresLogbook) -> None:
     assert "none" not in found
     assert ids(logbook, "HCM1:SP", mode="keyword") == ["pv", "parts"]
     assert set(ids(logbook, '"cavity trip"', mode="keyword")) == {"both", "text"}
-    scores = [hit.score for hit in logbook.search("RF cavity trip", mode="keyword").hits]
-    assert all(0 < score < 1 for score in scores)  # ts_rank_cd normalised: the fusion scale
+    found = logbook.keyword.search(parse_query("RF cavity trip"), k=10)
+    assert all(0 < score <= found.ceiling for score in found.scores)  # the fusion's scale
+    fuller = logbook.keyword.search(parse_query("RF cavity trip unheardofword"), k=10)
+    assert fuller.scores[0] / fuller.ceiling < found.scores[0] / found.ceiling
 
 
 def test_filters_hold_before_the_top_k(store: PostgresLogbook) -> None:

@@ -5,34 +5,41 @@ The interface is :class:`~osprey_core.logbook.keyword.KeywordIndex`'s, so the qu
 runs one code path on both engines: a parsed query becomes one SQL condition (words and
 phrases as ``terms @@ tsquery``, fields as column conditions, AND/OR/NOT as SQL), the
 caller's mask becomes a condition on rowids, and both hold in the ``WHERE`` clause, before
-``ORDER BY ... LIMIT k``: no hit ever violates a filter or an operator. The ranking words
-and phrases are scored together by ``ts_rank_cd`` (cover density; a title term counts
-three times a text term, as on SQLite), normalised to ``rank / (rank + 1)``: scores lie
-in [0, 1), a scale that means the same from one query to the next, so the hybrid fusion
-divides by a ceiling of 1.
+``ORDER BY ... LIMIT k``: no hit ever violates a filter or an operator.
+
+Ranking is the database's ``ts_rank`` of each ranking term on its own (term frequency,
+saturating; a title term counts three times a text term; divided by the log of the
+entry's length, then mapped to [0, 1)), weighted by the term's idf as BM25 weighs it,
+with document frequencies counted by the GIN index, and summed. One ``ts_rank_cd`` over
+the whole query has no idf: on SciFact it scored nDCG@10 0.306 against 0.685 for this
+sum (0.694 for the BM25 of the index files). A score never exceeds the sum of the
+weights, the ceiling hybrid fusion divides by, as on SQLite.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from osprey_core.logbook.keyword import KeywordHits
-from osprey_core.logbook.pg_terms import expression_sql, quote, ranking_query
-from osprey_core.logbook.query import ParsedQuery, walk_positive
+from osprey_core.logbook.pg_terms import expression_sql, quote
+from osprey_core.logbook.query import ParsedQuery, ranking_weights
 
 if TYPE_CHECKING:
     from osprey_core.logbook.docmeta import DocMeta
     from osprey_core.logbook.pg_database import LogbookDatabase
 
-#: ``ts_rank_cd`` weights of D, C, B, A: text terms are D, title terms A (three times).
+#: ``ts_rank`` weights of D, C, B, A: text terms are D, title terms A (three times).
 WEIGHTS = "{0.333333, 0.333333, 0.333333, 1.0}"
-#: ``rank / (rank + 1)``: scores in [0, 1).
-NORMALISATION = 32
+#: Divided by 1 + log(the entry's length), then ``rank / (rank + 1)``: each term's part
+#: lies in [0, 1), so a score never exceeds the sum of the weights (the ceiling).
+NORMALISATION = 1 | 32
 #: A mask allowing at most this share of rows is sent as its rowids, a wider one as the
 #: rowids it refuses.
 NARROW = 0.5
@@ -81,26 +88,37 @@ class PostgresKeywordIndex:
     def search(self, query: ParsedQuery, *, mask: np.ndarray | None = None,
                k: int = 10) -> KeywordHits:
         """The best ``k`` entries matching ``query`` (and ``mask``, a boolean array over
-        rowids), by ``ts_rank_cd``; with no ranking words, the newest first."""
+        rowids), by the idf-weighted sum of each ranking term's ``ts_rank``; with no
+        ranking words, the newest first."""
         where, params = self._where(query, mask)
-        ranking = ranking_query(walk_positive(query.expression))
-        if ranking:
-            score = f"ts_rank_cd('{WEIGHTS}', terms, %s::tsquery, {NORMALISATION})"
-            params = [ranking, *params]
-        else:
-            score = "0.0::real"
-        order = "score DESC, rowid DESC" if ranking else "ts DESC, rowid DESC"
+        weights = self._weights(ranking_weights(query.expression))
+        ranked = [(term, weight) for term, (weight, frequency) in weights.items() if frequency]
+        score = " + ".join(f"%s * ts_rank('{WEIGHTS}', terms, %s::tsquery, {NORMALISATION})"
+                           for _ in ranked) or "0.0"
+        order = "score DESC, rowid DESC" if weights else "ts DESC, rowid DESC"
         rows = self.store.rows(
             f"SELECT rowid, {score} AS score, count(*) OVER () FROM logbook_entries "
-            f"WHERE {where} ORDER BY {order} LIMIT %s", [*params, max(k, 0)])
-        total = int(rows[0][2]) if rows else (0 if k > 0 else self._count(where, params,
-                                                                         bool(ranking)))
+            f"WHERE {where} ORDER BY {order} LIMIT %s",
+            [*chain.from_iterable((weight, quote(term)) for term, weight in ranked),
+             *params, max(k, 1)])
+        total = int(rows[0][2]) if rows else 0
+        if k <= 0:
+            rows = []
         return KeywordHits([int(row[0]) for row in rows], [float(row[1]) for row in rows],
-                           total, 1.0 if ranking else 0.0)
+                           total, sum(weight for weight, _ in weights.values()))
 
-    def _count(self, where: str, params: list[Any], ranked: bool) -> int:
-        return int(self.store.one(f"SELECT count(*) FROM logbook_entries WHERE {where}",
-                                   params[1:] if ranked else params))
+    def _weights(self, terms: Counter[str]) -> dict[str, tuple[float, int]]:
+        """Each ranking term's weight (how often the query holds it times its idf) and
+        document frequency, from one statement (GIN lookups). A term no entry holds counts
+        at its highest idf in the ceiling, as on SQLite, and ranks nothing."""
+        if not terms:
+            return {}
+        count, *frequencies = self.store.rows(
+            "SELECT (SELECT count(*) FROM logbook_entries)" + "".join(
+                ", (SELECT count(*) FROM logbook_entries WHERE terms @@ %s::tsquery)"
+                for _ in terms), [quote(term) for term in terms])[0]
+        return {term: (repeat * _idf(count, frequency), frequency)
+                for (term, repeat), frequency in zip(terms.items(), frequencies, strict=True)}
 
     def matches(self, query: ParsedQuery, *, mask: np.ndarray | None = None) -> np.ndarray:
         """Every entry ``query`` matches (and ``mask`` allows), as a boolean array over
@@ -116,10 +134,7 @@ class PostgresKeywordIndex:
     def idf(self, term: str) -> float:
         """BM25's inverse document frequency of one analysed term (answers weigh a
         question's words by it)."""
-        count, frequency = self.store.rows(
-            "SELECT count(*), count(*) FILTER (WHERE terms @@ %s::tsquery) "
-            "FROM logbook_entries", [quote(term)])[0]
-        return math.log(1 + (count - frequency + 0.5) / (frequency + 0.5))
+        return self._weights(Counter([term]))[term][0]
 
     def _where(self, query: ParsedQuery, mask: np.ndarray | None) -> tuple[str, list[Any]]:
         clauses, params = [], []
@@ -131,6 +146,10 @@ class PostgresKeywordIndex:
             clauses.append(sql)
             params = [*params, *more]
         return " AND ".join(clauses) or "TRUE", params
+
+
+def _idf(count: int, frequency: int) -> float:
+    return math.log(1 + (count - frequency + 0.5) / (frequency + 0.5))
 
 
 def mask_sql(mask: np.ndarray) -> tuple[str, list[Any]]:

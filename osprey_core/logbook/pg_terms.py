@@ -8,7 +8,7 @@ whole at the position of its first part), the title's terms weighted ``A`` and t
 text's ``D``, with a gap between them so that no phrase spans the two. Queries are
 ``tsquery`` values made of the same terms, so both engines match the same entries;
 PostgreSQL matches (``@@``, GIN-indexed), checks phrases (``<->``) and ranks
-(``ts_rank_cd``).
+(``ts_rank``).
 """
 
 from __future__ import annotations
@@ -65,13 +65,6 @@ def word_query(node: Word) -> str:
 def phrase_query(words: Iterable[str]) -> str:
     """Words adjacent and in order."""
     return " <-> ".join(quote(word) for word in words)
-
-
-def ranking_query(nodes: Iterable[Word | Phrase]) -> str:
-    """Any of the ranking words and phrases: what ``ts_rank_cd`` scores an entry by."""
-    parts = [f"({word_query(node)})" if isinstance(node, Word) else
-             f"({phrase_query(node.words)})" for node in nodes]
-    return " | ".join(part for part in parts if part != "()")
 
 
 def expression_sql(node: Node) -> tuple[str, list[object]]:

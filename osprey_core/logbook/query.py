@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 from osprey_core.logbook.models import Filters, parse_time
 from osprey_core.logbook.tokenize import STOPWORDS, spans, tokens
@@ -110,6 +112,15 @@ def walk_positive(node: Node | None) -> Iterator[Word | Phrase]:
     elif isinstance(node, And | Or):
         for child in node.children:
             yield from walk_positive(child)
+
+
+def ranking_weights(node: Node | None) -> Counter[str]:
+    """The terms that rank, each counted as often as the query holds it: a word's parts
+    (and an identifier whole), a phrase's words."""
+    return Counter(chain.from_iterable(
+        ((found.whole, *found.parts) if isinstance(found, Word) and found.whole is not None
+         else found.parts if isinstance(found, Word) else found.words)
+        for found in walk_positive(node)))
 
 
 def is_restriction(node: Node) -> bool:

@@ -3,10 +3,8 @@ disk (segments and a manifest, replaced atomically)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +19,7 @@ from osprey_core.logbook.keyword.segments import (
     build_segment,
     merge_segments,
 )
-from osprey_core.logbook.query import ParsedQuery, Word, walk_positive
+from osprey_core.logbook.query import ParsedQuery, ranking_weights
 from osprey_core.logbook.tokenize import ANALYZER_VERSION
 
 if TYPE_CHECKING:
@@ -136,10 +134,7 @@ class KeywordIndex:
         over rowids), by BM25; with no ranking words, the newest first."""
         allowed = self._allowed(mask)
         run = QueryRun(self, len(allowed))
-        weights = Counter(chain.from_iterable(
-            ((node.whole, *node.parts) if isinstance(node, Word) and node.whole is not None
-             else node.parts if isinstance(node, Word) else node.words)
-            for node in walk_positive(query.expression)))
+        weights = ranking_weights(query.expression)
         if bag_of_words(query.expression):
             # any of some words: what matches is what scores, so score every posting
             # and skip building the match set term by term
