@@ -17,7 +17,9 @@ class LogbookDatabase(LogbookStore, Protocol):
     """:class:`~osprey_core.logbook.postgres.PostgresLogbook` as its search arms see it."""
 
     url: str
-    path: str
+
+    @property
+    def path(self) -> str: ...
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...

@@ -67,7 +67,7 @@ class PostgresLogbook:
         self.db = PostgresRunStore(url, connect_timeout=connect_timeout, pool_size=pool_size,
                                    migrate=False)
         #: Where the entries are, for messages: the URL without its password.
-        self.path = self.db.path
+        self.path = str(self.db.path)
         try:
             with self.connection() as conn:
                 migrate_part(conn, "logbook", self.path)
@@ -112,7 +112,7 @@ class PostgresLogbook:
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.connection() as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.rows(sql, params)[0][0]
@@ -168,7 +168,7 @@ class PostgresLogbook:
         """Delete every entry (of ``source``, older than ``before``); returns how many."""
         where, params = purge_where(source, before, "%s")
         with self.transaction() as conn:
-            removed = conn.execute(f"DELETE FROM logbook_entries {where}",  # type: ignore[arg-type]
+            removed = conn.execute(f"DELETE FROM logbook_entries {where}",
                                    params).rowcount
             if source is not None and before is None:
                 conn.execute("DELETE FROM logbook_sources WHERE source = %s", [source])
@@ -206,7 +206,7 @@ class PostgresLogbook:
             [list(rowids)])}
 
     def rowids(self, ids: Sequence[str]) -> dict[str, int]:
-        return dict(self.rows("SELECT id, rowid FROM logbook_entries WHERE id = ANY(%s)",  # type: ignore[arg-type]
+        return dict(self.rows("SELECT id, rowid FROM logbook_entries WHERE id = ANY(%s)",
                                [list(ids)]))
 
     def count(self, source: str | None = None) -> int:

@@ -121,7 +121,8 @@ def plan_upsert(latest: dict[str, LogEntry], known: dict[str, tuple[int, str, in
 def purge_where(source: str | None, before: datetime | None, mark: str
                 ) -> tuple[str, list[Any]]:
     """The ``WHERE`` clause of a purge (``mark``: the engine's placeholder)."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if source is not None:
         clauses.append(f"source = {mark}")
         params.append(source)

@@ -213,10 +213,11 @@ class VectorSet(Protocol):
     :mod:`~osprey_core.logbook.pg_vectors`): rows of a float32 matrix, each with the
     rowid of its entry, appended by one writer at a time, read by any process."""
 
-    path: Path | str
     chunking: tuple[int, int]
     dimension: int | None
 
+    @property
+    def path(self) -> Path | str: ...
     @property
     def rows(self) -> int: ...
     def reload(self) -> bool: ...
@@ -276,7 +277,8 @@ class SemanticIndex:
             from osprey_core.settings import EmbeddingSettings
 
             settings = model.settings or EmbeddingSettings()
-        sets = FileVectorSets(where / "vectors") if isinstance(where, Path) else where
+        sets: VectorSets = (FileVectorSets(where / "vectors") if isinstance(where, Path)
+                            else where)
         return cls(store, sets, model, settings)
 
     def _vector_set(self, model: EmbeddingModel) -> VectorSet:

@@ -70,8 +70,9 @@ class LogbookStore(Protocol):
     with the same semantics. Each also says where its search arms are
     (:class:`~osprey_core.logbook.indexes.IndexedStore`)."""
 
-    #: The database file, or the server's URL without its password (for messages).
-    path: Path | str
+    @property
+    def path(self) -> Path | str:
+        """The database file, or the server's URL without its password (for messages)."""
 
     def upsert(self, entries: Sequence[LogEntry]) -> UpsertCounts: ...
     def get(self, ids: Sequence[str]) -> list[LogEntry]: ...
