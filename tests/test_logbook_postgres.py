@@ -195,6 +195,19 @@ def test_two_writers_get_distinct_rowids_and_an_ordered_change_log(
     assert store.changes_since(0).added == live  # every add logged, in rowid order
 
 
+def test_osprey_store_migrate_sets_up_the_logbook(postgres_url: str) -> None:
+    from osprey_core.stores.transfer import migrate_store
+
+    first = migrate_store(postgres_url)
+    assert first.parts["logbook"] == (0, 1)
+    assert migrate_store(postgres_url).parts["logbook"] == (1, 1)
+    with psycopg.connect(postgres_url) as conn:
+        tables = {row[0] for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE 'logbook%'")}
+    assert tables == {"logbook_entries", "logbook_entry_tags", "logbook_changes",
+                      "logbook_sources", "logbook_vector_sets", "logbook_vectors"}
+
+
 def test_a_newer_logbook_schema_is_refused(store: PostgresLogbook, postgres_url: str) -> None:
     assert store.schema_version == 1
     with psycopg.connect(postgres_url, autocommit=True) as conn:
