@@ -70,7 +70,7 @@ MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('osprey run store schema
 
 # -- the other stores sharing the database ------------------------------------------------------
 #
-# User memory (and, later, the logbook) keep their tables in the run store's database, each
+# User memory and the logbook keep their tables in the run store's database, each
 # with migrations numbered on its own: a part changes without renumbering the run store's
 # versions, which mean the same tables as SQLite's. ``part_schema_version`` holds one row per
 # applied (part, version); the same advisory lock serialises them with the run store's.
