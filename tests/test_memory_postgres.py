@@ -221,9 +221,10 @@ def test_a_process_keeps_a_few_pools_and_an_evicted_one_still_works(
     from osprey_core.config import load_config
     from osprey_core.memory import factory
     from osprey_core.plugin_host import load_plugins
+    from osprey_core.stores import kept
 
     host = load_plugins(environ={"OSPREY_LOAD_PLUGINS": "", "OSPREY_STRICT_PLUGINS": "1"})
-    names = [postgres_server.new_database() for _ in range(factory.KEPT + 1)]
+    names = [postgres_server.new_database() for _ in range(kept.KEPT + 1)]
     try:
         stores = []
         for name in names:
@@ -233,10 +234,10 @@ def test_a_process_keeps_a_few_pools_and_an_evicted_one_still_works(
             store = factory.open_memory_store(load_config(host, path, environ={}))
             store.add("ana", f"kept in {name}")
             stores.append(store)
-        assert len(factory._shared) == factory.KEPT  # the first one's pool was closed
+        assert kept.kept_count() == kept.KEPT  # the first one's pool was closed
         assert [entry.text for entry in stores[0].entries("ana")] == [f"kept in {names[0]}"]
         stores[0].db.close()  # the pool its next operation opened
     finally:
-        factory.close_memory_stores()
+        kept.close_kept()
         for name in names:
             postgres_server.drop_database(name)

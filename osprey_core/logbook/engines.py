@@ -26,8 +26,9 @@ def may_hold_entries(config: OspreyConfig) -> bool:
 
 
 def open_store(config: OspreyConfig) -> IndexedStore:
-    """The logbook store ``config`` names: the PostgreSQL database of ``store.url``, else
-    the SQLite file ``logbook.path`` (default ``OSPREY_HOME/logbook.db``)."""
+    """The logbook store ``config`` names: the PostgreSQL database of ``store.url`` (kept
+    open by the process between callers), else the SQLite file ``logbook.path`` (default
+    ``OSPREY_HOME/logbook.db``)."""
     from osprey_core.stores.factory import is_postgres, require_driver, store_url
 
     settings = config.section("store")
@@ -35,9 +36,12 @@ def open_store(config: OspreyConfig) -> IndexedStore:
     if is_postgres(url):
         require_driver()
         from osprey_core.logbook.postgres import PostgresLogbook
+        from osprey_core.stores.kept import kept_open
 
-        return PostgresLogbook(url, connect_timeout=settings.connect_timeout,
-                               pool_size=settings.pool_size)
+        shared = kept_open(("logbook", url, settings.connect_timeout, settings.pool_size),
+                           lambda: PostgresLogbook(url, connect_timeout=settings.connect_timeout,
+                                                   pool_size=settings.pool_size))
+        return shared.borrowed()
     from osprey_core.logbook.store import SQLiteLogbook
 
     return SQLiteLogbook(config.section("logbook").path or config.home / "logbook.db")

@@ -18,6 +18,7 @@ host and port, and the next call after the server is back works again.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,6 +65,7 @@ class PostgresLogbook:
         from osprey_core.stores.postgres_schema import migrate_part
 
         self.url = url
+        self._owned = True
         self.db = PostgresRunStore(url, connect_timeout=connect_timeout, pool_size=pool_size,
                                    migrate=False)
         #: Where the entries are, for messages: the URL without its password.
@@ -76,7 +78,15 @@ class PostgresLogbook:
             raise
 
     def close(self) -> None:
-        self.db.close()
+        if self._owned:
+            self.db.close()
+
+    def borrowed(self) -> PostgresLogbook:
+        """This store for one caller: the same pool, left open by the caller's close
+        (the process keeps the store, see :mod:`osprey_core.stores.kept`)."""
+        twin = copy.copy(self)
+        twin._owned = False
+        return twin
 
     def search_indexes(self) -> PostgresIndexes:
         """The search arms over this database (keyword by its text search, vectors in it

@@ -164,6 +164,9 @@ def shared_database(server: PostgresServer) -> Iterator[str]:
     try:
         yield server.url(name)
     finally:
+        from osprey_core.stores.kept import close_kept
+
+        close_kept()  # pools this process kept on the database (memory, the logbook)
         server.drop_database(name)
 
 
@@ -283,8 +286,8 @@ def memory_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Me
         return
     engine = MemoryEngine("postgresql", home, request.getfixturevalue("postgres_url"))
     yield engine
-    from osprey_core.memory.factory import close_memory_stores
+    from osprey_core.stores.kept import close_kept
 
     for store in engine.opened:
         store.close()
-    close_memory_stores()
+    close_kept()
