@@ -125,13 +125,14 @@ class RunStore:
                    .fetchone()[0])
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[RunStore]:
+    def transaction(self, *, durable: bool = True, deadline: bool = True) -> Iterator[RunStore]:
         """One IMMEDIATE transaction: all writes inside commit together or not at all.
 
         ``durable`` commits are synced to disk before returning (they survive a power
         cut); the others are atomic and survive a crash of this process, and become
         durable with the next durable commit. Pauses, decisions, side effects and the
-        end of a run are durable.
+        end of a run are durable. ``deadline`` matters to a database server (see
+        :mod:`~osprey_core.stores.watchdog`); a file in this process has none to miss.
         """
         conn = self.conn
         if conn.in_transaction:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -174,6 +176,34 @@ def test_the_server_going_away_is_a_clear_error_and_its_return_needs_nothing(
         with store.transaction() as tx:
             tx.insert_run(a_run("run-3"))
         assert {run.id for run in store.list_runs()} == {"run-1", "run-3"}
+    finally:
+        store.close()
+
+
+def test_a_hung_server_fails_operations_at_their_deadline_and_is_used_again_after(
+        postgres_server: PostgresServer, postgres_url: str) -> None:
+    """SIGSTOP, not a shutdown: nothing closes, and without a deadline a statement would
+    wait for ever. Bounds here are generous: they tell a deadline from no deadline."""
+    store = PostgresRunStore(postgres_url, connect_timeout=2, operation_timeout=2)
+    try:
+        with store.transaction() as tx:
+            tx.insert_run(a_run())
+        with ExitStack() as hung:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError) as cut, store.transaction() as tx:
+                tx.get_run("run-1")
+                hung.enter_context(postgres_server.frozen())  # mid-transaction
+                tx.insert_run(a_run("run-2"))
+            in_flight = time.monotonic() - started
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError) as refused:
+                store.get_run("run-1")  # the next call: a pooled connection checked, a probe
+            next_call = time.monotonic() - started
+        assert "no answer within 2 s (store.operation_timeout)" in str(cut.value)
+        assert f"PostgreSQL store at 127.0.0.1:{postgres_server.port}" in str(refused.value)
+        assert in_flight < 10 and next_call < 15, (in_flight, next_call)
+        assert store.get_run("run-1") == a_run()  # continued: the same store works again
+        assert [run.id for run in store.list_runs()] == ["run-1"]  # run-2 never half-written
     finally:
         store.close()
 

@@ -29,7 +29,12 @@ def open_store(config: OspreyConfig) -> IndexedStore:
     """The logbook store ``config`` names: the PostgreSQL database of ``store.url`` (kept
     open by the process between callers), else the SQLite file ``logbook.path`` (default
     ``OSPREY_HOME/logbook.db``)."""
-    from osprey_core.stores.factory import is_postgres, require_driver, store_url
+    from osprey_core.stores.factory import (
+        connection_options,
+        is_postgres,
+        require_driver,
+        store_url,
+    )
 
     settings = config.section("store")
     url = store_url(settings, config.home)
@@ -38,9 +43,9 @@ def open_store(config: OspreyConfig) -> IndexedStore:
         from osprey_core.logbook.postgres import PostgresLogbook
         from osprey_core.stores.kept import kept_open
 
-        shared = kept_open(("logbook", url, settings.connect_timeout, settings.pool_size),
-                           lambda: PostgresLogbook(url, connect_timeout=settings.connect_timeout,
-                                                   pool_size=settings.pool_size))
+        options = connection_options(settings)
+        shared = kept_open(("logbook", url, *options.values()),
+                           lambda: PostgresLogbook(url, **options))
         return shared.borrowed()
     from osprey_core.logbook.store import SQLiteLogbook
 

@@ -60,14 +60,15 @@ _DOC_COLUMNS = "rowid, source, logbook, author, title, text, tags, ts"
 class PostgresLogbook:
     """The logbook's entries, change log and sources in a PostgreSQL database."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0, pool_size: int = 8) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
+        """Connect (``options`` as the run store takes them) and migrate the logbook's
+        tables."""
         from osprey_core.stores.postgres import PostgresRunStore
         from osprey_core.stores.postgres_schema import migrate_part
 
         self.url = url
         self._owned = True
-        self.db = PostgresRunStore(url, connect_timeout=connect_timeout, pool_size=pool_size,
-                                   migrate=False)
+        self.db = PostgresRunStore(url, migrate=False, **options)
         #: Where the entries are, for messages: the URL without its password.
         self.path = str(self.db.path)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from osprey_core.stores.factory import is_postgres, store_url
+from osprey_core.stores.factory import connection_options, is_postgres, store_url
 
 if TYPE_CHECKING:
     from osprey_core.config import OspreyConfig
@@ -29,8 +29,7 @@ def open_memory_store(config: OspreyConfig) -> MemoryBackend:
     from osprey_core.memory.postgres import PostgresMemoryStore
     from osprey_core.stores.kept import kept_open
 
-    shared = kept_open(("memory", url, store.connect_timeout, store.pool_size),
-                       lambda: PostgresMemoryStore.connect(
-                           url, connect_timeout=store.connect_timeout,
-                           pool_size=store.pool_size))
+    options = connection_options(store)
+    shared = kept_open(("memory", url, *options.values()),
+                       lambda: PostgresMemoryStore.connect(url, **options))
     return shared.using(settings)

@@ -74,12 +74,13 @@ class PostgresMemoryStore(MemoryOperations):
                 raise database.error(exc) from exc
 
     @classmethod
-    def connect(cls, url: str, settings: MemorySettings | None = None, *,
-                connect_timeout: float = 10.0, pool_size: int = 8) -> PostgresMemoryStore:
-        """A store with a connection pool of its own (closed by :meth:`close`)."""
+    def connect(cls, url: str, settings: MemorySettings | None = None,
+                **options: Any) -> PostgresMemoryStore:
+        """A store with a connection pool of its own (closed by :meth:`close`);
+        ``options`` as :func:`~osprey_core.stores.factory.open_url` takes them."""
         from osprey_core.stores.factory import open_url
 
-        database: Any = open_url(url, connect_timeout=connect_timeout, pool_size=pool_size)
+        database: Any = open_url(url, **options)
         try:
             return cls(database, settings, owned=True)
         except BaseException:

@@ -24,13 +24,19 @@ def store_url(settings: StoreSettings, home: Path) -> str:
     return url or f"sqlite:{home / 'osprey.db'}"
 
 
+def connection_options(settings: StoreSettings) -> dict[str, float]:
+    """How every store of an installation connects to its PostgreSQL database."""
+    return {"connect_timeout": settings.connect_timeout, "pool_size": settings.pool_size,
+            "operation_timeout": settings.operation_timeout}
+
+
 def open_run_store(settings: StoreSettings, home: Path) -> RunStore:
     """The SQLite store in ``home`` unless ``store.url`` names another database."""
-    return open_url(store_url(settings, home), connect_timeout=settings.connect_timeout,
-                    pool_size=settings.pool_size)
+    return open_url(store_url(settings, home), **connection_options(settings))
 
 
-def open_url(url: str, *, connect_timeout: float = 10.0, pool_size: int = 8) -> RunStore:
+def open_url(url: str, *, connect_timeout: float = 10.0, pool_size: int = 8,
+             operation_timeout: float = 30.0) -> RunStore:
     """``sqlite:PATH`` or ``postgresql://...`` opened (and migrated to this version)."""
     if url.startswith("sqlite:"):
         from osprey_core.store import RunStore
@@ -40,7 +46,8 @@ def open_url(url: str, *, connect_timeout: float = 10.0, pool_size: int = 8) -> 
         require_driver()
         from osprey_core.stores.postgres import PostgresRunStore
 
-        return PostgresRunStore(url, connect_timeout=connect_timeout, pool_size=pool_size)
+        return PostgresRunStore(url, connect_timeout=connect_timeout, pool_size=pool_size,
+                                operation_timeout=operation_timeout)
     scheme = url.partition(":")[0] or url
     raise StoreError(f"a store is named 'sqlite:PATH' or 'postgresql://USER@HOST:PORT/DB', "
                      f"not '{scheme}:...'")

@@ -31,6 +31,7 @@ from osprey_core.models import RunRecord
 from osprey_core.store import RunStore
 from osprey_core.store_errors import StoreError, StoreUnavailableError, translating
 from osprey_core.stores.postgres_schema import MIGRATION_LOCK, MIGRATIONS, VERSION_TABLE
+from osprey_core.stores.watchdog import WATCHDOG
 
 if TYPE_CHECKING:
     import psycopg
@@ -154,12 +155,16 @@ class PostgresRunStore(RunStore):
     threaded = True  # a transaction holds a connection of its thread's own
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0, pool_size: int = 8,
-                 migrate: bool = True) -> None:
+                 operation_timeout: float = 30.0, migrate: bool = True) -> None:
         """Connect (failing at once, with the reason, if the server cannot be reached) and,
-        unless ``migrate`` is false, bring the schema up to date."""
+        unless ``migrate`` is false, bring the schema up to date. An operation (a
+        statement, or a transaction) still waiting on the server after
+        ``operation_timeout`` seconds has its connection cut (see
+        :mod:`~osprey_core.stores.watchdog`)."""
         self.url = url
         self.path, self.parts = describe(url)
         self.timeout = connect_timeout
+        self.operation_timeout = operation_timeout
         self.pool_size = pool_size
         self._local = threading.local()
         self._pool_lock = threading.Lock()
@@ -231,14 +236,15 @@ class PostgresRunStore(RunStore):
         return pool
 
     @contextmanager
-    def borrow(self) -> Iterator[psycopg.Connection[Any]]:
+    def borrow(self, *, deadline: bool = True) -> Iterator[psycopg.Connection[Any]]:
         """A live connection from the pool. A connection that fails its check, or none
         coming in time, means the server went away: it is probed directly, so an outage
         is reported at once with libpq's reason (and, until it answers again, every later
         call probes first instead of waiting on the pool); when it answers, a fresh pool
         replaces the one full of dead connections (or waiting out a reconnection
-        backoff)."""
-        from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+        backoff). The block must end within ``store.operation_timeout`` unless
+        ``deadline`` is false (migrations, a whole store's copy)."""
+        from psycopg_pool import PoolClosed, PoolTimeout
 
         if self._away:
             self._renew(self._pool)
@@ -247,12 +253,9 @@ class PostgresRunStore(RunStore):
             conn = pool.getconn()
         except (PoolTimeout, PoolClosed):  # closed: another thread just renewed it
             conn = None
-        if conn is not None:
-            try:
-                ConnectionPool.check_connection(conn)
-            except Exception:  # any failure: the connection is dead
-                pool.putconn(conn)
-                conn = None
+        if conn is not None and not self._answers(conn):
+            pool.putconn(conn)
+            conn = None
         if conn is None:
             self._renew(pool)
             pool = self._pool
@@ -261,9 +264,28 @@ class PostgresRunStore(RunStore):
             except (PoolTimeout, PoolClosed) as exc:
                 raise self.unavailable(f"no connection within {self.timeout:g} s") from exc
         try:
-            yield conn
+            with WATCHDOG.deadline(conn, self.operation_timeout if deadline else None) as alarm:
+                try:
+                    yield conn
+                except Exception as exc:
+                    if alarm.fired:
+                        raise self.unavailable(
+                            f"no answer within {self.operation_timeout:g} s "
+                            "(store.operation_timeout); the connection was cut") from exc
+                    raise
         finally:
             pool.putconn(conn)
+
+    def _answers(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether a pooled connection still works, asked within the connect timeout."""
+        from psycopg_pool import ConnectionPool
+
+        with WATCHDOG.deadline(conn, self.timeout):
+            try:
+                ConnectionPool.check_connection(conn)
+            except Exception:  # any failure: the connection is dead
+                return False
+        return True
 
     def _renew(self, pool: ConnectionPool[Any]) -> None:
         """Probe the server (:class:`StoreUnavailableError` while it is away); when it
@@ -331,7 +353,7 @@ class PostgresRunStore(RunStore):
         """Bring the schema up to date (``osprey store migrate``)."""
         import psycopg
 
-        with self.borrow() as conn:
+        with self.borrow(deadline=False) as conn:
             try:
                 self._migrate_on(conn)
             except psycopg.Error as exc:
@@ -346,14 +368,15 @@ class PostgresRunStore(RunStore):
         return int(row.fetchone()[0])
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[RunStore]:
+    def transaction(self, *, durable: bool = True, deadline: bool = True) -> Iterator[RunStore]:
         """One transaction on one connection: everything inside commits together or not
-        at all; ``durable=False`` skips waiting for the flush (still atomic)."""
+        at all; ``durable=False`` skips waiting for the flush (still atomic); without
+        ``deadline`` it may outlast ``store.operation_timeout`` (a whole store's copy)."""
         import psycopg
 
         if self.current() is not None:
             raise StoreError("nested store transactions are not supported")
-        with self.borrow() as conn:
+        with self.borrow(deadline=deadline) as conn:
             try:
                 with conn.transaction():
                     if not durable:

@@ -22,6 +22,13 @@ class StoreSettings(BaseModel):
         description="Seconds to wait for a PostgreSQL connection before an operation fails "
         "with an error naming the server (never a silent fallback).",
     )
+    operation_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="Seconds one PostgreSQL operation (a statement or a transaction) may wait "
+        "on the server before its connection is cut and it fails as unavailable: a server "
+        "that stops answering without closing anything (frozen, a silent network) never "
+        "holds a worker longer. Migrations and store copies have no such limit.",
+    )
     pool_size: int = Field(8, ge=1, le=200,
                            description="Most PostgreSQL connections one process keeps open.")
     lease_seconds: float = Field(

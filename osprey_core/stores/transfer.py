@@ -80,7 +80,7 @@ def migrate_store(url: str, **options: Any) -> Migration:
         try:
             before = store.schema_version
             store.migrate()
-            with store.borrow() as conn:
+            with store.borrow(deadline=False) as conn:
                 try:
                     parts = {part: migrate_part(conn, part, str(store.path))
                              for part in PART_MIGRATIONS}
@@ -130,7 +130,7 @@ def copy_store(source_url: str, target_url: str, **options: Any) -> CopyReport:
                 moved = copying.database_memories(source)
                 written = copying.write_files(back_home, moved)
                 report.memory_entries = sum(len(entries) for entries in moved.values())
-            with target.transaction() as tx:
+            with target.transaction(deadline=False) as tx:  # as long as the copy takes
                 for table, (columns, order) in TABLES.items():
                     report.counts[table] = _copy_table(source, tx, table, columns, order)
                 expected = dict(report.counts)

@@ -11,9 +11,11 @@ The server runs with ``fsync=off``: the tests check what the store does, not the
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -67,6 +69,24 @@ class PostgresServer:
             log = (self.directory / "log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"pg_ctl {action} failed: {done.stderr}{done.stdout}\n{log}")
         return done
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server and every backend stopped with SIGSTOP for the block's length (a hung
+        server: connections stay open and the kernel still acknowledges what is sent),
+        continued after it whatever happens inside."""
+        postmaster = int((self.directory / "data" / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                                  text=True, check=False).stdout.split()
+        pids = [postmaster, *map(int, children)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     @contextmanager
     def stopped(self) -> Iterator[None]:
