@@ -29,7 +29,7 @@ from osprey_core.models import (
 )
 from osprey_core.orchestration.recorder import RunRecorder, write_plan_file
 from osprey_core.orchestration.runtime import Runtime
-from osprey_core.store_errors import StoreStorageError
+from osprey_core.store_errors import ConflictError, StoreStorageError
 
 
 class RunController(RunRecorder):
@@ -48,10 +48,14 @@ class RunController(RunRecorder):
     def __exit__(self, *exc_info: object) -> None:
         """Stop renewing the lease; leave the shared machine, which would otherwise keep
         this controller alive. A run left by an error (the store went away mid-run) is
-        abandoned: if the store says this process holds it, recovery interrupts it."""
+        abandoned: if the store says this process holds it, recovery interrupts it. Not
+        when another holder won the run (a conflict), nor when recovering it failed: the
+        run is then someone else's, possibly another instance's in this very process."""
         self.stop_heartbeat()
         self.rt.machine.remove_model(self)
-        if exc_info[0] is not None:
+        error = exc_info[0]
+        if (isinstance(error, type) and not issubclass(error, ConflictError)
+                and not self.take_over):
             self.rt.abandoned.add(self.run.id)
 
     # -- guards --------------------------------------------------------------------------
