@@ -79,6 +79,11 @@ def test_recovery_on_a_stale_read_never_takes_over_a_run_a_live_process_now_hold
     assert [record.status for record in worker.runtime.store.steps(dead.id)] == [
         StepStatus.RUNNING]
     assert "run_interrupted" not in [entry.action for entry in worker.audit(run_id=dead.id)]
+    # Losing the run is not abandoning it: this process's later passes leave it alone too.
+    assert dead.id not in recoverer.runtime.abandoned
+    monkeypatch.undo()
+    recoverer.refresh()
+    assert worker.get_run(dead.id).state is RunState.EXECUTING
 
 
 def test_a_reused_pid_is_not_the_owner_and_its_run_is_recovered(lab: Lab) -> None:
