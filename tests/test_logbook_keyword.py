@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -457,23 +458,30 @@ def test_no_hit_violates_the_query_and_incremental_equals_full(
         full.refresh()
         items = live_entries(logbook)
         for text in queries:
-            query = parse_query(text)
-            hits = index.search(query, k=100)
-            expected = matching(query, items)
+            query, hits, expected = agrees_with_brute_force(index, text, items)
             event("some match" if expected else "no match")
-            assert set(hits.rowids) == expected, (text, str(query.expression))
-            assert hits.total == len(expected)
             rebuilt = full.search(query, k=100)
             assert hits.rowids == rebuilt.rowids
             assert hits.scores == pytest.approx(rebuilt.scores, rel=1e-5)
-            top = index.search(query, k=3)
-            assert top.rowids == hits.rowids[:3]
             for lookup, pick in ((math.inf, math.inf), (0, math.inf), (0, 0)):
                 with pytest.MonkeyPatch.context() as patch:  # each way to read postings
                     patch.setattr(QueryRun, "LOOKUP_BELOW", lookup)
                     patch.setattr(QueryRun, "PICK_BELOW", pick)
                     assert index.search(query, k=100) == hits
         logbook.close()
+
+
+def agrees_with_brute_force(index: Any, text: str,
+                            items: dict[int, LogEntry]) -> tuple[Any, Any, set[int]]:
+    """``index`` (either engine's) finds for ``text`` exactly the live entries the query
+    matches when each is read by hand, counts them right and keeps its order at any k."""
+    query = parse_query(text)
+    hits = index.search(query, k=100)
+    expected = matching(query, items)
+    assert set(hits.rowids) == expected, (text, str(query.expression))
+    assert hits.total == len(expected)
+    assert index.search(query, k=3).rowids == hits.rowids[:3]
+    return query, hits, expected
 
 
 # -- quality -------------------------------------------------------------------------------

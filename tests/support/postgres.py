@@ -160,6 +160,24 @@ def start_server(*, fsync: bool = False) -> PostgresServer:
     return server
 
 
+#: A password put into test URLs (the server trusts loopback and ignores it) to check that
+#: no message ever shows it.
+PASSWORD = "sekret-pw"
+
+
+def with_password(url: str) -> str:
+    return url.replace(f"{USER}@", f"{USER}:{PASSWORD}@")
+
+
+def assert_outage_reported(error: BaseException, server: PostgresServer) -> None:
+    """What every store says when the server is away: which server, that nothing was
+    changed, what to check, and never the password."""
+    message = str(error)
+    assert f"PostgreSQL store at 127.0.0.1:{server.port}" in message, message
+    assert "nothing was changed" in message and "OSPREY__STORE__URL" in message, message
+    assert PASSWORD not in message
+
+
 @contextmanager
 def own_server() -> Iterator[PostgresServer]:
     """A server for as long as the block runs, then stopped and removed."""
